@@ -1,0 +1,138 @@
+//! Stable error codes.
+//!
+//! A code is a short snake_case string that never changes meaning once released; clients
+//! branch on it. The message beside it is for people and may be reworded at any time.
+
+use serde::{Deserialize, Serialize};
+
+/// Every error a client can be told about, on the WebSocket or in a REST body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum ErrorCode {
+    /// No token was presented where one is required.
+    TokenMissing,
+    /// The token is not a well-formed JWT or its claims do not parse.
+    TokenMalformed,
+    /// The signature does not match any configured API secret.
+    TokenInvalidSignature,
+    /// The token's `exp` lies in the past.
+    TokenExpired,
+    /// The token's `nbf` lies in the future.
+    TokenNotYetValid,
+    /// The token was issued for another room than the one asked for.
+    TokenWrongRoom,
+    /// The token names an API key the server does not know.
+    TokenUnknownKey,
+    /// The token is valid but lacks the grant the action needs.
+    PermissionDenied,
+    /// The message is not valid JSON or misses required fields.
+    MalformedMessage,
+    /// The message `type` is not one this protocol version knows.
+    UnknownMessageType,
+    /// The message is larger than the server accepts.
+    MessageTooLarge,
+    /// The client speaks a protocol version the server does not.
+    UnsupportedProtocol,
+    /// A message arrived that needs a joined session first (or `join` came twice).
+    InvalidState,
+    /// The SDP could not be parsed or negotiated.
+    InvalidSdp,
+    /// The named room does not exist.
+    RoomNotFound,
+    /// A room with that name already exists.
+    RoomExists,
+    /// The room is at its participant limit.
+    RoomFull,
+    /// The named participant is not in the room.
+    ParticipantNotFound,
+    /// The named track does not exist.
+    TrackNotFound,
+    /// The same identity joined again elsewhere; this session was replaced.
+    DuplicateIdentity,
+    /// A resume was asked for a session that no longer exists.
+    SessionNotFound,
+    /// Too many requests from one source; slow down.
+    RateLimited,
+    /// REST credentials are missing or wrong.
+    Unauthorized,
+    /// A request body or parameter is invalid.
+    InvalidRequest,
+    /// Something went wrong inside the server; the message says what.
+    Internal,
+}
+
+impl ErrorCode {
+    /// The wire spelling, as in JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::TokenMissing => "token_missing",
+            ErrorCode::TokenMalformed => "token_malformed",
+            ErrorCode::TokenInvalidSignature => "token_invalid_signature",
+            ErrorCode::TokenExpired => "token_expired",
+            ErrorCode::TokenNotYetValid => "token_not_yet_valid",
+            ErrorCode::TokenWrongRoom => "token_wrong_room",
+            ErrorCode::TokenUnknownKey => "token_unknown_key",
+            ErrorCode::PermissionDenied => "permission_denied",
+            ErrorCode::MalformedMessage => "malformed_message",
+            ErrorCode::UnknownMessageType => "unknown_message_type",
+            ErrorCode::MessageTooLarge => "message_too_large",
+            ErrorCode::UnsupportedProtocol => "unsupported_protocol",
+            ErrorCode::InvalidState => "invalid_state",
+            ErrorCode::InvalidSdp => "invalid_sdp",
+            ErrorCode::RoomNotFound => "room_not_found",
+            ErrorCode::RoomExists => "room_exists",
+            ErrorCode::RoomFull => "room_full",
+            ErrorCode::ParticipantNotFound => "participant_not_found",
+            ErrorCode::TrackNotFound => "track_not_found",
+            ErrorCode::DuplicateIdentity => "duplicate_identity",
+            ErrorCode::SessionNotFound => "session_not_found",
+            ErrorCode::RateLimited => "rate_limited",
+            ErrorCode::Unauthorized => "unauthorized",
+            ErrorCode::InvalidRequest => "invalid_request",
+            ErrorCode::Internal => "internal",
+        }
+    }
+}
+
+impl std::fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// An error as it travels: a stable code and a message a person can act on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[error("{code}: {message}")]
+pub struct ProtoError {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+impl ProtoError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        ProtoError {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wire_spelling_matches_serde() {
+        for code in [
+            ErrorCode::TokenExpired,
+            ErrorCode::TokenWrongRoom,
+            ErrorCode::MalformedMessage,
+            ErrorCode::InvalidSdp,
+            ErrorCode::Internal,
+        ] {
+            let json = serde_json::to_string(&code).unwrap();
+            assert_eq!(json, format!("\"{}\"", code.as_str()));
+        }
+    }
+}

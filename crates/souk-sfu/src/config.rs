@@ -1,0 +1,52 @@
+//! What the media core needs to know about its surroundings.
+
+use std::time::Duration;
+
+use str0m::{Candidate, RtcConfig};
+
+#[derive(Debug, Clone)]
+pub struct SfuConfig {
+    /// Our ICE host candidates (the media port over UDP and TCP, on each advertised address).
+    pub candidates: Vec<Candidate>,
+    /// How long a participant whose signalling dropped stays in the room, resumable.
+    pub resume_window: Duration,
+    /// How long an empty room lives before it closes, unless the room says otherwise.
+    pub empty_room_timeout: Duration,
+    /// Least time between two keyframe requests to one publisher layer.
+    pub keyframe_request_interval: Duration,
+    /// How often active speakers are worked out and layers checked.
+    pub tick_interval: Duration,
+    /// A simulcast layer with no packets for this long counts as stopped.
+    pub layer_idle_after: Duration,
+    /// Seeds ids and secrets; tests fix it, servers take it from the OS.
+    pub seed: u64,
+    /// Rooms appear on first join when true; otherwise they must be created first.
+    pub auto_create_rooms: bool,
+}
+
+impl SfuConfig {
+    pub fn new(candidates: Vec<Candidate>, seed: u64) -> SfuConfig {
+        SfuConfig {
+            candidates,
+            resume_window: Duration::from_secs(15),
+            empty_room_timeout: Duration::from_secs(60),
+            keyframe_request_interval: Duration::from_millis(300),
+            tick_interval: Duration::from_millis(250),
+            layer_idle_after: Duration::from_millis(1500),
+            seed,
+            auto_create_rooms: true,
+        }
+    }
+
+    /// Every connection is ICE-lite (we have a public address and never initiate checks)
+    /// and in RTP mode (we forward packets, never frames).
+    pub(crate) fn rtc_config(&self) -> RtcConfig {
+        RtcConfig::new()
+            .set_ice_lite(true)
+            .set_rtp_mode(true)
+            .clear_codecs()
+            .enable_opus(true, false)
+            .enable_vp8(true)
+            .enable_h264(true)
+    }
+}

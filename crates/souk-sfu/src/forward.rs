@@ -1,0 +1,194 @@
+//! Deciding, packet by packet, what one subscriber gets of one track.
+//!
+//! This is the "decide" half of forwarding; writing the packet into the subscriber's
+//! connection is the caller's job. Video may only change source layer at a keyframe, so a
+//! switch is a two-step affair: the target changes at once, the current layer keeps
+//! flowing until the target's next keyframe arrives, then the stream cuts over.
+
+use std::time::Instant;
+
+use str0m::media::Rid;
+
+use crate::rewrite::Rewriter;
+
+/// What to do with one incoming packet for one subscriber.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Drop,
+    Forward { seq: u64, ts: u32 },
+}
+
+/// The layer a packet came from: its rid, or `None` for a track without simulcast.
+pub type Layer = Option<Rid>;
+
+#[derive(Debug)]
+pub struct Forwarder {
+    rewriter: Rewriter,
+    /// Audio forwards everything; video waits for keyframes.
+    is_video: bool,
+    /// The layer we want; `None` while paused.
+    target: Option<Layer>,
+    /// The layer we are forwarding now; `None` until the first keyframe.
+    current: Option<Layer>,
+}
+
+impl Forwarder {
+    pub fn audio(clock_rate: u32) -> Self {
+        Forwarder {
+            rewriter: Rewriter::new(clock_rate),
+            is_video: false,
+            target: Some(None),
+            current: None,
+        }
+    }
+
+    pub fn video(clock_rate: u32, target: Option<Layer>) -> Self {
+        Forwarder {
+            rewriter: Rewriter::new(clock_rate),
+            is_video: true,
+            target,
+            current: None,
+        }
+    }
+
+    pub fn target(&self) -> Option<Layer> {
+        self.target
+    }
+
+    pub fn current(&self) -> Option<Layer> {
+        self.current
+    }
+
+    /// Aims at another layer (or pauses with `None`). Pausing forgets the current layer,
+    /// so resuming starts cleanly at a keyframe.
+    pub fn set_target(&mut self, target: Option<Layer>) {
+        self.target = target;
+        if target.is_none() {
+            self.current = None;
+        }
+    }
+
+    /// The layer whose keyframe this subscriber waits for, if any.
+    pub fn awaiting_keyframe(&self) -> Option<Layer> {
+        match self.target {
+            Some(target) if self.is_video && self.current != Some(target) => Some(target),
+            _ => None,
+        }
+    }
+
+    /// Forget the current layer, e.g. after the subscriber reported a decoding failure
+    /// (PLI): forwarding resumes at the next keyframe of the target.
+    pub fn restart_at_keyframe(&mut self) {
+        if self.is_video {
+            self.current = None;
+        }
+    }
+
+    pub fn on_packet(
+        &mut self,
+        layer: Layer,
+        seq: u64,
+        ts: u32,
+        starts_keyframe: bool,
+        now: Instant,
+    ) -> Verdict {
+        let Some(target) = self.target else {
+            return Verdict::Drop;
+        };
+        if !self.is_video {
+            if !self.rewriter.is_started() {
+                self.rewriter.start_epoch(seq, ts, now);
+            }
+            return self.map(seq, ts, now);
+        }
+        if layer == target && self.current != Some(target) {
+            if !starts_keyframe {
+                // Keep the old layer flowing (below) until the target can take over.
+                return if self.current == Some(layer) {
+                    self.map(seq, ts, now)
+                } else {
+                    Verdict::Drop
+                };
+            }
+            self.current = Some(target);
+            self.rewriter.start_epoch(seq, ts, now);
+        }
+        if self.current == Some(layer) {
+            self.map(seq, ts, now)
+        } else {
+            Verdict::Drop
+        }
+    }
+
+    fn map(&mut self, seq: u64, ts: u32, now: Instant) -> Verdict {
+        match self.rewriter.map(seq, ts, now) {
+            Some((seq, ts)) => Verdict::Forward { seq, ts },
+            None => Verdict::Drop,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rid(s: &str) -> Layer {
+        Some(Rid::from(s))
+    }
+
+    #[test]
+    fn video_waits_for_a_keyframe() {
+        let now = Instant::now();
+        let mut f = Forwarder::video(90_000, Some(rid("f")));
+        assert_eq!(f.awaiting_keyframe(), Some(rid("f")));
+        assert_eq!(f.on_packet(rid("f"), 1, 0, false, now), Verdict::Drop);
+        assert!(matches!(f.on_packet(rid("f"), 2, 0, true, now), Verdict::Forward { .. }));
+        assert!(matches!(f.on_packet(rid("f"), 3, 0, false, now), Verdict::Forward { .. }));
+        assert_eq!(f.awaiting_keyframe(), None);
+        // Other layers never leak through.
+        assert_eq!(f.on_packet(rid("q"), 9, 0, true, now), Verdict::Drop);
+    }
+
+    #[test]
+    fn layer_switch_happens_at_the_target_keyframe_without_gaps() {
+        let now = Instant::now();
+        let mut f = Forwarder::video(90_000, Some(rid("f")));
+        let Verdict::Forward { seq: a, .. } = f.on_packet(rid("f"), 100, 0, true, now) else {
+            panic!()
+        };
+        f.set_target(Some(rid("q")));
+        // Old layer keeps flowing while we wait.
+        let Verdict::Forward { seq: b, .. } = f.on_packet(rid("f"), 101, 0, false, now) else {
+            panic!()
+        };
+        assert_eq!(f.on_packet(rid("q"), 7000, 0, false, now), Verdict::Drop);
+        let Verdict::Forward { seq: c, .. } = f.on_packet(rid("q"), 7001, 0, true, now) else {
+            panic!()
+        };
+        assert_eq!((b, c), (a + 1, a + 2));
+        assert_eq!(f.current(), Some(rid("q")));
+        // The old layer is now cut off.
+        assert_eq!(f.on_packet(rid("f"), 102, 0, false, now), Verdict::Drop);
+    }
+
+    #[test]
+    fn pause_and_resume() {
+        let now = Instant::now();
+        let mut f = Forwarder::video(90_000, Some(None));
+        assert!(matches!(f.on_packet(None, 1, 0, true, now), Verdict::Forward { .. }));
+        f.set_target(None);
+        assert_eq!(f.on_packet(None, 2, 0, true, now), Verdict::Drop);
+        assert_eq!(f.awaiting_keyframe(), None);
+        f.set_target(Some(None));
+        assert_eq!(f.on_packet(None, 3, 0, false, now), Verdict::Drop);
+        assert!(matches!(f.on_packet(None, 4, 0, true, now), Verdict::Forward { .. }));
+    }
+
+    #[test]
+    fn audio_forwards_from_the_first_packet() {
+        let now = Instant::now();
+        let mut f = Forwarder::audio(48_000);
+        assert!(matches!(f.on_packet(None, 5, 960, false, now), Verdict::Forward { .. }));
+        assert_eq!(f.awaiting_keyframe(), None);
+    }
+}

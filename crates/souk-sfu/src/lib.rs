@@ -1,0 +1,36 @@
+//! Souk's media core, sans IO.
+//!
+//! [`Sfu`] owns every room, participant and str0m `Rtc`, and never touches a socket or a
+//! clock. A driver feeds it datagrams, signalling messages and the time, and carries out
+//! what [`Sfu::poll_output`] returns: datagrams to send, messages to deliver, webhooks to
+//! post. The same core therefore runs under tokio in `souk serve` and under simulated
+//! time in tests, where a whole room can be driven deterministically.
+//!
+//! Module map, outermost first:
+//! - [`sfu`]: the state machine and its inputs and outputs;
+//! - `participant`, `track`, `room`, `peer`: the state it keeps;
+//! - `forward`, `rewrite`, `layer`, `keyframe`: what one subscriber gets of one track;
+//! - `demux`, `stun`: which connection a datagram belongs to;
+//! - `speaker`: audio levels and active speakers.
+
+mod config;
+mod demux;
+mod forward;
+mod keyframe;
+mod layer;
+mod participant;
+mod peer;
+mod rewrite;
+mod room;
+pub mod sfu;
+mod speaker;
+mod stun;
+mod track;
+
+pub use config::SfuConfig;
+pub use peer::Side;
+pub use sfu::{JoinRequest, Output, ResumeRequest, Sfu, Transmit};
+
+/// Internal handle of a participant session (the wire id is its `sid`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ParticipantId(pub u64);

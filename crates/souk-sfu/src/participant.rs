@@ -1,0 +1,166 @@
+//! A participant: who they are, their two connections, what they publish and receive.
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use souk_proto::model::{ParticipantInfo, TrackKind};
+use souk_proto::signal::{SubscribedTrack, SubscriberOffer};
+use souk_proto::token::{Grants, Role};
+use str0m::change::SdpPendingOffer;
+use str0m::media::{MediaKind, Mid};
+use str0m::media::Pt;
+use str0m::rtp::Ssrc;
+
+use crate::forward::{Forwarder, Layer};
+use crate::layer::Wanted;
+use crate::peer::Peer;
+use crate::speaker::LevelMeter;
+use crate::track::{PublishedTrack, TrackKey};
+use crate::ParticipantId;
+
+pub(crate) struct Participant {
+    pub id: ParticipantId,
+    pub sid: String,
+    pub room: String,
+    pub identity: String,
+    pub name: String,
+    pub role: Role,
+    pub grants: Grants,
+    pub metadata: Option<String>,
+    pub joined_at_ms: u64,
+    pub auto_subscribe: bool,
+    pub resume_secret: String,
+    /// Set while the signalling socket is gone; the participant is removed when the
+    /// resume window has passed.
+    pub signal_lost_at: Option<Instant>,
+
+    pub publisher: Option<Peer>,
+    pub subscriber: Option<Peer>,
+    pub tracks: Vec<PublishedTrack>,
+    /// Incoming SSRC to (track, layer), learnt from str0m on the first packet of each.
+    pub ssrc_routes: HashMap<Ssrc, (TrackKey, Layer)>,
+
+    pub downtracks: Vec<Downtrack>,
+    /// Our subscriber offer awaiting the client's answer.
+    pub pending_offer: Option<SdpPendingOffer>,
+    /// The last offer sent, re-sent on resume in case the client missed it.
+    pub last_offer: Option<SubscriberOffer>,
+    /// Something changed while an offer was out; offer again after the answer.
+    pub renegotiate: bool,
+    pub ice_restart_requested: bool,
+
+    pub level: LevelMeter,
+}
+
+impl Participant {
+    pub fn info(&self) -> ParticipantInfo {
+        ParticipantInfo {
+            sid: self.sid.clone(),
+            identity: self.identity.clone(),
+            name: self.name.clone(),
+            role: self.role,
+            metadata: self.metadata.clone(),
+            grants: self.grants,
+            tracks: self.tracks.iter().map(|t| t.info.clone()).collect(),
+            joined_at_ms: self.joined_at_ms,
+        }
+    }
+
+    pub fn track(&self, key: TrackKey) -> Option<&PublishedTrack> {
+        self.tracks.iter().find(|t| t.key == key)
+    }
+
+    pub fn track_mut(&mut self, key: TrackKey) -> Option<&mut PublishedTrack> {
+        self.tracks.iter_mut().find(|t| t.key == key)
+    }
+
+    pub fn track_by_id(&self, track_id: &str) -> Option<&PublishedTrack> {
+        self.tracks.iter().find(|t| t.info.track_id == track_id)
+    }
+
+    pub fn downtrack_mut(&mut self, key: TrackKey) -> Option<&mut Downtrack> {
+        self.downtracks.iter_mut().find(|d| d.track == key)
+    }
+
+    pub fn downtrack_by_mid(&self, mid: Mid) -> Option<&Downtrack> {
+        self.downtracks.iter().find(|d| d.state.mid() == Some(mid))
+    }
+
+    /// The m-lines of the subscriber connection as the client should map them.
+    pub fn subscribed_tracks(&self) -> Vec<SubscribedTrack> {
+        self.downtracks
+            .iter()
+            .filter_map(|d| match d.state {
+                DowntrackState::Negotiating(mid) | DowntrackState::Open(mid) => {
+                    Some(SubscribedTrack {
+                        mid: mid.to_string(),
+                        track_id: d.track_id.clone(),
+                        participant_sid: d.publisher_sid.clone(),
+                    })
+                }
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+/// Where a subscription stands in the subscriber connection's negotiation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum DowntrackState {
+    /// Wanted, not yet in an offer.
+    ToOpen,
+    /// In an offer awaiting the answer.
+    Negotiating(Mid),
+    /// Negotiated; media flows.
+    Open(Mid),
+    /// To be removed in the next offer.
+    ToStop(Mid),
+    /// Removal offered, awaiting the answer.
+    NegotiatingStop(Mid),
+}
+
+impl DowntrackState {
+    pub fn mid(self) -> Option<Mid> {
+        match self {
+            DowntrackState::ToOpen => None,
+            DowntrackState::Negotiating(m)
+            | DowntrackState::Open(m)
+            | DowntrackState::ToStop(m)
+            | DowntrackState::NegotiatingStop(m) => Some(m),
+        }
+    }
+}
+
+/// One subscription: a published track as one subscriber receives it.
+pub(crate) struct Downtrack {
+    pub track: TrackKey,
+    pub track_id: String,
+    pub publisher: ParticipantId,
+    pub publisher_sid: String,
+    pub kind: MediaKind,
+    pub state: DowntrackState,
+    pub wanted: Wanted,
+    pub forwarder: Forwarder,
+    /// Publisher payload type to ours, cached after the first match.
+    pub pt_map: Option<(Pt, Pt)>,
+}
+
+impl Downtrack {
+    pub fn new(publisher: &Participant, track: &PublishedTrack) -> Downtrack {
+        let (kind, forwarder) = match track.info.kind {
+            TrackKind::Audio => (MediaKind::Audio, Forwarder::audio(48_000)),
+            TrackKind::Video => (MediaKind::Video, Forwarder::video(90_000, None)),
+        };
+        Downtrack {
+            track: track.key,
+            track_id: track.info.track_id.clone(),
+            publisher: publisher.id,
+            publisher_sid: publisher.sid.clone(),
+            kind,
+            state: DowntrackState::ToOpen,
+            wanted: Wanted::default(),
+            forwarder,
+            pt_map: None,
+        }
+    }
+}

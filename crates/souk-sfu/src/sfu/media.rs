@@ -1,0 +1,412 @@
+//! Datagrams in, RTP across, timers: the media half of the state machine.
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use souk_proto::model::{LeaveReason, SpeakerInfo};
+use souk_proto::signal::{ActiveSpeakers, ServerMessage};
+use str0m::media::KeyframeRequestKind;
+use str0m::net::{Protocol, Receive};
+use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite};
+use str0m::{Event, Input};
+use tracing::{debug, warn};
+
+use super::Sfu;
+use crate::demux::PeerKey;
+use crate::forward::{Layer, Verdict};
+use crate::keyframe::starts_keyframe;
+use crate::participant::DowntrackState;
+use crate::peer::{Peer, Side};
+use crate::speaker;
+use crate::track::{codec_name, video_codec, TrackKey};
+use crate::ParticipantId;
+
+impl Sfu {
+    /// A datagram (or an ICE-TCP frame) arrived on the media port.
+    pub fn handle_datagram(
+        &mut self,
+        now: Instant,
+        proto: Protocol,
+        source: SocketAddr,
+        destination: SocketAddr,
+        datagram: &[u8],
+    ) {
+        let Some(route) = self.demux.route(proto, source, datagram) else {
+            debug!(%source, "datagram from an unknown address dropped");
+            return;
+        };
+        let Ok(contents) = datagram.try_into() else {
+            debug!(%source, "unrecognised datagram dropped");
+            return;
+        };
+        let input = Input::Receive(now, Receive { proto, source, destination, contents });
+        let key = route.key;
+        let Some(peer) = self.peer_mut(key) else {
+            return;
+        };
+        if route.learn_address && !peer.rtc.accepts(&input) {
+            debug!(%source, "STUN with a known ufrag but wrong credentials dropped");
+            return;
+        }
+        if let Err(e) = peer.handle_input(input) {
+            // One bad packet (e.g. failed SRTP authentication) must not end the call.
+            debug!(%source, "datagram rejected: {e}");
+        }
+        if route.learn_address {
+            self.demux.learn_address(proto, source, key);
+        }
+        self.drain_peer(now, key);
+    }
+
+    /// Time passed: drive every connection and the core's own timers.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let due: Vec<PeerKey> = self
+            .participants
+            .values()
+            .flat_map(|p| {
+                let publisher = p.publisher.as_ref().filter(|peer| peer.timeout <= now).map(|_| Side::Publisher);
+                let subscriber = p.subscriber.as_ref().filter(|peer| peer.timeout <= now).map(|_| Side::Subscriber);
+                publisher.into_iter().chain(subscriber).map(move |side| PeerKey { participant: p.id, side })
+            })
+            .collect();
+        for key in due {
+            if let Some(peer) = self.peer_mut(key) {
+                if let Err(e) = peer.handle_input(Input::Timeout(now)) {
+                    debug!("timeout handling failed: {e}");
+                }
+                self.drain_peer(now, key);
+            }
+        }
+        if now >= self.next_tick {
+            self.next_tick = now + self.config.tick_interval;
+            self.tick(now);
+        }
+    }
+
+    fn peer_mut(&mut self, key: PeerKey) -> Option<&mut Peer> {
+        let p = self.participants.get_mut(&key.participant)?;
+        match key.side {
+            Side::Publisher => p.publisher.as_mut(),
+            Side::Subscriber => p.subscriber.as_mut(),
+        }
+    }
+
+    /// Collects what a connection has to say and acts on it; forwarding makes other
+    /// (subscriber) connections dirty, and those are drained in turn.
+    fn drain_peer(&mut self, now: Instant, key: PeerKey) {
+        let Some(peer) = self.peer_mut_split(key) else {
+            return;
+        };
+        let (peer, outputs) = peer;
+        let events = match peer.drain(outputs) {
+            Ok(events) => events,
+            Err(e) => {
+                warn!(participant = ?key.participant, side = ?key.side, "connection failed: {e}");
+                self.remove_participant(now, key.participant, LeaveReason::ConnectionLost);
+                return;
+            }
+        };
+        let mut dirty: Vec<PeerKey> = Vec::new();
+        for event in events {
+            self.handle_event(now, key, event, &mut dirty);
+        }
+        dirty.sort_by_key(|k| (k.participant, k.side == Side::Subscriber));
+        dirty.dedup();
+        for other in dirty {
+            if other != key {
+                self.drain_peer(now, other);
+            }
+        }
+    }
+
+    /// Splits the borrow so a peer can push straight into the output queue.
+    fn peer_mut_split(&mut self, key: PeerKey) -> Option<(&mut Peer, &mut std::collections::VecDeque<super::Output>)> {
+        let p = self.participants.get_mut(&key.participant)?;
+        let peer = match key.side {
+            Side::Publisher => p.publisher.as_mut(),
+            Side::Subscriber => p.subscriber.as_mut(),
+        }?;
+        Some((peer, &mut self.outputs))
+    }
+
+    fn handle_event(&mut self, now: Instant, key: PeerKey, event: Event, dirty: &mut Vec<PeerKey>) {
+        match event {
+            Event::RtpPacket(packet) if key.side == Side::Publisher => {
+                self.forward(now, key.participant, packet, dirty);
+            }
+            Event::Connected => {
+                if let Some(peer) = self.peer_mut(key) {
+                    peer.connected = true;
+                }
+                if key.side == Side::Subscriber {
+                    self.request_keyframes_for_subscriber(now, key.participant);
+                }
+            }
+            Event::KeyframeRequest(req) if key.side == Side::Subscriber => {
+                // The subscriber lost decoding context; ask the source layer it gets.
+                let Some(sub) = self.participants.get(&key.participant) else {
+                    return;
+                };
+                let Some(dt) = sub.downtrack_by_mid(req.mid) else {
+                    return;
+                };
+                let (track, layer) = (dt.track, dt.forwarder.current().or(dt.forwarder.target()));
+                if let Some(layer) = layer {
+                    self.request_keyframe(now, track, layer);
+                }
+            }
+            Event::IceConnectionStateChange(state) => {
+                debug!(participant = ?key.participant, side = ?key.side, ?state, "ICE state");
+            }
+            _ => {}
+        }
+    }
+
+    /// One RTP packet from a publisher, fanned out to its subscribers.
+    fn forward(&mut self, now: Instant, publisher: ParticipantId, packet: RtpPacket, dirty: &mut Vec<PeerKey>) {
+        let Some(p) = self.participants.get_mut(&publisher) else {
+            return;
+        };
+        let ssrc = packet.header.ssrc;
+        let route = match p.ssrc_routes.get(&ssrc) {
+            Some(route) => Some(*route),
+            None => {
+                // First packet of this SSRC: ask str0m which m-line and rid it is.
+                let stream = p.publisher.as_mut().and_then(|peer| {
+                    peer.rtc.direct_api().stream_rx(&ssrc).map(|s| (s.mid(), s.rid()))
+                });
+                let found = stream.and_then(|(mid, rid)| {
+                    p.tracks.iter().find(|t| t.mid == mid).map(|t| (t.key, rid))
+                });
+                if let Some(route) = found {
+                    p.ssrc_routes.insert(ssrc, route);
+                }
+                found
+            }
+        };
+        let Some((track_key, layer)) = route else {
+            return;
+        };
+
+        // Audio level feeds active-speaker detection.
+        if let Some(level) = packet.header.ext_vals.audio_level {
+            p.level.observe(level);
+        }
+
+        let pt = packet.header.payload_type;
+        let params = {
+            let peer = p.publisher.as_ref().expect("RTP arrives on the publisher peer");
+            let track = p.tracks.iter().find(|t| t.key == track_key).expect("route is current");
+            match track.last_pt {
+                Some((last, params)) if last == pt => Some(params),
+                _ => peer.rtc.codec_config().find(|c| c.pt() == pt).copied(),
+            }
+        };
+        let Some(params) = params else {
+            return;
+        };
+        let track = p.track_mut(track_key).expect("route is current");
+        if track.last_pt.is_none() {
+            track.info.codec = Some(codec_name(&params));
+        }
+        track.last_pt = Some((pt, params));
+        let layer_started = track.note_packet(layer, now);
+        if track.muted {
+            return;
+        }
+        let keyframe = video_codec(&params).is_some_and(|codec| starts_keyframe(codec, &packet.payload));
+        // Take the list to fan out over other participants without cloning it per packet.
+        let subscribers = std::mem::take(&mut track.subscribers);
+
+        if layer_started {
+            for &sub in &subscribers {
+                self.select_layer(sub, track_key);
+            }
+        }
+
+        let mut want_keyframe = Vec::new();
+        for &sub_id in &subscribers {
+            let Some(sub) = self.participants.get_mut(&sub_id) else {
+                continue;
+            };
+            let Some(peer) = sub.subscriber.as_mut() else {
+                continue;
+            };
+            let Some(dt) = sub.downtracks.iter_mut().find(|d| d.track == track_key) else {
+                continue;
+            };
+            let DowntrackState::Open(mid) = dt.state else {
+                continue;
+            };
+            let verdict = dt.forwarder.on_packet(layer, *packet.seq_no, packet.header.timestamp, keyframe, now);
+            if let Some(awaited) = dt.forwarder.awaiting_keyframe() {
+                if !want_keyframe.contains(&awaited) {
+                    want_keyframe.push(awaited);
+                }
+            }
+            let Verdict::Forward { seq, ts } = verdict else {
+                continue;
+            };
+            let out_pt = match dt.pt_map {
+                Some((from, to)) if from == pt => to,
+                _ => {
+                    let Some(ours) = peer.rtc.codec_config().match_params(params) else {
+                        continue;
+                    };
+                    dt.pt_map = Some((pt, ours.pt()));
+                    ours.pt()
+                }
+            };
+            let mut api = peer.rtc.direct_api();
+            let Some(stream) = api.stream_tx_by_mid(mid, None) else {
+                continue;
+            };
+            let ext_vals = ExtensionValues {
+                audio_level: packet.header.ext_vals.audio_level,
+                voice_activity: packet.header.ext_vals.voice_activity,
+                video_orientation: packet.header.ext_vals.video_orientation,
+                ..Default::default()
+            };
+            stream.write_rtp(
+                RtpWrite::new(out_pt, seq.into(), ts, packet.timestamp, packet.payload.clone())
+                    .marker(packet.header.marker)
+                    .ext_vals(ext_vals)
+                    .nackable(dt.kind.is_video()),
+            );
+            dirty.push(PeerKey { participant: sub_id, side: Side::Subscriber });
+        }
+
+        if let Some(track) = self.participants.get_mut(&publisher).and_then(|p| p.track_mut(track_key)) {
+            track.subscribers = subscribers;
+        }
+        for layer in want_keyframe {
+            if self.request_keyframe(now, track_key, layer) {
+                dirty.push(PeerKey { participant: publisher, side: Side::Publisher });
+            }
+        }
+    }
+
+    /// Asks the publisher of `track` for a keyframe on `layer`, at most once per
+    /// interval. True when a request went out.
+    pub(super) fn request_keyframe(&mut self, now: Instant, key: TrackKey, layer: Layer) -> bool {
+        let interval = self.config.keyframe_request_interval;
+        let Some(&owner) = self.track_owner.get(&key) else {
+            return false;
+        };
+        let Some(p) = self.participants.get_mut(&owner) else {
+            return false;
+        };
+        let Some(track) = p.tracks.iter_mut().find(|t| t.key == key) else {
+            return false;
+        };
+        if !track.is_video() || !track.allow_keyframe_request(layer, now, interval) {
+            return false;
+        }
+        let mid = track.mid;
+        let Some(peer) = p.publisher.as_mut() else {
+            return false;
+        };
+        let mut api = peer.rtc.direct_api();
+        let Some(stream) = api.stream_rx_by_mid(mid, layer) else {
+            return false;
+        };
+        stream.request_keyframe(KeyframeRequestKind::Pli);
+        true
+    }
+
+    /// Requests keyframes for every video a subscriber is waiting on.
+    pub(super) fn request_keyframes_for_subscriber(&mut self, now: Instant, id: ParticipantId) {
+        let Some(p) = self.participants.get(&id) else {
+            return;
+        };
+        if !p.subscriber.as_ref().is_some_and(|peer| peer.connected) {
+            return;
+        }
+        let waiting: Vec<(TrackKey, Layer)> = p
+            .downtracks
+            .iter()
+            .filter(|d| matches!(d.state, DowntrackState::Open(_)))
+            .filter_map(|d| d.forwarder.awaiting_keyframe().map(|l| (d.track, l)))
+            .collect();
+        let mut publishers = Vec::new();
+        for (track, layer) in waiting {
+            if self.request_keyframe(now, track, layer) {
+                publishers.extend(self.track_owner.get(&track).copied());
+            }
+        }
+        publishers.dedup();
+        for publisher in publishers {
+            self.drain_peer(now, PeerKey { participant: publisher, side: Side::Publisher });
+        }
+    }
+
+    /// Requests a keyframe of `track` for each layer some subscriber waits on.
+    pub(super) fn request_keyframes_for(&mut self, now: Instant, key: TrackKey) {
+        let Some(&owner) = self.track_owner.get(&key) else {
+            return;
+        };
+        let subs = self.participants[&owner].track(key).map(|t| t.subscribers.clone()).unwrap_or_default();
+        let layers: Vec<Layer> = subs
+            .iter()
+            .filter_map(|s| self.participants.get(s)?.downtracks.iter().find(|d| d.track == key))
+            .filter_map(|d| d.forwarder.awaiting_keyframe())
+            .collect();
+        let mut sent = false;
+        for layer in layers {
+            sent |= self.request_keyframe(now, key, layer);
+        }
+        if sent {
+            self.drain_peer(now, PeerKey { participant: owner, side: Side::Publisher });
+        }
+    }
+
+    /// Periodic work: expiry, layer activity, keyframe retries, active speakers.
+    fn tick(&mut self, now: Instant) {
+        self.expire_sessions(now);
+
+        // Layers that stopped or started flowing change what subscribers should get.
+        let idle = self.config.layer_idle_after;
+        let mut reselect = Vec::new();
+        for p in self.participants.values_mut() {
+            for t in &mut p.tracks {
+                if t.refresh_active(now, idle) {
+                    reselect.extend(t.subscribers.iter().map(|s| (*s, t.key)));
+                }
+            }
+        }
+        for (sub, key) in reselect {
+            self.select_layer(sub, key);
+        }
+
+        // Nobody should wait for a keyframe on the browser's own (slow) timer.
+        let ids: Vec<ParticipantId> = self.participants.keys().copied().collect();
+        for id in ids {
+            self.request_keyframes_for_subscriber(now, id);
+        }
+
+        self.announce_speakers();
+    }
+
+    fn announce_speakers(&mut self) {
+        let names: Vec<String> = self.rooms.keys().cloned().collect();
+        for name in names {
+            let members = self.rooms[&name].members.clone();
+            let levels: Vec<(ParticipantId, f32)> = members
+                .iter()
+                .filter_map(|m| self.participants.get_mut(m).map(|p| (*m, p.level.take())))
+                .collect();
+            let ranked = speaker::rank(levels);
+            let order: Vec<ParticipantId> = ranked.iter().map(|(id, _)| *id).collect();
+            let room = self.rooms.get_mut(&name).expect("listed above");
+            if order == room.last_speakers {
+                continue;
+            }
+            room.last_speakers = order;
+            let speakers = ranked
+                .into_iter()
+                .map(|(id, level)| SpeakerInfo { sid: self.participants[&id].sid.clone(), level })
+                .collect();
+            self.broadcast(&name, None, ServerMessage::ActiveSpeakers(ActiveSpeakers { speakers }));
+        }
+    }
+}

@@ -1,0 +1,200 @@
+//! A published track: what it is, which layers flow, and who receives it.
+
+use std::time::Instant;
+
+use souk_proto::model::{TrackInfo, TrackKind};
+use str0m::format::{Codec, PayloadParams};
+use str0m::media::{Mid, Rid};
+use str0m::media::Pt;
+
+use crate::forward::Layer;
+use crate::keyframe::VideoCodec;
+use crate::ParticipantId;
+
+/// Internal handle of a track; cheap to copy, unlike the wire id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TrackKey(pub u64);
+
+pub(crate) struct PublishedTrack {
+    pub key: TrackKey,
+    pub mid: Mid,
+    pub info: TrackInfo,
+    /// Simulcast rids, smallest layer first (parallel to `info.layers`).
+    pub rids: Vec<Rid>,
+    /// When each layer last delivered a packet; index as `rids`, or one slot without simulcast.
+    pub last_packet: Vec<Option<Instant>>,
+    /// Which layers counted as flowing at the last check.
+    pub active: Vec<bool>,
+    /// Participants that have this track in their subscriber connection.
+    pub subscribers: Vec<ParticipantId>,
+    /// The payload type last seen and what it means, to avoid a lookup per packet.
+    pub last_pt: Option<(Pt, PayloadParams)>,
+    /// Last keyframe request per layer, for rate limiting.
+    pub keyframe_requested: Vec<(Layer, Instant)>,
+    /// Muted by the publisher or by a moderator: nothing is forwarded.
+    pub muted: bool,
+}
+
+impl PublishedTrack {
+    pub fn new(key: TrackKey, mid: Mid, mut info: TrackInfo) -> PublishedTrack {
+        info.layers.sort_by_key(|l| (l.width as u64) * (l.height as u64));
+        let rids: Vec<Rid> = info.layers.iter().map(|l| Rid::from(l.rid.as_str())).collect();
+        let slots = rids.len().max(1);
+        PublishedTrack {
+            key,
+            mid,
+            muted: info.muted,
+            info,
+            rids,
+            last_packet: vec![None; slots],
+            active: vec![false; slots],
+            subscribers: Vec::new(),
+            last_pt: None,
+            keyframe_requested: Vec::new(),
+        }
+    }
+
+    pub fn is_video(&self) -> bool {
+        self.info.kind == TrackKind::Video
+    }
+
+    pub fn layer_index(&self, layer: Layer) -> Option<usize> {
+        match layer {
+            None if self.rids.is_empty() => Some(0),
+            None => None,
+            Some(rid) => self.rids.iter().position(|r| *r == rid),
+        }
+    }
+
+    pub fn layer_at(&self, index: usize) -> Layer {
+        self.rids.get(index).copied()
+    }
+
+    /// Sizes of the layers, smallest first; one entry of the full size without simulcast.
+    pub fn layer_sizes(&self) -> Vec<(u32, u32)> {
+        if self.info.layers.is_empty() {
+            vec![(self.info.width, self.info.height)]
+        } else {
+            self.info.layers.iter().map(|l| (l.width, l.height)).collect()
+        }
+    }
+
+    /// Notes a packet on `layer`. True when the layer just started flowing, which may
+    /// change what subscribers should get.
+    pub fn note_packet(&mut self, layer: Layer, now: Instant) -> bool {
+        let Some(i) = self.layer_index(layer) else {
+            return false;
+        };
+        self.last_packet[i] = Some(now);
+        let started = !self.active[i];
+        self.active[i] = true;
+        started
+    }
+
+    /// Re-evaluates which layers flow. True when any changed.
+    pub fn refresh_active(&mut self, now: Instant, idle_after: std::time::Duration) -> bool {
+        let mut changed = false;
+        for (active, last) in self.active.iter_mut().zip(&self.last_packet) {
+            let flowing = last.is_some_and(|t| now.saturating_duration_since(t) < idle_after);
+            changed |= *active != flowing;
+            *active = flowing;
+        }
+        changed
+    }
+
+    /// True when a keyframe request for `layer` is allowed now (and records it).
+    pub fn allow_keyframe_request(
+        &mut self,
+        layer: Layer,
+        now: Instant,
+        interval: std::time::Duration,
+    ) -> bool {
+        match self.keyframe_requested.iter_mut().find(|(l, _)| *l == layer) {
+            Some((_, at)) if now.saturating_duration_since(*at) < interval => false,
+            Some((_, at)) => {
+                *at = now;
+                true
+            }
+            None => {
+                self.keyframe_requested.push((layer, now));
+                true
+            }
+        }
+    }
+}
+
+/// The forwarder's view of a codec: a video codec it can find keyframes in, or audio.
+pub(crate) fn video_codec(params: &PayloadParams) -> Option<VideoCodec> {
+    match params.spec().codec {
+        Codec::Vp8 => Some(VideoCodec::Vp8),
+        Codec::H264 => Some(VideoCodec::H264),
+        _ => None,
+    }
+}
+
+pub(crate) fn codec_name(params: &PayloadParams) -> String {
+    params.spec().codec.to_string().to_lowercase()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use souk_proto::model::{LayerInfo, TrackSource};
+    use std::time::Duration;
+
+    fn info(layers: Vec<LayerInfo>) -> TrackInfo {
+        TrackInfo {
+            track_id: "TR_1".into(),
+            kind: TrackKind::Video,
+            source: TrackSource::Camera,
+            name: String::new(),
+            muted: false,
+            width: 1280,
+            height: 720,
+            layers,
+            codec: None,
+        }
+    }
+
+    fn layer(rid: &str, width: u32, height: u32) -> LayerInfo {
+        LayerInfo {
+            rid: rid.into(),
+            width,
+            height,
+        }
+    }
+
+    #[test]
+    fn layers_are_sorted_smallest_first() {
+        let t = PublishedTrack::new(
+            TrackKey(1),
+            Mid::from("0"),
+            info(vec![layer("f", 1280, 720), layer("q", 320, 180), layer("h", 640, 360)]),
+        );
+        assert_eq!(t.rids, vec![Rid::from("q"), Rid::from("h"), Rid::from("f")]);
+        assert_eq!(t.layer_index(Some(Rid::from("f"))), Some(2));
+        assert_eq!(t.layer_index(None), None);
+    }
+
+    #[test]
+    fn activity_follows_packets() {
+        let now = Instant::now();
+        let mut t = PublishedTrack::new(TrackKey(1), Mid::from("0"), info(vec![]));
+        assert!(t.note_packet(None, now));
+        assert!(!t.note_packet(None, now));
+        assert!(!t.refresh_active(now + Duration::from_millis(100), Duration::from_secs(1)));
+        assert!(t.refresh_active(now + Duration::from_secs(2), Duration::from_secs(1)));
+        assert_eq!(t.active, vec![false]);
+    }
+
+    #[test]
+    fn keyframe_requests_are_rate_limited_per_layer() {
+        let now = Instant::now();
+        let gap = Duration::from_millis(300);
+        let mut t = PublishedTrack::new(TrackKey(1), Mid::from("0"), info(vec![]));
+        assert!(t.allow_keyframe_request(None, now, gap));
+        assert!(!t.allow_keyframe_request(None, now + Duration::from_millis(100), gap));
+        assert!(t.allow_keyframe_request(Some(Rid::from("q")), now, gap));
+        assert!(t.allow_keyframe_request(None, now + gap, gap));
+    }
+}
