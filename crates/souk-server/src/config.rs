@@ -1,0 +1,198 @@
+//! Server configuration: command-line flags over a TOML file over defaults.
+//!
+//! Without `--dev` a configuration file with at least one API key is required: a server
+//! that silently accepted tokens signed with a published secret would be open to anyone.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use serde::Deserialize;
+
+use crate::cli::ServeArgs;
+
+/// The development API key; published, so only for `--dev`.
+pub const DEV_API_KEY: &str = "devkey";
+/// The development API secret; published, so only for `--dev`.
+pub const DEV_API_SECRET: &str = "souk-dev-secret-0123456789abcdef";
+/// Shortest API secret accepted, so HS256 keys are not guessable.
+pub const MIN_SECRET_LEN: usize = 32;
+
+pub const DEFAULT_BIND: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 7880);
+pub const DEFAULT_MEDIA_PORT: u16 = 7882;
+
+/// API keys and their secrets.
+#[derive(Debug, Clone)]
+pub struct Keys(BTreeMap<String, String>);
+
+impl Keys {
+    pub fn secret(&self, api_key: &str) -> Option<&str> {
+        self.0.get(api_key).map(String::as_str)
+    }
+
+    /// The key to sign with: the named one, or the only one.
+    pub fn pick(&self, name: Option<&str>) -> anyhow::Result<(&str, &str)> {
+        match name {
+            Some(name) => self
+                .0
+                .get_key_value(name)
+                .map(|(k, s)| (k.as_str(), s.as_str()))
+                .with_context(|| format!("no API key '{name}' in the configuration")),
+            None if self.0.len() == 1 => {
+                let (k, s) = self.0.iter().next().expect("one key");
+                Ok((k, s))
+            }
+            None => bail!("the configuration has several API keys; choose one with --api-key"),
+        }
+    }
+}
+
+pub fn dev_keys() -> Keys {
+    Keys(BTreeMap::from([(DEV_API_KEY.to_owned(), DEV_API_SECRET.to_owned())]))
+}
+
+/// The configuration file as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub bind: Option<SocketAddr>,
+    pub media_port: Option<u16>,
+    pub public_ip: Option<IpAddr>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    /// API key -> secret.
+    #[serde(default)]
+    pub keys: BTreeMap<String, String>,
+    /// Origins allowed to call the API from a browser; empty allows none.
+    #[serde(default)]
+    pub cors_origins: Vec<String>,
+    #[serde(default)]
+    pub webhooks: Option<WebhookFileConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookFileConfig {
+    pub urls: Vec<String>,
+    /// Whose secret signs the deliveries (default: the only key).
+    pub api_key: Option<String>,
+}
+
+impl FileConfig {
+    pub fn load(path: &Path) -> anyhow::Result<FileConfig> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading configuration file {}", path.display()))?;
+        toml::from_str(&text).with_context(|| format!("invalid configuration in {}", path.display()))
+    }
+
+    pub fn keys(&self) -> anyhow::Result<Keys> {
+        if self.keys.is_empty() {
+            bail!("the configuration has no [keys]; add `my-key = \"<secret of {MIN_SECRET_LEN}+ characters>\"`");
+        }
+        for (key, secret) in &self.keys {
+            if secret.len() < MIN_SECRET_LEN {
+                bail!("the secret of API key '{key}' is shorter than {MIN_SECRET_LEN} characters");
+            }
+        }
+        Ok(Keys(self.keys.clone()))
+    }
+}
+
+/// Where webhooks go and who signs them.
+#[derive(Debug, Clone)]
+pub struct WebhookConfig {
+    pub urls: Vec<String>,
+    pub api_key: String,
+    pub secret: String,
+}
+
+/// Everything `souk serve` runs with.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub dev: bool,
+    pub bind: SocketAddr,
+    pub media_port: u16,
+    pub public_ip: Option<IpAddr>,
+    pub tls: Option<(PathBuf, PathBuf)>,
+    pub keys: Keys,
+    /// `None` allows any origin (development only).
+    pub cors_origins: Option<Vec<String>>,
+    pub webhooks: Option<WebhookConfig>,
+}
+
+impl ServerConfig {
+    pub fn from_args(args: &ServeArgs) -> anyhow::Result<ServerConfig> {
+        let file = match &args.config {
+            Some(path) => FileConfig::load(path)?,
+            None if args.dev => FileConfig::default(),
+            None => bail!(
+                "no configuration: pass --config FILE (with API keys), or --dev for local development"
+            ),
+        };
+        let keys = if args.dev && file.keys.is_empty() {
+            dev_keys()
+        } else {
+            file.keys()?
+        };
+        let webhooks = match &file.webhooks {
+            Some(w) if !w.urls.is_empty() => {
+                for url in &w.urls {
+                    if !(url.starts_with("http://") || url.starts_with("https://")) {
+                        bail!("webhook URL '{url}' must start with http:// or https://");
+                    }
+                }
+                let (api_key, secret) = keys.pick(w.api_key.as_deref())?;
+                Some(WebhookConfig {
+                    urls: w.urls.clone(),
+                    api_key: api_key.to_owned(),
+                    secret: secret.to_owned(),
+                })
+            }
+            _ => None,
+        };
+        let tls = match (
+            args.tls_cert.clone().or(file.tls_cert.clone()),
+            args.tls_key.clone().or(file.tls_key.clone()),
+        ) {
+            (Some(cert), Some(key)) => Some((cert, key)),
+            (None, None) => None,
+            _ => bail!("TLS needs both a certificate and a key"),
+        };
+        Ok(ServerConfig {
+            dev: args.dev,
+            bind: args.bind.or(file.bind).unwrap_or(DEFAULT_BIND),
+            media_port: args.media_port.or(file.media_port).unwrap_or(DEFAULT_MEDIA_PORT),
+            public_ip: args.public_ip.or(file.public_ip),
+            tls,
+            keys,
+            cors_origins: if args.dev && file.cors_origins.is_empty() {
+                None
+            } else {
+                Some(file.cors_origins)
+            },
+            webhooks,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_config_rejects_short_secrets_and_unknown_fields() {
+        let cfg: FileConfig = toml::from_str("[keys]\nk = \"short\"\n").unwrap();
+        assert!(cfg.keys().unwrap_err().to_string().contains("shorter"));
+        assert!(toml::from_str::<FileConfig>("bnid = \"x\"").is_err());
+        let cfg: FileConfig = toml::from_str("").unwrap();
+        assert!(cfg.keys().is_err());
+    }
+
+    #[test]
+    fn picking_keys() {
+        let keys = dev_keys();
+        assert_eq!(keys.pick(None).unwrap().0, DEV_API_KEY);
+        assert!(keys.pick(Some("nope")).is_err());
+    }
+}

@@ -1,0 +1,40 @@
+//! `GET /dev/token`: tokens for the demo pages. Exists only under `--dev`.
+
+use std::time::Duration;
+
+use axum::extract::{Query, State};
+use axum::Json;
+use serde::Deserialize;
+use souk_proto::error::{ErrorCode, ProtoError};
+use souk_proto::token::Role;
+
+use super::ApiError;
+use crate::auth::{self, TokenSpec};
+use crate::config::{DEV_API_KEY, DEV_API_SECRET};
+
+#[derive(Deserialize)]
+pub struct TokenQuery {
+    room: String,
+    identity: String,
+    name: Option<String>,
+    role: Option<String>,
+}
+
+pub async fn token(State(_): State<super::State>, Query(q): Query<TokenQuery>) -> Result<Json<serde_json::Value>, ApiError> {
+    let role = match q.role.as_deref() {
+        None => Role::Shopper,
+        Some(r) => r.parse().map_err(|e: String| ProtoError::new(ErrorCode::InvalidRequest, e))?,
+    };
+    let spec = TokenSpec {
+        room: q.room,
+        name: q.name.unwrap_or_else(|| q.identity.clone()),
+        identity: q.identity,
+        role,
+        ttl: Duration::from_secs(3600),
+        grants: None,
+        metadata: None,
+    };
+    let token = auth::sign(DEV_API_KEY, DEV_API_SECRET, &spec, auth::unix_now())
+        .map_err(|e| ProtoError::new(ErrorCode::Internal, e.to_string()))?;
+    Ok(Json(serde_json::json!({ "token": token })))
+}

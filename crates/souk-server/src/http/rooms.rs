@@ -1,0 +1,102 @@
+//! Room-service REST API, authenticated with HTTP Basic `api_key:api_secret`.
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::Json;
+use base64::Engine;
+use souk_proto::error::{ErrorCode, ProtoError};
+use souk_proto::model::RoomInfo;
+use souk_proto::rest::{CreateRoom, MuteTrack, ParticipantList, RoomList};
+
+use super::ApiError;
+
+/// Checks `Authorization: Basic base64(key:secret)` against the configured keys, in
+/// constant time per comparison so the secret cannot be learnt by timing.
+fn authorize(state: &super::State, headers: &HeaderMap) -> Result<(), ApiError> {
+    let unauthorized = |why: &str| {
+        ApiError(ProtoError::new(
+            ErrorCode::Unauthorized,
+            format!("{why}; use HTTP Basic auth with your API key and secret"),
+        ))
+    };
+    let value = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(|| unauthorized("no Authorization header"))?;
+    let encoded = value.strip_prefix("Basic ").ok_or_else(|| unauthorized("not Basic authorization"))?;
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .ok()
+        .and_then(|b| String::from_utf8(b).ok())
+        .ok_or_else(|| unauthorized("credentials are not base64"))?;
+    let (key, secret) = decoded.split_once(':').ok_or_else(|| unauthorized("credentials lack ':'"))?;
+    match state.keys.secret(key) {
+        Some(expected) if constant_time_eq(expected.as_bytes(), secret.as_bytes()) => Ok(()),
+        _ => Err(unauthorized("unknown API key or wrong secret")),
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+pub async fn list(State(state): State<super::State>, headers: HeaderMap) -> Result<Json<RoomList>, ApiError> {
+    authorize(&state, &headers)?;
+    let rooms = state.media.call(|sfu, _| sfu.list_rooms()).await?;
+    Ok(Json(RoomList { rooms }))
+}
+
+pub async fn create(
+    State(state): State<super::State>,
+    headers: HeaderMap,
+    body: Result<Json<CreateRoom>, axum::extract::rejection::JsonRejection>,
+) -> Result<(StatusCode, Json<RoomInfo>), ApiError> {
+    authorize(&state, &headers)?;
+    let Json(req) = body.map_err(|e| ProtoError::new(ErrorCode::InvalidRequest, e.body_text()))?;
+    let room = state.media.call(move |sfu, now| sfu.create_room(now, req)).await??;
+    Ok((StatusCode::CREATED, Json(room)))
+}
+
+pub async fn delete(State(state): State<super::State>, headers: HeaderMap, Path(room): Path<String>) -> Result<StatusCode, ApiError> {
+    authorize(&state, &headers)?;
+    state.media.call(move |sfu, now| sfu.delete_room(now, &room)).await??;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub async fn participants(
+    State(state): State<super::State>,
+    headers: HeaderMap,
+    Path(room): Path<String>,
+) -> Result<Json<ParticipantList>, ApiError> {
+    authorize(&state, &headers)?;
+    let participants = state.media.call(move |sfu, _| sfu.list_participants(&room)).await??;
+    Ok(Json(ParticipantList { participants }))
+}
+
+pub async fn remove_participant(
+    State(state): State<super::State>,
+    headers: HeaderMap,
+    Path((room, identity)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    authorize(&state, &headers)?;
+    state
+        .media
+        .call(move |sfu, now| sfu.remove_participant_by_identity(now, &room, &identity))
+        .await??;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub async fn mute_track(
+    State(state): State<super::State>,
+    headers: HeaderMap,
+    Path((room, identity, track_id)): Path<(String, String, String)>,
+    body: Result<Json<MuteTrack>, axum::extract::rejection::JsonRejection>,
+) -> Result<StatusCode, ApiError> {
+    authorize(&state, &headers)?;
+    let Json(req) = body.map_err(|e| ProtoError::new(ErrorCode::InvalidRequest, e.body_text()))?;
+    state
+        .media
+        .call(move |sfu, now| sfu.mute_track(now, &room, &identity, &track_id, req.muted))
+        .await??;
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,244 @@
+//! The signalling WebSocket (`GET /rtc`): one task per socket.
+//!
+//! The first message must be `join` (or a resume) with a valid token. After that the task
+//! relays: client messages to the media engine, engine messages to the client. If the
+//! socket drops without `leave`, the engine keeps the session for the resume window.
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use souk_proto::error::{ErrorCode, ProtoError};
+use souk_proto::signal::{ClientMessage, Join, RefreshToken, ServerMessage};
+use souk_proto::token::RoomClaims;
+use souk_proto::{MAX_SIGNAL_MESSAGE_BYTES, PROTOCOL_VERSION};
+use souk_sfu::{JoinRequest, ParticipantId, ResumeRequest};
+
+use super::{ApiError, ClientAddr};
+use crate::auth;
+use crate::media::{session_channel, ConnId, SessionEvent, SessionReceiver};
+use crate::ratelimit::Bucket;
+
+/// How long a new socket has to send `join`.
+const JOIN_DEADLINE: Duration = Duration::from_secs(10);
+/// A socket silent this long (no message, no pong) counts as dead.
+const IDLE_LIMIT: Duration = Duration::from_secs(20);
+const PING_EVERY: Duration = Duration::from_secs(5);
+/// Frames above this are refused by the WebSocket layer itself (the socket closes);
+/// frames between the signalling limit and this get a `message_too_large` error.
+const MAX_FRAME_BYTES: usize = 4 * MAX_SIGNAL_MESSAGE_BYTES;
+/// Messages a client may send in a burst, and per second after it.
+const MESSAGE_BURST: u32 = 50;
+const MESSAGES_PER_SECOND: f64 = 20.0;
+/// A client that keeps flooding after this many refusals is disconnected.
+const MAX_REFUSALS: u32 = 100;
+
+pub async fn upgrade(ws: WebSocketUpgrade, State(state): State<super::State>, addr: ClientAddr) -> Response {
+    let addr = addr.0;
+    if !state.join_limiter.try_take(&addr.ip(), Instant::now()) {
+        return ApiError(ProtoError::new(
+            ErrorCode::RateLimited,
+            "too many signalling connections from your address; retry in a few seconds",
+        ))
+        .into_response();
+    }
+    ws.max_message_size(MAX_FRAME_BYTES)
+        .max_frame_size(MAX_FRAME_BYTES)
+        .on_upgrade(move |socket| session(socket, state, addr))
+}
+
+async fn send(socket: &mut WebSocket, msg: &ServerMessage) -> bool {
+    socket.send(Message::text(msg.to_json())).await.is_ok()
+}
+
+async fn fail(mut socket: WebSocket, req: Option<u32>, err: ProtoError) {
+    let _ = send(&mut socket, &ServerMessage::error(req, err.clone())).await;
+    let reason = err.code.as_str().to_owned();
+    let _ = socket
+        .send(Message::Close(Some(CloseFrame { code: 4000, reason: reason.into() })))
+        .await;
+}
+
+async fn session(mut socket: WebSocket, state: super::State, addr: SocketAddr) {
+    let conn: ConnId = state.next_conn.fetch_add(1, Ordering::Relaxed);
+    let join = match tokio::time::timeout(JOIN_DEADLINE, first_join(&mut socket)).await {
+        Ok(Ok(join)) => join,
+        Ok(Err(Some((req, err)))) => return fail(socket, req, err).await,
+        Ok(Err(None)) => return,
+        Err(_) => {
+            let err = ProtoError::new(ErrorCode::InvalidState, "no join message within 10 s");
+            return fail(socket, None, err).await;
+        }
+    };
+    let claims = match check_join(&state, &join) {
+        Ok(claims) => claims,
+        Err(err) => return fail(socket, join.req, err).await,
+    };
+    let (tx, rx) = session_channel();
+    let joined = match &join.resume {
+        Some(resume) => {
+            let req = ResumeRequest {
+                room: claims.room.clone(),
+                identity: claims.sub.clone(),
+                sid: resume.sid.clone(),
+                resume_secret: resume.resume_secret.clone(),
+                req: join.req,
+            };
+            state.media.resume(req, conn, tx).await
+        }
+        None => {
+            let req = JoinRequest {
+                room: claims.room.clone(),
+                identity: claims.sub.clone(),
+                name: claims.name.clone().unwrap_or_else(|| claims.sub.clone()),
+                role: claims.role,
+                grants: claims.effective_grants(),
+                metadata: claims.metadata.clone(),
+                auto_subscribe: join.auto_subscribe,
+                req: join.req,
+            };
+            state.media.join(req, conn, tx).await
+        }
+    };
+    let id = match joined {
+        Ok(id) => id,
+        Err(err) => return fail(socket, join.req, err).await,
+    };
+    tracing::debug!(%addr, ?id, "signalling session started");
+    let ended_by_server = relay(&mut socket, &state, id, &claims, rx).await;
+    if !ended_by_server {
+        state.media.signal_lost(id, conn).await;
+    }
+}
+
+/// Reads until the first text message and parses it as `join`. `Err(None)` means the
+/// socket closed before saying anything.
+async fn first_join(socket: &mut WebSocket) -> Result<Join, Option<(Option<u32>, ProtoError)>> {
+    loop {
+        let msg = match socket.recv().await {
+            Some(Ok(msg)) => msg,
+            _ => return Err(None),
+        };
+        let text = match msg {
+            Message::Text(text) => text,
+            Message::Binary(_) => {
+                let err = ProtoError::new(ErrorCode::MalformedMessage, "signalling messages are JSON text frames");
+                return Err(Some((None, err)));
+            }
+            Message::Close(_) => return Err(None),
+            _ => continue,
+        };
+        return match ClientMessage::parse(&text) {
+            Ok(ClientMessage::Join(join)) => Ok(join),
+            Ok(other) => Err(Some((
+                other.req(),
+                ProtoError::new(ErrorCode::InvalidState, "the first message must be 'join'"),
+            ))),
+            Err(e) => Err(Some((None, e))),
+        };
+    }
+}
+
+fn check_join(state: &super::State, join: &Join) -> Result<RoomClaims, ProtoError> {
+    if join.protocol != PROTOCOL_VERSION {
+        return Err(ProtoError::new(
+            ErrorCode::UnsupportedProtocol,
+            format!("this server speaks protocol {PROTOCOL_VERSION}; the client sent {}", join.protocol),
+        ));
+    }
+    let claims = auth::verify(&state.keys, &join.token)?;
+    if let Some(room) = &join.room {
+        if *room != claims.room {
+            return Err(ProtoError::new(
+                ErrorCode::TokenWrongRoom,
+                format!("the token admits to room '{}', not '{room}'", claims.room),
+            ));
+        }
+    }
+    Ok(claims)
+}
+
+/// Relays until either side ends. True when the server ended the session.
+async fn relay(socket: &mut WebSocket, state: &super::State, id: ParticipantId, claims: &RoomClaims, mut rx: SessionReceiver) -> bool {
+    let mut ping = tokio::time::interval(PING_EVERY);
+    let ttl = Duration::from_secs(claims.exp.saturating_sub(claims.iat).max(60));
+    let mut refresh = tokio::time::interval((ttl / 2).min(Duration::from_secs(300)));
+    let mut last_heard = Instant::now();
+    let mut bucket = Bucket::new(MESSAGE_BURST, MESSAGES_PER_SECOND, Instant::now());
+    let mut refusals = 0;
+    loop {
+        tokio::select! {
+            event = rx.recv() => match event {
+                Some(SessionEvent::Message(msg)) => {
+                    if !send(socket, &msg).await {
+                        return false;
+                    }
+                }
+                Some(SessionEvent::Close) | None => {
+                    let _ = socket.send(Message::Close(Some(CloseFrame { code: 1000, reason: "session ended".into() }))).await;
+                    return true;
+                }
+            },
+            incoming = socket.recv() => {
+                last_heard = Instant::now();
+                let text = match incoming {
+                    Some(Ok(Message::Text(text))) => text,
+                    Some(Ok(Message::Binary(_))) => {
+                        let err = ProtoError::new(ErrorCode::MalformedMessage, "signalling messages are JSON text frames");
+                        if !send(socket, &ServerMessage::error(None, err)).await {
+                            return false;
+                        }
+                        continue;
+                    }
+                    Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return false,
+                    Some(Ok(_)) => continue,
+                };
+                if !bucket.try_take(Instant::now()) {
+                    refusals += 1;
+                    if refusals > MAX_REFUSALS {
+                        return false;
+                    }
+                    let err = ProtoError::new(ErrorCode::RateLimited, "too many messages; slow down");
+                    if !send(socket, &ServerMessage::error(None, err)).await {
+                        return false;
+                    }
+                    continue;
+                }
+                match ClientMessage::parse(&text) {
+                    Ok(msg) => {
+                        if state.media.message(id, msg).await.is_err() {
+                            return true;
+                        }
+                    }
+                    Err(err) => {
+                        if !send(socket, &ServerMessage::error(None, err)).await {
+                            return false;
+                        }
+                    }
+                }
+            }
+            _ = ping.tick() => {
+                if last_heard.elapsed() > IDLE_LIMIT {
+                    return false;
+                }
+                if socket.send(Message::Ping(Vec::new().into())).await.is_err() {
+                    return false;
+                }
+            }
+            _ = refresh.tick() => {
+                let now = auth::unix_now();
+                let fresh = RoomClaims { iat: now, nbf: Some(now.saturating_sub(auth::LEEWAY_SECS)), exp: now + ttl.as_secs(), ..claims.clone() };
+                if let Some(secret) = state.keys.secret(&claims.iss) {
+                    if let Ok(token) = auth::sign_claims(secret, &fresh) {
+                        if !send(socket, &ServerMessage::RefreshToken(RefreshToken { token })).await {
+                            return false;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}

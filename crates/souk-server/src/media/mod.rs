@@ -1,0 +1,290 @@
+//! The media driver: one task that owns the [`Sfu`] and feeds it sockets, signalling and
+//! time.
+//!
+//! Everything that touches the core goes through this task's command channel, so the
+//! core needs no locks: signalling sessions and REST handlers hold a [`MediaHandle`] and
+//! send commands; the task answers through oneshot channels and delivers signalling
+//! messages through each session's own channel.
+
+mod tcp;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use souk_proto::error::{ErrorCode, ProtoError};
+use souk_proto::rest::WebhookKind;
+use souk_proto::signal::{ClientMessage, ServerMessage};
+use souk_sfu::{JoinRequest, Output, ParticipantId, ResumeRequest, Sfu};
+use str0m::net::Protocol;
+use tokio::net::UdpSocket;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, info, warn};
+
+/// Messages a signalling session receives from the core.
+#[derive(Debug)]
+pub enum SessionEvent {
+    Message(ServerMessage),
+    /// The session is over; close the socket after flushing.
+    Close,
+}
+
+/// How many signalling messages may queue for one client before it counts as stuck.
+const SESSION_QUEUE: usize = 512;
+
+pub type SessionSender = mpsc::Sender<SessionEvent>;
+pub type SessionReceiver = mpsc::Receiver<SessionEvent>;
+
+pub fn session_channel() -> (SessionSender, SessionReceiver) {
+    mpsc::channel(SESSION_QUEUE)
+}
+
+/// A unique number per signalling socket, so a stale socket closing after its session was
+/// resumed elsewhere does not mark the session lost.
+pub type ConnId = u64;
+
+type Call = Box<dyn FnOnce(&mut Sfu, Instant) + Send>;
+
+enum Command {
+    Join {
+        req: JoinRequest,
+        conn: ConnId,
+        session: SessionSender,
+        reply: oneshot::Sender<Result<ParticipantId, ProtoError>>,
+    },
+    Resume {
+        req: ResumeRequest,
+        conn: ConnId,
+        session: SessionSender,
+        reply: oneshot::Sender<Result<ParticipantId, ProtoError>>,
+    },
+    Message {
+        id: ParticipantId,
+        msg: ClientMessage,
+    },
+    SignalLost {
+        id: ParticipantId,
+        conn: ConnId,
+    },
+    Call(Call),
+}
+
+/// A cheap, cloneable way to talk to the media task.
+#[derive(Clone)]
+pub struct MediaHandle {
+    commands: mpsc::Sender<Command>,
+}
+
+fn stopped() -> ProtoError {
+    ProtoError::new(ErrorCode::Internal, "the media engine is shutting down")
+}
+
+impl MediaHandle {
+    pub async fn join(&self, req: JoinRequest, conn: ConnId, session: SessionSender) -> Result<ParticipantId, ProtoError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::Join { req, conn, session, reply }).await?;
+        rx.await.map_err(|_| stopped())?
+    }
+
+    pub async fn resume(&self, req: ResumeRequest, conn: ConnId, session: SessionSender) -> Result<ParticipantId, ProtoError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::Resume { req, conn, session, reply }).await?;
+        rx.await.map_err(|_| stopped())?
+    }
+
+    pub async fn message(&self, id: ParticipantId, msg: ClientMessage) -> Result<(), ProtoError> {
+        self.send(Command::Message { id, msg }).await
+    }
+
+    pub async fn signal_lost(&self, id: ParticipantId, conn: ConnId) {
+        let _ = self.send(Command::SignalLost { id, conn }).await;
+    }
+
+    /// Runs `f` on the core and returns its result (room-service calls).
+    pub async fn call<R: Send + 'static>(&self, f: impl FnOnce(&mut Sfu, Instant) -> R + Send + 'static) -> Result<R, ProtoError> {
+        let (reply, rx) = oneshot::channel();
+        let call: Call = Box::new(move |sfu, now| {
+            let _ = reply.send(f(sfu, now));
+        });
+        self.send(Command::Call(call)).await?;
+        rx.await.map_err(|_| stopped())
+    }
+
+    async fn send(&self, cmd: Command) -> Result<(), ProtoError> {
+        self.commands.send(cmd).await.map_err(|_| stopped())
+    }
+}
+
+/// The bound media sockets: UDP and ICE-TCP on one port number.
+pub struct MediaSockets {
+    pub udp: UdpSocket,
+    pub tcp: tokio::net::TcpListener,
+    pub local: SocketAddr,
+}
+
+impl MediaSockets {
+    /// Binds UDP and TCP on the same port. With port 0 the OS picks a UDP port and TCP
+    /// follows it; if that TCP port is taken, another pair is tried.
+    pub async fn bind(ip: std::net::IpAddr, port: u16) -> anyhow::Result<MediaSockets> {
+        use anyhow::Context;
+        for _ in 0..20 {
+            let udp = UdpSocket::bind(SocketAddr::new(ip, port))
+                .await
+                .with_context(|| format!("binding media UDP port {ip}:{port}"))?;
+            let local = udp.local_addr()?;
+            match tokio::net::TcpListener::bind(local).await {
+                Ok(tcp) => return Ok(MediaSockets { udp, tcp, local }),
+                Err(e) if port == 0 => debug!("TCP port {} taken ({e}), trying another", local.port()),
+                Err(e) => return Err(e).with_context(|| format!("binding ICE-TCP port {local}")),
+            }
+        }
+        anyhow::bail!("could not find a port free for both UDP and TCP")
+    }
+}
+
+/// Starts the media task. It runs until `cancel` fires, then ends every session.
+pub fn spawn(
+    sfu: Sfu,
+    sockets: MediaSockets,
+    webhooks: Option<mpsc::Sender<WebhookKind>>,
+    cancel: CancellationToken,
+    tracker: &TaskTracker,
+) -> MediaHandle {
+    let (commands, rx) = mpsc::channel(1024);
+    let (tcp_tx, tcp_rx) = mpsc::channel(4096);
+    tracker.spawn(tcp::accept_loop(sockets.tcp, tcp_tx, cancel.clone(), tracker.clone()));
+    let driver = Driver {
+        sfu,
+        udp: sockets.udp,
+        local: sockets.local,
+        sessions: HashMap::new(),
+        tcp_writers: HashMap::new(),
+        webhooks,
+    };
+    tracker.spawn(driver.run(rx, tcp_rx, cancel));
+    MediaHandle { commands }
+}
+
+struct Driver {
+    sfu: Sfu,
+    udp: UdpSocket,
+    local: SocketAddr,
+    sessions: HashMap<ParticipantId, (ConnId, SessionSender)>,
+    tcp_writers: HashMap<SocketAddr, mpsc::Sender<Vec<u8>>>,
+    webhooks: Option<mpsc::Sender<WebhookKind>>,
+}
+
+impl Driver {
+    async fn run(mut self, mut commands: mpsc::Receiver<Command>, mut tcp_rx: mpsc::Receiver<tcp::TcpEvent>, cancel: CancellationToken) {
+        let mut buf = vec![0u8; 2048];
+        loop {
+            let deadline = tokio::time::Instant::from_std(self.sfu.poll_timeout());
+            tokio::select! {
+                _ = cancel.cancelled() => break,
+                Some(cmd) = commands.recv() => self.handle_command(cmd),
+                received = self.udp.recv_from(&mut buf) => match received {
+                    Ok((n, source)) => {
+                        self.sfu.handle_datagram(Instant::now(), Protocol::Udp, source, self.local, &buf[..n]);
+                    }
+                    // ICMP errors (a peer went away) surface here; they are not ours to fix.
+                    Err(e) => debug!("UDP receive error: {e}"),
+                },
+                Some(event) = tcp_rx.recv() => match event {
+                    tcp::TcpEvent::Opened { remote, writer } => { self.tcp_writers.insert(remote, writer); }
+                    tcp::TcpEvent::Frame { remote, data } => {
+                        self.sfu.handle_datagram(Instant::now(), Protocol::Tcp, remote, self.local, &data);
+                    }
+                    tcp::TcpEvent::Closed { remote } => { self.tcp_writers.remove(&remote); }
+                },
+                _ = tokio::time::sleep_until(deadline) => {}
+            }
+            let now = Instant::now();
+            if now >= self.sfu.poll_timeout() {
+                self.sfu.handle_timeout(now);
+            }
+            self.flush();
+        }
+        info!("media engine stopping: ending every session");
+        self.sfu.shutdown(Instant::now());
+        self.flush();
+    }
+
+    fn handle_command(&mut self, cmd: Command) {
+        let now = Instant::now();
+        match cmd {
+            Command::Join { req, conn, session, reply } => {
+                let result = self.sfu.join(now, req);
+                if let Ok(id) = result {
+                    self.sessions.insert(id, (conn, session));
+                }
+                let _ = reply.send(result);
+            }
+            Command::Resume { req, conn, session, reply } => {
+                let result = self.sfu.resume(now, req);
+                if let Ok(id) = result {
+                    // The old socket, if still half-open, is told to close.
+                    if let Some((_, old)) = self.sessions.insert(id, (conn, session)) {
+                        let _ = old.try_send(SessionEvent::Close);
+                    }
+                }
+                let _ = reply.send(result);
+            }
+            Command::Message { id, msg } => self.sfu.handle_message(now, id, msg),
+            Command::SignalLost { id, conn } => {
+                if self.sessions.get(&id).is_some_and(|(c, _)| *c == conn) {
+                    self.sessions.remove(&id);
+                    self.sfu.signal_lost(now, id);
+                }
+            }
+            Command::Call(call) => call(&mut self.sfu, now),
+        }
+    }
+
+    /// Carries out everything the core asked for.
+    fn flush(&mut self) {
+        while let Some(output) = self.sfu.poll_output() {
+            match output {
+                Output::Transmit(t) => match t.proto {
+                    Protocol::Udp => {
+                        if let Err(e) = self.udp.try_send_to(&t.contents, t.destination) {
+                            // A full buffer drops the datagram as the network would; a refused
+                            // send (EPERM from a firewall) must not take the server down.
+                            debug!(destination = %t.destination, "UDP send failed: {e}");
+                        }
+                    }
+                    _ => {
+                        if let Some(writer) = self.tcp_writers.get(&t.destination) {
+                            let _ = writer.try_send(t.contents);
+                        }
+                    }
+                },
+                Output::Signal(id, msg) => {
+                    if let Some((_, session)) = self.sessions.get(&id) {
+                        if session.try_send(SessionEvent::Message(msg)).is_err() {
+                            warn!(?id, "signalling queue full or closed; dropping the socket");
+                            if let Some((_, session)) = self.sessions.remove(&id) {
+                                let _ = session.try_send(SessionEvent::Close);
+                            }
+                            self.sfu.signal_lost(Instant::now(), id);
+                        }
+                    }
+                }
+                Output::Disconnect(id) => {
+                    if let Some((_, session)) = self.sessions.remove(&id) {
+                        let _ = session.try_send(SessionEvent::Close);
+                    }
+                }
+                Output::Webhook(event) => {
+                    if let Some(tx) = &self.webhooks {
+                        if tx.try_send(event).is_err() {
+                            warn!("webhook queue full; an event was not delivered");
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+}

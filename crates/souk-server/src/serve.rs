@@ -1,0 +1,162 @@
+//! `souk serve`: wires configuration, sockets, the media engine and HTTP together, and
+//! shuts them down in order on Ctrl-C or SIGTERM.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use souk_sfu::{Sfu, SfuConfig};
+use str0m::net::TcpType;
+use str0m::Candidate;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{info, warn};
+
+use crate::config::{ServerConfig, DEV_API_KEY, DEV_API_SECRET};
+use crate::http::{self, AppState};
+use crate::media::{self, MediaSockets};
+use crate::ratelimit::KeyedLimiter;
+use crate::webhook;
+
+pub fn run(config: ServerConfig) -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,str0m=warn,is=warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    // str0m needs a process-wide crypto provider before the first Rtc.
+    str0m::crypto::from_feature_flags().install_process_default();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(serve(config))
+}
+
+/// The addresses to advertise in ICE candidates.
+fn advertised_ips(config: &ServerConfig) -> Vec<IpAddr> {
+    if let Some(ip) = config.public_ip {
+        return vec![ip];
+    }
+    let bind = config.bind.ip();
+    if !bind.is_unspecified() {
+        return vec![bind];
+    }
+    // Bound to every interface: offer each of them (loopback too, for a browser on
+    // this machine) and let ICE find the one that works.
+    let mut ips: Vec<IpAddr> = if_addrs::get_if_addrs()
+        .map(|ifs| ifs.into_iter().map(|i| i.ip()).filter(|ip| ip.is_ipv4()).collect())
+        .unwrap_or_default();
+    if ips.is_empty() {
+        warn!("no network interfaces found; advertising 127.0.0.1 (set --public-ip)");
+        ips.push(IpAddr::V4(Ipv4Addr::LOCALHOST));
+    }
+    ips
+}
+
+fn candidates(ips: &[IpAddr], port: u16) -> anyhow::Result<Vec<Candidate>> {
+    let mut out = Vec::new();
+    for &ip in ips {
+        let addr = SocketAddr::new(ip, port);
+        out.push(Candidate::host(addr, "udp").with_context(|| format!("UDP candidate {addr}"))?);
+        let tcp = Candidate::builder()
+            .tcp()
+            .host(addr)
+            .tcptype(TcpType::Passive)
+            .build()
+            .with_context(|| format!("TCP candidate {addr}"))?;
+        out.push(tcp);
+    }
+    Ok(out)
+}
+
+async fn serve(config: ServerConfig) -> anyhow::Result<()> {
+    let cancel = CancellationToken::new();
+    let tracker = TaskTracker::new();
+
+    let sockets = MediaSockets::bind(config.bind.ip(), config.media_port).await?;
+    let media_port = sockets.local.port();
+    let ips = advertised_ips(&config);
+    let seed = rand::random();
+    let sfu_config = SfuConfig::new(candidates(&ips, media_port)?, seed);
+    let sfu = Sfu::new(sfu_config, Instant::now(), crate::auth::unix_now() * 1000);
+
+    let webhooks = config.webhooks.clone().map(|w| webhook::spawn(w, cancel.clone(), &tracker));
+    let media = media::spawn(sfu, sockets, webhooks, cancel.clone(), &tracker);
+
+    let state = Arc::new(AppState {
+        media,
+        keys: config.keys.clone(),
+        dev: config.dev,
+        join_limiter: KeyedLimiter::new(30, Duration::from_secs(10)),
+        next_conn: AtomicU64::new(1),
+    });
+    let app = http::router(state, config.cors_origins.as_deref())
+        .into_make_service_with_connect_info::<SocketAddr>();
+
+    let listener = std::net::TcpListener::bind(config.bind).with_context(|| format!("binding HTTP {}", config.bind))?;
+    listener.set_nonblocking(true)?;
+    let http_addr = listener.local_addr()?;
+    let scheme = if config.tls.is_some() { "https" } else { "http" };
+    // One stable line for people and for scripts that start the server on port 0.
+    println!("souk listening http={scheme}://{http_addr} media={media_port} candidates={}", ips.iter().map(|ip| ip.to_string()).collect::<Vec<_>>().join(","));
+    if config.dev {
+        println!("souk dev mode: api_key={DEV_API_KEY} api_secret={DEV_API_SECRET} (published; never use in production)");
+        println!("souk demo: {scheme}://{http_addr}/demo/");
+    }
+
+    tokio::spawn(shutdown_signal(cancel.clone()));
+
+    let served = match &config.tls {
+        Some((cert, key)) => {
+            let tls = axum_server::tls_rustls::RustlsConfig::from_pem_file(cert, key)
+                .await
+                .with_context(|| format!("loading TLS certificate {} and key {}", cert.display(), key.display()))?;
+            let handle = axum_server::Handle::new();
+            let stopper = handle.clone();
+            let c = cancel.clone();
+            tokio::spawn(async move {
+                c.cancelled().await;
+                stopper.graceful_shutdown(Some(Duration::from_secs(5)));
+            });
+            axum_server::from_tcp_rustls(listener, tls).handle(handle).serve(app).await
+        }
+        None => {
+            let listener = tokio::net::TcpListener::from_std(listener)?;
+            axum::serve(listener, app).with_graceful_shutdown(cancel.clone().cancelled_owned()).await
+        }
+    };
+    served.context("HTTP server failed")?;
+
+    cancel.cancel();
+    tracker.close();
+    if tokio::time::timeout(Duration::from_secs(5), tracker.wait()).await.is_err() {
+        warn!("some tasks did not stop within 5 s");
+    }
+    info!("stopped");
+    Ok(())
+}
+
+async fn shutdown_signal(cancel: CancellationToken) {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    let term = async {
+        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            s.recv().await;
+        } else {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+    info!("shutting down: telling participants and closing sockets");
+    cancel.cancel();
+}
