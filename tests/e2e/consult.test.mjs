@@ -1,0 +1,35 @@
+// A 1:1 consultation through the SFU: each side decodes the other's video and receives audio.
+import { test, after, before } from 'node:test';
+import assert from 'node:assert/strict';
+import { startServer, devToken, launchBrowser, openPage, waitInPage, inboundSummary } from './harness.mjs';
+
+let server;
+let browser;
+before(async () => {
+  server = await startServer();
+  browser = await launchBrowser();
+});
+after(async () => {
+  await browser?.close();
+  await server?.stop();
+});
+
+test('staff and shopper see and hear each other', async () => {
+  const room = 'consult-e2e';
+  const staff = await openPage(browser, `${server.url}/demo/consult.html?token=${await devToken(server.url, { room, identity: 'staff-1', role: 'staff' })}`);
+  const shopper = await openPage(browser, `${server.url}/demo/consult.html?token=${await devToken(server.url, { room, identity: 'shopper-1', role: 'shopper' })}`);
+
+  for (const [name, page] of [['staff', staff], ['shopper', shopper]]) {
+    const media = await waitInPage(page, async (summary) => {
+      const s = await eval(summary)();
+      const video = s?.find((x) => x.kind === 'video' && x.framesDecoded > 0);
+      const audio = s?.find((x) => x.kind === 'audio' && x.bytesReceived > 0);
+      return video && audio ? { video, audio } : null;
+    }, { arg: `(${inboundSummary})`, timeoutMs: 30_000, what: `${name} to decode video and receive audio` });
+    assert.ok(media.video.framesDecoded > 0, `${name} decoded frames`);
+    assert.ok(media.audio.bytesReceived > 0, `${name} received audio`);
+  }
+  // The page shows who is on the other side.
+  assert.equal(await staff.textContent('#remote .label'), 'shopper-1');
+  assert.equal(await shopper.textContent('#remote .label'), 'staff-1');
+});

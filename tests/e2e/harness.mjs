@@ -1,0 +1,121 @@
+// Shared by the browser tests: a real `souk serve --dev` on ephemeral ports, and Debian's
+// Chromium driven by Playwright with fake camera and microphone.
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { existsSync } from 'node:fs';
+import path from 'node:path';
+import { chromium } from 'playwright-core';
+
+const root = path.resolve(path.dirname(new URL(import.meta.url).pathname), '../..');
+
+export const CHROMIUM_ARGS = [
+  '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+  '--disable-background-networking', '--disable-component-update', '--disable-sync',
+  '--use-fake-device-for-media-stream', '--use-fake-ui-for-media-stream',
+  '--allow-loopback-in-peer-connection', '--disable-features=WebRtcHideLocalIpsWithMdns',
+  '--autoplay-policy=no-user-gesture-required',
+];
+
+/** The souk binary under test: $SOUK_BIN, else the debug build. */
+export function soukBinary() {
+  const bin = process.env.SOUK_BIN ?? path.join(root, 'target/debug/souk');
+  if (!existsSync(bin)) throw new Error(`no souk binary at ${bin}; run cargo build first`);
+  return bin;
+}
+
+/**
+ * Starts `souk serve --dev` on free ports and waits for its "listening" line.
+ * @param {string[]} [extraArgs]
+ */
+export async function startServer(extraArgs = []) {
+  const proc = spawn(soukBinary(), ['serve', '--dev', '--bind', '127.0.0.1:0', '--media-port', '0', ...extraArgs], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+    env: { ...process.env, RUST_LOG: process.env.RUST_LOG ?? 'warn' },
+  });
+  let log = '';
+  proc.stderr.on('data', (d) => { log += d; });
+  const url = await new Promise((resolve, reject) => {
+    let out = '';
+    const timer = setTimeout(() => reject(new Error(`souk did not start within 30 s:\n${out}\n${log}`)), 30_000);
+    proc.stdout.on('data', (d) => {
+      out += d;
+      const m = out.match(/souk listening http=(\S+) media=(\d+)/);
+      if (m) { clearTimeout(timer); resolve(m[1]); }
+    });
+    proc.on('exit', (code) => { clearTimeout(timer); reject(new Error(`souk exited with ${code}:\n${out}\n${log}`)); });
+  });
+  return {
+    url,
+    proc,
+    log: () => log,
+    async stop() {
+      if (proc.exitCode !== null) return;
+      proc.kill('SIGINT');
+      await Promise.race([once(proc, 'exit'), new Promise((r) => setTimeout(r, 8000))]);
+      if (proc.exitCode === null) proc.kill('SIGKILL');
+    },
+  };
+}
+
+/**
+ * A development token from the running server.
+ * @param {string} url
+ * @param {{room: string, identity: string, role?: string}} claims
+ */
+export async function devToken(url, { room, identity, role = 'shopper' }) {
+  const resp = await fetch(`${url}/dev/token?${new URLSearchParams({ room, identity, role })}`);
+  if (!resp.ok) throw new Error(`dev token: ${resp.status} ${await resp.text()}`);
+  return (await resp.json()).token;
+}
+
+export async function launchBrowser(extraArgs = []) {
+  return chromium.launch({ executablePath: '/usr/bin/chromium', headless: true, args: [...CHROMIUM_ARGS, ...extraArgs] });
+}
+
+/**
+ * Opens a page in its own context (its own profile, as a separate person would have).
+ * @param {import('playwright-core').Browser} browser
+ * @param {string} url
+ */
+export async function openPage(browser, url) {
+  const context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
+  const page = await context.newPage();
+  page.on('pageerror', (e) => console.error(`[page error] ${e.message}`));
+  await page.goto(url);
+  return page;
+}
+
+/**
+ * Polls `fn` in the page until it returns a truthy value, or fails after `timeoutMs`
+ * with the last value seen.
+ * @template T
+ * @param {import('playwright-core').Page} page
+ * @param {(arg: any) => T | Promise<T>} fn
+ * @param {{ arg?: any, timeoutMs?: number, what?: string }} [opts]
+ */
+export async function waitInPage(page, fn, { arg, timeoutMs = 30_000, what = 'condition' } = {}) {
+  const deadline = Date.now() + timeoutMs;
+  let last;
+  while (Date.now() < deadline) {
+    try {
+      last = await page.evaluate(fn, arg);
+      if (last) return last;
+    } catch (e) {
+      last = String(e);
+    }
+    await page.waitForTimeout(200);
+  }
+  throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}; last value: ${JSON.stringify(last)}`);
+}
+
+/** In-page: inbound media summary from the SDK's stats helper. */
+export const inboundSummary = async () => {
+  const room = /** @type {any} */ (window).soukRoom;
+  if (!room) return null;
+  const { inbound } = await room.getStats();
+  return inbound.map((s) => ({
+    kind: s.kind, trackId: s.trackId, participantSid: s.participantSid,
+    framesDecoded: s.framesDecoded ?? 0, frameWidth: s.frameWidth ?? 0,
+    bytesReceived: s.bytesReceived ?? 0,
+  }));
+};

@@ -1,0 +1,72 @@
+// Helpers shared by the demo pages: where the token comes from, tiles, status.
+import { Room } from '/sdk/souk.js';
+
+/**
+ * The page's token: `?token=` when given, else one from the dev-only endpoint for
+ * `?room=&identity=&role=` (defaults shown).
+ * @param {string} defaultRoom
+ * @param {string} defaultRole
+ */
+export async function pageToken(defaultRoom, defaultRole) {
+  const q = new URLSearchParams(location.search);
+  const token = q.get('token');
+  if (token) return token;
+  const params = new URLSearchParams({
+    room: q.get('room') ?? defaultRoom,
+    identity: q.get('identity') ?? `guest-${Math.random().toString(36).slice(2, 8)}`,
+    role: q.get('role') ?? defaultRole,
+  });
+  const resp = await fetch(`/dev/token?${params}`);
+  if (!resp.ok) throw new Error('no ?token= in the URL, and the server is not in --dev mode');
+  return (await resp.json()).token;
+}
+
+/** @param {string} state */
+export function showStatus(state) {
+  const el = document.querySelector('header .status');
+  if (el) {
+    el.textContent = state;
+    el.className = `status ${state}`;
+  }
+  document.body.dataset.state = state;
+}
+
+/**
+ * A video tile with a name label.
+ * @param {string} label
+ * @param {string} [extraClass]
+ */
+export function makeTile(label, extraClass = '') {
+  const tile = document.createElement('div');
+  tile.className = `tile ${extraClass}`.trim();
+  const video = document.createElement('video');
+  video.autoplay = true;
+  video.playsInline = true;
+  video.muted = true;
+  const name = document.createElement('span');
+  name.className = 'label';
+  name.textContent = label;
+  tile.append(video, name);
+  return { tile, video };
+}
+
+/**
+ * Joins with the page's token and publishes camera and microphone, no click needed.
+ * @param {{ defaultRoom: string, defaultRole: string, simulcast?: boolean }} opts
+ */
+export async function joinAndPublish(opts) {
+  showStatus('connecting');
+  const token = await pageToken(opts.defaultRoom, opts.defaultRole);
+  const q = new URLSearchParams(location.search);
+  const room = await Room.connect(location.origin, token);
+  room.on('connection_state', showStatus);
+  room.on('audio_blocked', () => document.querySelector('.notice.audio')?.classList.add('shown'));
+  // Exposed for tests and for poking at from the console.
+  Object.assign(window, { soukRoom: room });
+  showStatus('connected');
+  const simulcast = q.has('simulcast') ? q.get('simulcast') !== '0' : (opts.simulcast ?? true);
+  const width = Number(q.get('width') ?? 1280);
+  const height = Number(q.get('height') ?? 720);
+  await room.publish({ simulcast, width, height });
+  return room;
+}
