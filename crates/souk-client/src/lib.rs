@@ -1,0 +1,197 @@
+//! Souk's Rust client SDK.
+//!
+//! A [`Client`] joins a room over the signalling WebSocket and holds two real WebRTC
+//! connections (str0m), exactly like the browser SDK: a publisher it offers on and a
+//! subscriber the server offers on. It publishes synthetic VP8 and Opus
+//! ([`synthetic`]) and counts the frames and bytes it receives, which is what bots,
+//! integration tests and load generators need.
+//!
+//! ```no_run
+//! # async fn demo(token: String) -> Result<(), souk_client::ClientError> {
+//! use souk_client::{Client, ClientOptions, SyntheticMedia};
+//! let client = Client::connect("http://127.0.0.1:7880", &token, ClientOptions::default()).await?;
+//! client.publish(SyntheticMedia::default()).await?;
+//! # Ok(()) }
+//! ```
+
+mod session;
+pub mod synthetic;
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use souk_proto::error::ProtoError;
+use souk_proto::model::{ParticipantInfo, TrackInfo, TrackKind};
+use souk_proto::signal::{ClientMessage, Joined, ServerMessage};
+use tokio::sync::{mpsc, oneshot, watch};
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClientError {
+    #[error("cannot reach the server: {0}")]
+    Connect(String),
+    #[error("the server refused: {0}")]
+    Refused(#[from] ProtoError),
+    #[error("the connection closed")]
+    Closed,
+    #[error("timed out waiting for {0}")]
+    Timeout(String),
+    #[error("WebRTC failure: {0}")]
+    Rtc(String),
+}
+
+/// How to join.
+#[derive(Debug, Clone)]
+pub struct ClientOptions {
+    /// Receive every track as it appears.
+    pub auto_subscribe: bool,
+    /// Local address to bind media sockets to. Many bots on one machine spread over
+    /// several 127.0.0.x addresses to stay under per-address limits.
+    pub bind_ip: IpAddr,
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        ClientOptions {
+            auto_subscribe: true,
+            bind_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+        }
+    }
+}
+
+/// What to publish.
+#[derive(Debug, Clone)]
+pub struct SyntheticMedia {
+    pub audio: bool,
+    pub video: bool,
+    /// Three layers (q, h, f) at 1/10, 3/10 and the full bitrate, or one.
+    pub simulcast: bool,
+    /// Top-layer video bitrate.
+    pub video_kbps: u32,
+    pub fps: u32,
+    /// Audio level in -dBov sent with each audio packet (0 loud, 127 silent).
+    pub audio_level: i8,
+}
+
+impl Default for SyntheticMedia {
+    fn default() -> Self {
+        SyntheticMedia {
+            audio: true,
+            video: true,
+            simulcast: false,
+            video_kbps: 500,
+            fps: 30,
+            audio_level: 30,
+        }
+    }
+}
+
+/// What one received track delivered so far.
+#[derive(Debug, Clone, Default)]
+pub struct TrackStats {
+    pub participant_sid: String,
+    pub kind: Option<TrackKind>,
+    /// Whole frames (video) or packets (audio) reassembled.
+    pub frames: u64,
+    pub keyframes: u64,
+    pub bytes: u64,
+    /// Frames that arrived with a gap before them.
+    pub discontinuities: u64,
+    /// Width of the last key frame (synthetic VP8 carries it).
+    pub last_key_width: u16,
+}
+
+/// A snapshot of what the client saw.
+#[derive(Debug, Clone, Default)]
+pub struct Stats {
+    /// Received tracks by track id.
+    pub tracks: HashMap<String, TrackStats>,
+    /// Whether each connection finished ICE and DTLS.
+    pub publisher_connected: bool,
+    pub subscriber_connected: bool,
+    /// Every server message type seen, in order (for assertions on events).
+    pub messages: Vec<ServerMessage>,
+    /// The session ended (server said leave or the socket closed for good).
+    pub ended: bool,
+}
+
+impl Stats {
+    pub fn frames_of(&self, kind: TrackKind) -> u64 {
+        self.tracks.values().filter(|t| t.kind == Some(kind)).map(|t| t.frames).sum()
+    }
+}
+
+pub(crate) enum Command {
+    Publish(SyntheticMedia, oneshot::Sender<Result<Vec<TrackInfo>, ClientError>>),
+    Send(ClientMessage),
+    Leave,
+}
+
+/// A joined participant. Dropping it closes the connection without `leave` (as a crash
+/// would); call [`Client::leave`] to leave properly.
+pub struct Client {
+    commands: mpsc::Sender<Command>,
+    stats: Arc<Mutex<Stats>>,
+    changed: watch::Receiver<u64>,
+    joined: Joined,
+}
+
+impl Client {
+    /// Joins the room the token admits to. Resolves once `joined` arrived.
+    pub async fn connect(url: &str, token: &str, options: ClientOptions) -> Result<Client, ClientError> {
+        session::start(url, token, options).await
+    }
+
+    pub fn participant(&self) -> &ParticipantInfo {
+        &self.joined.participant
+    }
+
+    pub fn joined(&self) -> &Joined {
+        &self.joined
+    }
+
+    /// Publishes synthetic media; resolves with the published tracks once the server
+    /// answered.
+    pub async fn publish(&self, media: SyntheticMedia) -> Result<Vec<TrackInfo>, ClientError> {
+        let (tx, rx) = oneshot::channel();
+        self.commands.send(Command::Publish(media, tx)).await.map_err(|_| ClientError::Closed)?;
+        rx.await.map_err(|_| ClientError::Closed)?
+    }
+
+    /// Sends any signalling message as it is (tests use this for bad input).
+    pub async fn send(&self, msg: ClientMessage) -> Result<(), ClientError> {
+        self.commands.send(Command::Send(msg)).await.map_err(|_| ClientError::Closed)
+    }
+
+    pub fn stats(&self) -> Stats {
+        self.stats.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Waits until `pred` holds for the stats, or fails after `timeout` naming `what`.
+    pub async fn wait_for(&self, what: &str, timeout: Duration, pred: impl Fn(&Stats) -> bool) -> Result<Stats, ClientError> {
+        let mut changed = self.changed.clone();
+        let wait = async {
+            loop {
+                let stats = self.stats();
+                if pred(&stats) {
+                    return Ok(stats);
+                }
+                if changed.changed().await.is_err() {
+                    let stats = self.stats();
+                    return if pred(&stats) { Ok(stats) } else { Err(ClientError::Closed) };
+                }
+            }
+        };
+        tokio::time::timeout(timeout, wait)
+            .await
+            .map_err(|_| ClientError::Timeout(what.to_owned()))?
+    }
+
+    /// Leaves the room and waits for the server to close the session.
+    pub async fn leave(self) {
+        let _ = self.commands.send(Command::Leave).await;
+        let _ = self.wait_for("the session to end", Duration::from_secs(5), |s| s.ended).await;
+    }
+}

@@ -1,0 +1,443 @@
+//! The client's task: one WebSocket, two str0m peers each on its own UDP socket, and a
+//! synthetic media clock.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use souk_proto::error::ProtoError;
+use souk_proto::model::{LayerInfo, TrackInfo, TrackKind, TrackSource};
+use souk_proto::signal::{ClientMessage, Join, PublishOffer, PublishTrack, SdpMessage, ServerMessage};
+use souk_proto::PROTOCOL_VERSION;
+use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
+use str0m::format::Codec;
+use str0m::media::{Direction, MediaKind, MediaTime, Mid, Rid, Simulcast, SimulcastLayer};
+use str0m::net::{Protocol, Receive};
+use str0m::{Candidate, Event, Input, Output, Rtc};
+use tokio::net::UdpSocket;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+use tracing::debug;
+
+use crate::synthetic::{self, KEYFRAME_EVERY};
+use crate::{Client, ClientError, ClientOptions, Command, Stats, SyntheticMedia, TrackStats};
+
+type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+pub(crate) async fn start(url: &str, token: &str, options: ClientOptions) -> Result<Client, ClientError> {
+    static CRYPTO: std::sync::Once = std::sync::Once::new();
+    CRYPTO.call_once(|| str0m::crypto::from_feature_flags().install_process_default());
+
+    let ws_url = signal_url(url)?;
+    let (mut ws, _) = tokio_tungstenite::connect_async(ws_url.as_str())
+        .await
+        .map_err(|e| ClientError::Connect(e.to_string()))?;
+    let join = ClientMessage::Join(Join {
+        req: None,
+        protocol: PROTOCOL_VERSION,
+        token: token.to_owned(),
+        room: None,
+        auto_subscribe: options.auto_subscribe,
+        resume: None,
+    });
+    send_ws(&mut ws, &join).await?;
+    let joined = loop {
+        match next_server_message(&mut ws).await? {
+            ServerMessage::Joined(joined) => break joined,
+            ServerMessage::Error(e) => return Err(ClientError::Refused(ProtoError::new(e.code, e.message))),
+            _ => continue,
+        }
+    };
+    let stats = Arc::new(Mutex::new(Stats::default()));
+    let (changed_tx, changed) = watch::channel(0u64);
+    let (commands, rx) = mpsc::channel(64);
+    let session = Session {
+        ws,
+        bind_ip: options.bind_ip,
+        publisher: None,
+        subscriber: None,
+        pending_publish: None,
+        media: None,
+        sub_mids: HashMap::new(),
+        stats: stats.clone(),
+        changed: changed_tx,
+    };
+    tokio::spawn(session.run(rx));
+    Ok(Client { commands, stats, changed, joined })
+}
+
+fn signal_url(url: &str) -> Result<String, ClientError> {
+    let rest = url
+        .strip_prefix("http://")
+        .map(|r| ("ws://", r))
+        .or_else(|| url.strip_prefix("https://").map(|r| ("wss://", r)))
+        .or_else(|| url.strip_prefix("ws://").map(|r| ("ws://", r)))
+        .or_else(|| url.strip_prefix("wss://").map(|r| ("wss://", r)));
+    let Some((scheme, host)) = rest else {
+        return Err(ClientError::Connect(format!("'{url}' is not an http(s) or ws(s) URL")));
+    };
+    Ok(format!("{scheme}{}/rtc", host.split('/').next().unwrap_or(host)))
+}
+
+async fn send_ws(ws: &mut Ws, msg: &ClientMessage) -> Result<(), ClientError> {
+    let text = serde_json::to_string(msg).expect("client messages serialise");
+    ws.send(WsMessage::text(text)).await.map_err(|_| ClientError::Closed)
+}
+
+async fn next_server_message(ws: &mut Ws) -> Result<ServerMessage, ClientError> {
+    loop {
+        match ws.next().await {
+            Some(Ok(WsMessage::Text(text))) => {
+                if let Ok(msg) = serde_json::from_str(&text) {
+                    return Ok(msg);
+                }
+            }
+            Some(Ok(WsMessage::Close(_))) | None | Some(Err(_)) => return Err(ClientError::Closed),
+            Some(Ok(_)) => {}
+        }
+    }
+}
+
+/// One str0m peer with its own socket (two peers talking to the same server address
+/// through one socket could not be told apart).
+struct Peer {
+    rtc: Rtc,
+    socket: UdpSocket,
+    local: SocketAddr,
+    timeout: Instant,
+}
+
+impl Peer {
+    async fn new(bind_ip: IpAddr, rtp_mode: bool) -> Result<Peer, ClientError> {
+        let socket = UdpSocket::bind(SocketAddr::new(bind_ip, 0))
+            .await
+            .map_err(|e| ClientError::Connect(format!("binding a media socket: {e}")))?;
+        let local = socket.local_addr().map_err(|e| ClientError::Connect(e.to_string()))?;
+        let mut rtc = Rtc::builder()
+            .set_rtp_mode(rtp_mode)
+            .clear_codecs()
+            .enable_opus(true, false)
+            .enable_vp8(true)
+            .build(Instant::now());
+        let candidate = Candidate::host(local, "udp").map_err(|e| ClientError::Rtc(e.to_string()))?;
+        rtc.add_local_candidate(candidate);
+        Ok(Peer { rtc, socket, local, timeout: Instant::now() })
+    }
+
+    fn input(&mut self, now: Instant, source: SocketAddr, data: &[u8]) {
+        let Ok(contents) = data.try_into() else {
+            return;
+        };
+        let input = Input::Receive(now, Receive { proto: Protocol::Udp, source, destination: self.local, contents });
+        if let Err(e) = self.rtc.handle_input(input) {
+            debug!("client peer rejected a datagram: {e}");
+        }
+    }
+
+    /// Sends what str0m wants sent; returns its events.
+    fn drain(&mut self) -> Vec<Event> {
+        let mut events = Vec::new();
+        loop {
+            match self.rtc.poll_output() {
+                Ok(Output::Timeout(t)) => {
+                    self.timeout = t;
+                    return events;
+                }
+                Ok(Output::Transmit(t)) => {
+                    let _ = self.socket.try_send_to(&t.contents, t.destination);
+                }
+                Ok(Output::Event(e)) => events.push(e),
+                Err(e) => {
+                    debug!("client peer failed: {e}");
+                    self.timeout = Instant::now() + Duration::from_secs(3600);
+                    return events;
+                }
+            }
+        }
+    }
+}
+
+/// Our published synthetic tracks and their clock.
+struct Publishing {
+    media: SyntheticMedia,
+    video_mid: Option<Mid>,
+    audio_mid: Option<Mid>,
+    started: Instant,
+    frame: u64,
+    next_video: Instant,
+    next_audio: Instant,
+}
+
+const LAYERS: [(&str, u32, u16, u16); 3] = [("q", 10, 320, 180), ("h", 30, 640, 360), ("f", 100, 1280, 720)];
+
+struct Session {
+    ws: Ws,
+    bind_ip: IpAddr,
+    publisher: Option<Peer>,
+    subscriber: Option<Peer>,
+    pending_publish: Option<(SdpPendingOffer, oneshot::Sender<Result<Vec<TrackInfo>, ClientError>>, SyntheticMedia, Option<Mid>, Option<Mid>)>,
+    media: Option<Publishing>,
+    sub_mids: HashMap<Mid, (String, String)>,
+    stats: Arc<Mutex<Stats>>,
+    changed: watch::Sender<u64>,
+}
+
+impl Session {
+    async fn run(mut self, mut commands: mpsc::Receiver<Command>) {
+        let mut pub_buf = vec![0u8; 2048];
+        let mut sub_buf = vec![0u8; 2048];
+        loop {
+            let deadline = self.next_deadline();
+            let publisher = self.publisher.as_ref().map(|p| &p.socket);
+            let subscriber = self.subscriber.as_ref().map(|p| &p.socket);
+            tokio::select! {
+                msg = self.ws.next() => match msg {
+                    Some(Ok(WsMessage::Text(text))) => {
+                        if let Ok(msg) = serde_json::from_str::<ServerMessage>(&text) {
+                            if !self.on_server_message(msg).await {
+                                break;
+                            }
+                        }
+                    }
+                    Some(Ok(WsMessage::Close(_))) | None | Some(Err(_)) => break,
+                    Some(Ok(_)) => {}
+                },
+                cmd = commands.recv() => match cmd {
+                    Some(Command::Publish(media, reply)) => self.start_publish(media, reply).await,
+                    Some(Command::Send(msg)) => { let _ = send_ws(&mut self.ws, &msg).await; }
+                    Some(Command::Leave) => { let _ = send_ws(&mut self.ws, &ClientMessage::Leave(Default::default())).await; }
+                    None => break,
+                },
+                Some(received) = recv(publisher, &mut pub_buf) => {
+                    if let (Ok((n, source)), Some(p)) = (received, self.publisher.as_mut()) {
+                        p.input(Instant::now(), source, &pub_buf[..n]);
+                    }
+                },
+                Some(received) = recv(subscriber, &mut sub_buf) => {
+                    if let (Ok((n, source)), Some(p)) = (received, self.subscriber.as_mut()) {
+                        p.input(Instant::now(), source, &sub_buf[..n]);
+                    }
+                },
+                _ = tokio::time::sleep_until(tokio::time::Instant::from_std(deadline)) => {}
+            }
+            self.tick(Instant::now());
+        }
+        self.update(|s| s.ended = true);
+    }
+
+    fn next_deadline(&self) -> Instant {
+        let mut t = Instant::now() + Duration::from_secs(1);
+        for peer in [&self.publisher, &self.subscriber].into_iter().flatten() {
+            t = t.min(peer.timeout);
+        }
+        if let Some(m) = &self.media {
+            if m.video_mid.is_some() {
+                t = t.min(m.next_video);
+            }
+            if m.audio_mid.is_some() {
+                t = t.min(m.next_audio);
+            }
+        }
+        t
+    }
+
+    fn update(&self, f: impl FnOnce(&mut Stats)) {
+        f(&mut self.stats.lock().unwrap_or_else(|e| e.into_inner()));
+        self.changed.send_modify(|n| *n += 1);
+    }
+
+    /// Drives both peers' clocks and the synthetic sources, and acts on events.
+    fn tick(&mut self, now: Instant) {
+        for peer in [&mut self.publisher, &mut self.subscriber].into_iter().flatten() {
+            if peer.timeout <= now {
+                let _ = peer.rtc.handle_input(Input::Timeout(now));
+            }
+        }
+        self.write_media(now);
+        let pub_events = self.publisher.as_mut().map(|p| p.drain()).unwrap_or_default();
+        let sub_events = self.subscriber.as_mut().map(|p| p.drain()).unwrap_or_default();
+        for e in pub_events {
+            if matches!(e, Event::Connected) {
+                self.update(|s| s.publisher_connected = true);
+            }
+        }
+        for e in sub_events {
+            match e {
+                Event::Connected => self.update(|s| s.subscriber_connected = true),
+                Event::MediaData(data) => {
+                    let Some((track_id, participant_sid)) = self.sub_mids.get(&data.mid).cloned() else {
+                        continue;
+                    };
+                    let kind = if data.params.spec().codec.is_audio() { TrackKind::Audio } else { TrackKind::Video };
+                    let is_key = kind == TrackKind::Video && data.data.first().is_some_and(|b| b & 1 == 0);
+                    self.update(|s| {
+                        let t = s.tracks.entry(track_id).or_insert_with(|| TrackStats { participant_sid, ..Default::default() });
+                        t.kind = Some(kind);
+                        t.frames += 1;
+                        t.bytes += data.data.len() as u64;
+                        if !data.contiguous {
+                            t.discontinuities += 1;
+                        }
+                        if is_key {
+                            t.keyframes += 1;
+                            if data.data.len() >= 8 {
+                                t.last_key_width = u16::from_le_bytes([data.data[6], data.data[7]]);
+                            }
+                        }
+                    });
+                }
+                _ => {}
+            }
+        }
+    }
+
+    fn write_media(&mut self, now: Instant) {
+        let (Some(m), Some(peer)) = (self.media.as_mut(), self.publisher.as_mut()) else {
+            return;
+        };
+        if !peer.rtc.is_connected() {
+            return;
+        }
+        if let Some(mid) = m.video_mid {
+            while m.next_video <= now {
+                let elapsed = m.next_video.saturating_duration_since(m.started);
+                let time = MediaTime::new((elapsed.as_micros() as u64 * 90_000 / 1_000_000) as u64, str0m::media::Frequency::NINETY_KHZ);
+                let keyframe = m.frame % KEYFRAME_EVERY == 0;
+                let layers: Vec<(Option<Rid>, u32, u16, u16)> = if m.media.simulcast {
+                    LAYERS.iter().map(|&(rid, pct, w, h)| (Some(Rid::from(rid)), pct, w, h)).collect()
+                } else {
+                    vec![(None, 100, 1280, 720)]
+                };
+                for (rid, pct, w, h) in layers {
+                    let bytes_per_frame = (m.media.video_kbps as u64 * 1000 / 8 / m.media.fps as u64 * pct as u64 / 100) as usize;
+                    let size = if keyframe { bytes_per_frame * 3 } else { bytes_per_frame };
+                    let data = synthetic::vp8_frame(m.frame, size, w, h, keyframe);
+                    let Some(writer) = peer.rtc.writer(mid) else { break };
+                    let Some(pt) = writer.payload_params().find(|p| p.spec().codec == Codec::Vp8).map(|p| p.pt()) else { break };
+                    let writer = match rid { Some(rid) => writer.rid(rid), None => writer };
+                    let _ = writer.write(pt, now, time, data);
+                }
+                m.frame += 1;
+                m.next_video += Duration::from_micros(1_000_000 / m.media.fps as u64);
+            }
+        }
+        if let Some(mid) = m.audio_mid {
+            while m.next_audio <= now {
+                let elapsed = m.next_audio.saturating_duration_since(m.started);
+                let time = MediaTime::new((elapsed.as_micros() as u64 * 48_000 / 1_000_000) as u64, str0m::media::Frequency::FORTY_EIGHT_KHZ);
+                let Some(writer) = peer.rtc.writer(mid) else { break };
+                let Some(pt) = writer.payload_params().find(|p| p.spec().codec == Codec::Opus).map(|p| p.pt()) else { break };
+                let _ = writer.audio_level(-m.media.audio_level.abs(), true).write(pt, now, time, synthetic::opus_packet(80));
+                m.next_audio += Duration::from_millis(20);
+            }
+        }
+    }
+
+    async fn start_publish(&mut self, media: SyntheticMedia, reply: oneshot::Sender<Result<Vec<TrackInfo>, ClientError>>) {
+        if self.publisher.is_none() {
+            match Peer::new(self.bind_ip, false).await {
+                Ok(p) => self.publisher = Some(p),
+                Err(e) => {
+                    let _ = reply.send(Err(e));
+                    return;
+                }
+            }
+        }
+        let peer = self.publisher.as_mut().expect("created above");
+        let mut api = peer.rtc.sdp_api();
+        let audio_mid = media.audio.then(|| api.add_media(MediaKind::Audio, Direction::SendOnly, Some("bot".into()), None, None));
+        let simulcast = media.simulcast.then(|| {
+            let mut s = Simulcast::new();
+            for (rid, ..) in LAYERS {
+                s.add_send_layer(SimulcastLayer::new(rid));
+            }
+            s
+        });
+        let video_mid = media.video.then(|| api.add_media(MediaKind::Video, Direction::SendOnly, Some("bot".into()), None, simulcast));
+        let Some((offer, pending)) = api.apply() else {
+            let _ = reply.send(Ok(Vec::new()));
+            return;
+        };
+        let mut tracks = Vec::new();
+        if let Some(mid) = audio_mid {
+            tracks.push(PublishTrack { mid: mid.to_string(), kind: TrackKind::Audio, source: TrackSource::Microphone, name: "synthetic audio".into(), muted: false, width: 0, height: 0, layers: vec![] });
+        }
+        if let Some(mid) = video_mid {
+            let layers = if media.simulcast {
+                LAYERS.iter().map(|&(rid, _, w, h)| LayerInfo { rid: rid.into(), width: w as u32, height: h as u32 }).collect()
+            } else {
+                vec![]
+            };
+            tracks.push(PublishTrack { mid: mid.to_string(), kind: TrackKind::Video, source: TrackSource::Camera, name: "synthetic video".into(), muted: false, width: 1280, height: 720, layers });
+        }
+        let msg = ClientMessage::PublishOffer(PublishOffer { req: Some(1), sdp: offer.to_sdp_string(), tracks });
+        if send_ws(&mut self.ws, &msg).await.is_err() {
+            let _ = reply.send(Err(ClientError::Closed));
+            return;
+        }
+        self.pending_publish = Some((pending, reply, media, audio_mid, video_mid));
+    }
+
+    /// Acts on one server message; false when the session is over.
+    async fn on_server_message(&mut self, msg: ServerMessage) -> bool {
+        self.update(|s| s.messages.push(msg.clone()));
+        match msg {
+            ServerMessage::PublishAnswer(answer) => {
+                let Some((pending, reply, media, audio_mid, video_mid)) = self.pending_publish.take() else {
+                    return true;
+                };
+                let peer = self.publisher.as_mut().expect("publishing implies a publisher");
+                let result = SdpAnswer::from_sdp_string(&answer.sdp)
+                    .map_err(|e| ClientError::Rtc(e.to_string()))
+                    .and_then(|a| peer.rtc.sdp_api().accept_answer(pending, a).map_err(|e| ClientError::Rtc(e.to_string())));
+                if result.is_ok() {
+                    let now = Instant::now();
+                    self.media = Some(Publishing { media, video_mid, audio_mid, started: now, frame: 0, next_video: now, next_audio: now });
+                }
+                let _ = reply.send(result.map(|_| answer.tracks.into_iter().map(|t| t.track).collect()));
+            }
+            ServerMessage::SubscriberOffer(offer) => {
+                if self.subscriber.is_none() {
+                    match Peer::new(self.bind_ip, false).await {
+                        Ok(p) => self.subscriber = Some(p),
+                        Err(_) => return false,
+                    }
+                }
+                for t in &offer.tracks {
+                    self.sub_mids.insert(Mid::from(t.mid.as_str()), (t.track_id.clone(), t.participant_sid.clone()));
+                }
+                let peer = self.subscriber.as_mut().expect("created above");
+                let answer = SdpOffer::from_sdp_string(&offer.sdp)
+                    .map_err(|e| e.to_string())
+                    .and_then(|o| peer.rtc.sdp_api().accept_offer(o).map_err(|e| e.to_string()));
+                match answer {
+                    Ok(answer) => {
+                        let msg = ClientMessage::SubscriberAnswer(SdpMessage { req: None, sdp: answer.to_sdp_string() });
+                        let _ = send_ws(&mut self.ws, &msg).await;
+                    }
+                    Err(e) => debug!("subscriber offer refused: {e}"),
+                }
+            }
+            ServerMessage::Error(e) => {
+                if e.req == Some(1) {
+                    if let Some((_, reply, ..)) = self.pending_publish.take() {
+                        let _ = reply.send(Err(ClientError::Refused(ProtoError::new(e.code, e.message))));
+                    }
+                }
+            }
+            ServerMessage::Leave(_) => return false,
+            _ => {}
+        }
+        true
+    }
+}
+
+/// Receives on a socket that may not exist yet (then never resolves).
+async fn recv(socket: Option<&UdpSocket>, buf: &mut [u8]) -> Option<std::io::Result<(usize, SocketAddr)>> {
+    match socket {
+        Some(s) => Some(s.recv_from(buf).await),
+        None => std::future::pending().await,
+    }
+}

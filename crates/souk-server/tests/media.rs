@@ -1,0 +1,68 @@
+//! Two and more bots exchanging real WebRTC media through the real server.
+
+mod common;
+
+use common::{TestServer, WAIT};
+use souk_client::{Client, ClientOptions, SyntheticMedia};
+use souk_proto::model::TrackKind;
+use souk_proto::signal::ServerMessage;
+
+#[tokio::test]
+async fn two_bots_exchange_audio_and_video() {
+    let server = TestServer::start();
+    let a = Client::connect(&server.url, &server.token("duo", "alice", "staff"), ClientOptions::default()).await.unwrap();
+    let b = Client::connect(&server.url, &server.token("duo", "bob", "shopper"), ClientOptions::default()).await.unwrap();
+    a.publish(SyntheticMedia::default()).await.unwrap();
+    b.publish(SyntheticMedia::default()).await.unwrap();
+
+    for (name, bot, other) in [("alice", &a, &b), ("bob", &b, &a)] {
+        let other_sid = other.participant().sid.clone();
+        let stats = bot
+            .wait_for(&format!("{name} to receive video and audio"), WAIT, |s| {
+                s.frames_of(TrackKind::Video) >= 30 && s.frames_of(TrackKind::Audio) >= 25
+            })
+            .await
+            .unwrap();
+        assert!(stats.tracks.values().all(|t| t.participant_sid == other_sid), "{name} only gets the other's tracks");
+        let video = stats.tracks.values().find(|t| t.kind == Some(TrackKind::Video)).unwrap();
+        assert!(video.keyframes >= 1, "{name}'s video started at a keyframe");
+        assert!(video.bytes > 30 * 1000, "{name} got real payloads");
+    }
+}
+
+#[tokio::test]
+async fn many_subscribers_receive_one_publisher() {
+    let server = TestServer::start();
+    let host = Client::connect(&server.url, &server.token("live", "host", "host"), ClientOptions::default()).await.unwrap();
+    host.publish(SyntheticMedia { audio: true, video: true, ..Default::default() }).await.unwrap();
+    let mut viewers = Vec::new();
+    for i in 0..4 {
+        let token = server.token("live", &format!("viewer-{i}"), "audience");
+        viewers.push(Client::connect(&server.url, &token, ClientOptions::default()).await.unwrap());
+    }
+    for (i, v) in viewers.iter().enumerate() {
+        v.wait_for(&format!("viewer {i} to receive video"), WAIT, |s| s.frames_of(TrackKind::Video) >= 30)
+            .await
+            .unwrap();
+    }
+    // The audience may not publish.
+    let err = viewers[0].publish(SyntheticMedia::default()).await.unwrap_err();
+    assert!(err.to_string().contains("permission_denied"), "{err}");
+}
+
+#[tokio::test]
+async fn leaving_is_announced_and_cleans_up() {
+    let server = TestServer::start();
+    let a = Client::connect(&server.url, &server.token("bye", "alice", "staff"), ClientOptions::default()).await.unwrap();
+    let b = Client::connect(&server.url, &server.token("bye", "bob", "staff"), ClientOptions::default()).await.unwrap();
+    a.publish(SyntheticMedia::default()).await.unwrap();
+    b.wait_for("bob to receive video", WAIT, |s| s.frames_of(TrackKind::Video) >= 10).await.unwrap();
+    let alice_sid = a.participant().sid.clone();
+    a.leave().await;
+    b.wait_for("alice's departure", WAIT, |s| {
+        s.messages.iter().any(|m| matches!(m, ServerMessage::ParticipantLeft(l) if l.sid == alice_sid))
+            && s.messages.iter().any(|m| matches!(m, ServerMessage::TrackUnpublished(_)))
+    })
+    .await
+    .unwrap();
+}
