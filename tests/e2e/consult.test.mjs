@@ -30,6 +30,6 @@ test('staff and shopper see and hear each other', async () => {
     assert.ok(media.audio.bytesReceived > 0, `${name} received audio`);
   }
   // The page shows who is on the other side.
-  assert.equal(await staff.textContent('#remote .label'), 'shopper-1');
-  assert.equal(await shopper.textContent('#remote .label'), 'staff-1');
+  assert.equal(await staff.textContent('#remote .label'), 'shopper-1', 'staff page names the shopper');
+  assert.equal(await shopper.textContent('#remote .label'), 'staff-1', 'shopper page names staff');
 });

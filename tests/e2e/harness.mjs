@@ -30,7 +30,7 @@ export function soukBinary() {
 export async function startServer(extraArgs = []) {
   const proc = spawn(soukBinary(), ['serve', '--dev', '--bind', '127.0.0.1:0', '--media-port', '0', ...extraArgs], {
     stdio: ['ignore', 'pipe', 'pipe'],
-    env: { ...process.env, RUST_LOG: process.env.RUST_LOG ?? 'warn' },
+    env: { ...process.env, RUST_LOG: process.env.SOUK_LOG ?? 'warn' },
   });
   let log = '';
   proc.stderr.on('data', (d) => { log += d; });
@@ -49,6 +49,7 @@ export async function startServer(extraArgs = []) {
     proc,
     log: () => log,
     async stop() {
+      if (process.env.SOUK_LOG_FILE) (await import('node:fs')).appendFileSync(process.env.SOUK_LOG_FILE, log);
       if (proc.exitCode !== null) return;
       proc.kill('SIGINT');
       await Promise.race([once(proc, 'exit'), new Promise((r) => setTimeout(r, 8000))]);
@@ -81,6 +82,7 @@ export async function openPage(browser, url) {
   const context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
   const page = await context.newPage();
   page.on('pageerror', (e) => console.error(`[page error] ${e.message}`));
+  page.on('console', (m) => { if (m.type() === 'error') console.error(`[page console] ${m.text()}`); });
   await page.goto(url);
   return page;
 }

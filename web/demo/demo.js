@@ -52,17 +52,21 @@ export function makeTile(label, extraClass = '') {
 
 /**
  * Joins with the page's token and publishes camera and microphone, no click needed.
- * @param {{ defaultRoom: string, defaultRole: string, simulcast?: boolean }} opts
+ * `setup` attaches the page's handlers before joining, so no early track is missed.
+ * @param {{ defaultRoom: string, defaultRole: string, simulcast?: boolean, setup: (room: Room) => void }} opts
  */
 export async function joinAndPublish(opts) {
   showStatus('connecting');
   const token = await pageToken(opts.defaultRoom, opts.defaultRole);
   const q = new URLSearchParams(location.search);
-  const room = await Room.connect(location.origin, token);
+  const room = new Room();
+  opts.setup(room);
   room.on('connection_state', showStatus);
+  room.on('error', (e) => console.error(`souk: ${e.message ?? e}`));
   room.on('audio_blocked', () => document.querySelector('.notice.audio')?.classList.add('shown'));
   // Exposed for tests and for poking at from the console.
   Object.assign(window, { soukRoom: room });
+  await room.connect(location.origin, token);
   showStatus('connected');
   const simulcast = q.has('simulcast') ? q.get('simulcast') !== '0' : (opts.simulcast ?? true);
   const width = Number(q.get('width') ?? 1280);

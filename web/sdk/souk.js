@@ -87,22 +87,19 @@ const SIMULCAST_LAYERS = [
 ];
 
 /**
- * A connection to one room.
+ * A connection to one room. Create it, attach handlers with `on`, then `connect`:
+ * tracks may arrive the moment the room is joined, so handlers must be in place first.
  *
- * Events (subscribe with `on`): `participant_joined`, `participant_left`,
+ * Events: `participant_joined`, `participant_left`,
  * `track_subscribed`, `track_unsubscribed`, `track_muted`, `active_speakers`,
  * `connection_state` ('connected' | 'reconnecting' | 'resumed' | 'disconnected'),
  * `audio_blocked`, `error`, `left`.
  */
 export class Room {
-  /**
-   * @param {string} url
-   * @param {string} token
-   * @param {ConnectOptions} options
-   */
-  constructor(url, token, options) {
-    this.url = url;
-    this.token = token;
+  /** @param {ConnectOptions} [options] */
+  constructor(options = {}) {
+    this.url = '';
+    this.token = '';
     this.options = { autoSubscribe: true, adaptiveStream: true, ...options };
     /** @type {WebSocket | null} */
     this.ws = null;
@@ -143,16 +140,16 @@ export class Room {
   }
 
   /**
-   * Joins a room. Resolves once joined.
+   * Joins the room the token admits to. Resolves once joined.
    * @param {string} url Base URL of the server, e.g. `https://souk.example.com` (ws URLs work too).
    * @param {string} token Access token from your backend.
-   * @param {ConnectOptions} [options]
    * @returns {Promise<Room>}
    */
-  static async connect(url, token, options = {}) {
-    const room = new Room(url, token, options);
-    await room.open(false);
-    return room;
+  async connect(url, token) {
+    this.url = url;
+    this.token = token;
+    await this.open(false);
+    return this;
   }
 
   /**

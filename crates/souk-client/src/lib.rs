@@ -119,12 +119,19 @@ pub struct Stats {
 
 impl Stats {
     pub fn frames_of(&self, kind: TrackKind) -> u64 {
-        self.tracks.values().filter(|t| t.kind == Some(kind)).map(|t| t.frames).sum()
+        self.tracks
+            .values()
+            .filter(|t| t.kind == Some(kind))
+            .map(|t| t.frames)
+            .sum()
     }
 }
 
 pub(crate) enum Command {
-    Publish(SyntheticMedia, oneshot::Sender<Result<Vec<TrackInfo>, ClientError>>),
+    Publish(
+        SyntheticMedia,
+        oneshot::Sender<Result<Vec<TrackInfo>, ClientError>>,
+    ),
     Send(ClientMessage),
     Leave,
 }
@@ -140,7 +147,11 @@ pub struct Client {
 
 impl Client {
     /// Joins the room the token admits to. Resolves once `joined` arrived.
-    pub async fn connect(url: &str, token: &str, options: ClientOptions) -> Result<Client, ClientError> {
+    pub async fn connect(
+        url: &str,
+        token: &str,
+        options: ClientOptions,
+    ) -> Result<Client, ClientError> {
         session::start(url, token, options).await
     }
 
@@ -156,13 +167,19 @@ impl Client {
     /// answered.
     pub async fn publish(&self, media: SyntheticMedia) -> Result<Vec<TrackInfo>, ClientError> {
         let (tx, rx) = oneshot::channel();
-        self.commands.send(Command::Publish(media, tx)).await.map_err(|_| ClientError::Closed)?;
+        self.commands
+            .send(Command::Publish(media, tx))
+            .await
+            .map_err(|_| ClientError::Closed)?;
         rx.await.map_err(|_| ClientError::Closed)?
     }
 
     /// Sends any signalling message as it is (tests use this for bad input).
     pub async fn send(&self, msg: ClientMessage) -> Result<(), ClientError> {
-        self.commands.send(Command::Send(msg)).await.map_err(|_| ClientError::Closed)
+        self.commands
+            .send(Command::Send(msg))
+            .await
+            .map_err(|_| ClientError::Closed)
     }
 
     pub fn stats(&self) -> Stats {
@@ -170,7 +187,12 @@ impl Client {
     }
 
     /// Waits until `pred` holds for the stats, or fails after `timeout` naming `what`.
-    pub async fn wait_for(&self, what: &str, timeout: Duration, pred: impl Fn(&Stats) -> bool) -> Result<Stats, ClientError> {
+    pub async fn wait_for(
+        &self,
+        what: &str,
+        timeout: Duration,
+        pred: impl Fn(&Stats) -> bool,
+    ) -> Result<Stats, ClientError> {
         let mut changed = self.changed.clone();
         let wait = async {
             loop {
@@ -180,7 +202,11 @@ impl Client {
                 }
                 if changed.changed().await.is_err() {
                     let stats = self.stats();
-                    return if pred(&stats) { Ok(stats) } else { Err(ClientError::Closed) };
+                    return if pred(&stats) {
+                        Ok(stats)
+                    } else {
+                        Err(ClientError::Closed)
+                    };
                 }
             }
         };
@@ -192,6 +218,8 @@ impl Client {
     /// Leaves the room and waits for the server to close the session.
     pub async fn leave(self) {
         let _ = self.commands.send(Command::Leave).await;
-        let _ = self.wait_for("the session to end", Duration::from_secs(5), |s| s.ended).await;
+        let _ = self
+            .wait_for("the session to end", Duration::from_secs(5), |s| s.ended)
+            .await;
     }
 }

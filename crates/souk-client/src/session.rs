@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 use futures_util::{SinkExt, StreamExt};
 use souk_proto::error::ProtoError;
 use souk_proto::model::{LayerInfo, TrackInfo, TrackKind, TrackSource};
-use souk_proto::signal::{ClientMessage, Join, PublishOffer, PublishTrack, SdpMessage, ServerMessage};
+use souk_proto::signal::{
+    ClientMessage, Join, PublishOffer, PublishTrack, SdpMessage, ServerMessage,
+};
 use souk_proto::PROTOCOL_VERSION;
 use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
 use str0m::format::Codec;
@@ -24,9 +26,14 @@ use tracing::debug;
 use crate::synthetic::{self, KEYFRAME_EVERY};
 use crate::{Client, ClientError, ClientOptions, Command, Stats, SyntheticMedia, TrackStats};
 
-type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
-pub(crate) async fn start(url: &str, token: &str, options: ClientOptions) -> Result<Client, ClientError> {
+pub(crate) async fn start(
+    url: &str,
+    token: &str,
+    options: ClientOptions,
+) -> Result<Client, ClientError> {
     static CRYPTO: std::sync::Once = std::sync::Once::new();
     CRYPTO.call_once(|| str0m::crypto::from_feature_flags().install_process_default());
 
@@ -46,7 +53,9 @@ pub(crate) async fn start(url: &str, token: &str, options: ClientOptions) -> Res
     let joined = loop {
         match next_server_message(&mut ws).await? {
             ServerMessage::Joined(joined) => break joined,
-            ServerMessage::Error(e) => return Err(ClientError::Refused(ProtoError::new(e.code, e.message))),
+            ServerMessage::Error(e) => {
+                return Err(ClientError::Refused(ProtoError::new(e.code, e.message)))
+            }
             _ => continue,
         }
     };
@@ -65,7 +74,12 @@ pub(crate) async fn start(url: &str, token: &str, options: ClientOptions) -> Res
         changed: changed_tx,
     };
     tokio::spawn(session.run(rx));
-    Ok(Client { commands, stats, changed, joined })
+    Ok(Client {
+        commands,
+        stats,
+        changed,
+        joined,
+    })
 }
 
 fn signal_url(url: &str) -> Result<String, ClientError> {
@@ -76,14 +90,21 @@ fn signal_url(url: &str) -> Result<String, ClientError> {
         .or_else(|| url.strip_prefix("ws://").map(|r| ("ws://", r)))
         .or_else(|| url.strip_prefix("wss://").map(|r| ("wss://", r)));
     let Some((scheme, host)) = rest else {
-        return Err(ClientError::Connect(format!("'{url}' is not an http(s) or ws(s) URL")));
+        return Err(ClientError::Connect(format!(
+            "'{url}' is not an http(s) or ws(s) URL"
+        )));
     };
-    Ok(format!("{scheme}{}/rtc", host.split('/').next().unwrap_or(host)))
+    Ok(format!(
+        "{scheme}{}/rtc",
+        host.split('/').next().unwrap_or(host)
+    ))
 }
 
 async fn send_ws(ws: &mut Ws, msg: &ClientMessage) -> Result<(), ClientError> {
     let text = serde_json::to_string(msg).expect("client messages serialise");
-    ws.send(WsMessage::text(text)).await.map_err(|_| ClientError::Closed)
+    ws.send(WsMessage::text(text))
+        .await
+        .map_err(|_| ClientError::Closed)
 }
 
 async fn next_server_message(ws: &mut Ws) -> Result<ServerMessage, ClientError> {
@@ -114,23 +135,39 @@ impl Peer {
         let socket = UdpSocket::bind(SocketAddr::new(bind_ip, 0))
             .await
             .map_err(|e| ClientError::Connect(format!("binding a media socket: {e}")))?;
-        let local = socket.local_addr().map_err(|e| ClientError::Connect(e.to_string()))?;
+        let local = socket
+            .local_addr()
+            .map_err(|e| ClientError::Connect(e.to_string()))?;
         let mut rtc = Rtc::builder()
             .set_rtp_mode(rtp_mode)
             .clear_codecs()
             .enable_opus(true, false)
             .enable_vp8(true)
             .build(Instant::now());
-        let candidate = Candidate::host(local, "udp").map_err(|e| ClientError::Rtc(e.to_string()))?;
+        let candidate =
+            Candidate::host(local, "udp").map_err(|e| ClientError::Rtc(e.to_string()))?;
         rtc.add_local_candidate(candidate);
-        Ok(Peer { rtc, socket, local, timeout: Instant::now() })
+        Ok(Peer {
+            rtc,
+            socket,
+            local,
+            timeout: Instant::now(),
+        })
     }
 
     fn input(&mut self, now: Instant, source: SocketAddr, data: &[u8]) {
         let Ok(contents) = data.try_into() else {
             return;
         };
-        let input = Input::Receive(now, Receive { proto: Protocol::Udp, source, destination: self.local, contents });
+        let input = Input::Receive(
+            now,
+            Receive {
+                proto: Protocol::Udp,
+                source,
+                destination: self.local,
+                contents,
+            },
+        );
         if let Err(e) = self.rtc.handle_input(input) {
             debug!("client peer rejected a datagram: {e}");
         }
@@ -170,14 +207,24 @@ struct Publishing {
     next_audio: Instant,
 }
 
-const LAYERS: [(&str, u32, u16, u16); 3] = [("q", 10, 320, 180), ("h", 30, 640, 360), ("f", 100, 1280, 720)];
+const LAYERS: [(&str, u32, u16, u16); 3] = [
+    ("q", 10, 320, 180),
+    ("h", 30, 640, 360),
+    ("f", 100, 1280, 720),
+];
 
 struct Session {
     ws: Ws,
     bind_ip: IpAddr,
     publisher: Option<Peer>,
     subscriber: Option<Peer>,
-    pending_publish: Option<(SdpPendingOffer, oneshot::Sender<Result<Vec<TrackInfo>, ClientError>>, SyntheticMedia, Option<Mid>, Option<Mid>)>,
+    pending_publish: Option<(
+        SdpPendingOffer,
+        oneshot::Sender<Result<Vec<TrackInfo>, ClientError>>,
+        SyntheticMedia,
+        Option<Mid>,
+        Option<Mid>,
+    )>,
     media: Option<Publishing>,
     sub_mids: HashMap<Mid, (String, String)>,
     stats: Arc<Mutex<Stats>>,
@@ -250,14 +297,25 @@ impl Session {
 
     /// Drives both peers' clocks and the synthetic sources, and acts on events.
     fn tick(&mut self, now: Instant) {
-        for peer in [&mut self.publisher, &mut self.subscriber].into_iter().flatten() {
+        for peer in [&mut self.publisher, &mut self.subscriber]
+            .into_iter()
+            .flatten()
+        {
             if peer.timeout <= now {
                 let _ = peer.rtc.handle_input(Input::Timeout(now));
             }
         }
         self.write_media(now);
-        let pub_events = self.publisher.as_mut().map(|p| p.drain()).unwrap_or_default();
-        let sub_events = self.subscriber.as_mut().map(|p| p.drain()).unwrap_or_default();
+        let pub_events = self
+            .publisher
+            .as_mut()
+            .map(|p| p.drain())
+            .unwrap_or_default();
+        let sub_events = self
+            .subscriber
+            .as_mut()
+            .map(|p| p.drain())
+            .unwrap_or_default();
         for e in pub_events {
             if matches!(e, Event::Connected) {
                 self.update(|s| s.publisher_connected = true);
@@ -267,13 +325,22 @@ impl Session {
             match e {
                 Event::Connected => self.update(|s| s.subscriber_connected = true),
                 Event::MediaData(data) => {
-                    let Some((track_id, participant_sid)) = self.sub_mids.get(&data.mid).cloned() else {
+                    let Some((track_id, participant_sid)) = self.sub_mids.get(&data.mid).cloned()
+                    else {
                         continue;
                     };
-                    let kind = if data.params.spec().codec.is_audio() { TrackKind::Audio } else { TrackKind::Video };
-                    let is_key = kind == TrackKind::Video && data.data.first().is_some_and(|b| b & 1 == 0);
+                    let kind = if data.params.spec().codec.is_audio() {
+                        TrackKind::Audio
+                    } else {
+                        TrackKind::Video
+                    };
+                    let is_key =
+                        kind == TrackKind::Video && data.data.first().is_some_and(|b| b & 1 == 0);
                     self.update(|s| {
-                        let t = s.tracks.entry(track_id).or_insert_with(|| TrackStats { participant_sid, ..Default::default() });
+                        let t = s.tracks.entry(track_id).or_insert_with(|| TrackStats {
+                            participant_sid,
+                            ..Default::default()
+                        });
                         t.kind = Some(kind);
                         t.frames += 1;
                         t.bytes += data.data.len() as u64;
@@ -303,20 +370,43 @@ impl Session {
         if let Some(mid) = m.video_mid {
             while m.next_video <= now {
                 let elapsed = m.next_video.saturating_duration_since(m.started);
-                let time = MediaTime::new((elapsed.as_micros() as u64 * 90_000 / 1_000_000) as u64, str0m::media::Frequency::NINETY_KHZ);
+                let time = MediaTime::new(
+                    (elapsed.as_micros() as u64 * 90_000 / 1_000_000) as u64,
+                    str0m::media::Frequency::NINETY_KHZ,
+                );
                 let keyframe = m.frame % KEYFRAME_EVERY == 0;
                 let layers: Vec<(Option<Rid>, u32, u16, u16)> = if m.media.simulcast {
-                    LAYERS.iter().map(|&(rid, pct, w, h)| (Some(Rid::from(rid)), pct, w, h)).collect()
+                    LAYERS
+                        .iter()
+                        .map(|&(rid, pct, w, h)| (Some(Rid::from(rid)), pct, w, h))
+                        .collect()
                 } else {
                     vec![(None, 100, 1280, 720)]
                 };
                 for (rid, pct, w, h) in layers {
-                    let bytes_per_frame = (m.media.video_kbps as u64 * 1000 / 8 / m.media.fps as u64 * pct as u64 / 100) as usize;
-                    let size = if keyframe { bytes_per_frame * 3 } else { bytes_per_frame };
+                    let bytes_per_frame =
+                        (m.media.video_kbps as u64 * 1000 / 8 / m.media.fps as u64 * pct as u64
+                            / 100) as usize;
+                    let size = if keyframe {
+                        bytes_per_frame * 3
+                    } else {
+                        bytes_per_frame
+                    };
                     let data = synthetic::vp8_frame(m.frame, size, w, h, keyframe);
-                    let Some(writer) = peer.rtc.writer(mid) else { break };
-                    let Some(pt) = writer.payload_params().find(|p| p.spec().codec == Codec::Vp8).map(|p| p.pt()) else { break };
-                    let writer = match rid { Some(rid) => writer.rid(rid), None => writer };
+                    let Some(writer) = peer.rtc.writer(mid) else {
+                        break;
+                    };
+                    let Some(pt) = writer
+                        .payload_params()
+                        .find(|p| p.spec().codec == Codec::Vp8)
+                        .map(|p| p.pt())
+                    else {
+                        break;
+                    };
+                    let writer = match rid {
+                        Some(rid) => writer.rid(rid),
+                        None => writer,
+                    };
                     let _ = writer.write(pt, now, time, data);
                 }
                 m.frame += 1;
@@ -326,16 +416,36 @@ impl Session {
         if let Some(mid) = m.audio_mid {
             while m.next_audio <= now {
                 let elapsed = m.next_audio.saturating_duration_since(m.started);
-                let time = MediaTime::new((elapsed.as_micros() as u64 * 48_000 / 1_000_000) as u64, str0m::media::Frequency::FORTY_EIGHT_KHZ);
-                let Some(writer) = peer.rtc.writer(mid) else { break };
-                let Some(pt) = writer.payload_params().find(|p| p.spec().codec == Codec::Opus).map(|p| p.pt()) else { break };
-                let _ = writer.audio_level(-m.media.audio_level.abs(), true).write(pt, now, time, synthetic::opus_packet(80));
+                let time = MediaTime::new(
+                    (elapsed.as_micros() as u64 * 48_000 / 1_000_000) as u64,
+                    str0m::media::Frequency::FORTY_EIGHT_KHZ,
+                );
+                let Some(writer) = peer.rtc.writer(mid) else {
+                    break;
+                };
+                let Some(pt) = writer
+                    .payload_params()
+                    .find(|p| p.spec().codec == Codec::Opus)
+                    .map(|p| p.pt())
+                else {
+                    break;
+                };
+                let _ = writer.audio_level(-m.media.audio_level.abs(), true).write(
+                    pt,
+                    now,
+                    time,
+                    synthetic::opus_packet(80),
+                );
                 m.next_audio += Duration::from_millis(20);
             }
         }
     }
 
-    async fn start_publish(&mut self, media: SyntheticMedia, reply: oneshot::Sender<Result<Vec<TrackInfo>, ClientError>>) {
+    async fn start_publish(
+        &mut self,
+        media: SyntheticMedia,
+        reply: oneshot::Sender<Result<Vec<TrackInfo>, ClientError>>,
+    ) {
         if self.publisher.is_none() {
             match Peer::new(self.bind_ip, false).await {
                 Ok(p) => self.publisher = Some(p),
@@ -347,7 +457,15 @@ impl Session {
         }
         let peer = self.publisher.as_mut().expect("created above");
         let mut api = peer.rtc.sdp_api();
-        let audio_mid = media.audio.then(|| api.add_media(MediaKind::Audio, Direction::SendOnly, Some("bot".into()), None, None));
+        let audio_mid = media.audio.then(|| {
+            api.add_media(
+                MediaKind::Audio,
+                Direction::SendOnly,
+                Some("bot".into()),
+                None,
+                None,
+            )
+        });
         let simulcast = media.simulcast.then(|| {
             let mut s = Simulcast::new();
             for (rid, ..) in LAYERS {
@@ -355,24 +473,61 @@ impl Session {
             }
             s
         });
-        let video_mid = media.video.then(|| api.add_media(MediaKind::Video, Direction::SendOnly, Some("bot".into()), None, simulcast));
+        let video_mid = media.video.then(|| {
+            api.add_media(
+                MediaKind::Video,
+                Direction::SendOnly,
+                Some("bot".into()),
+                None,
+                simulcast,
+            )
+        });
         let Some((offer, pending)) = api.apply() else {
             let _ = reply.send(Ok(Vec::new()));
             return;
         };
         let mut tracks = Vec::new();
         if let Some(mid) = audio_mid {
-            tracks.push(PublishTrack { mid: mid.to_string(), kind: TrackKind::Audio, source: TrackSource::Microphone, name: "synthetic audio".into(), muted: false, width: 0, height: 0, layers: vec![] });
+            tracks.push(PublishTrack {
+                mid: mid.to_string(),
+                kind: TrackKind::Audio,
+                source: TrackSource::Microphone,
+                name: "synthetic audio".into(),
+                muted: false,
+                width: 0,
+                height: 0,
+                layers: vec![],
+            });
         }
         if let Some(mid) = video_mid {
             let layers = if media.simulcast {
-                LAYERS.iter().map(|&(rid, _, w, h)| LayerInfo { rid: rid.into(), width: w as u32, height: h as u32 }).collect()
+                LAYERS
+                    .iter()
+                    .map(|&(rid, _, w, h)| LayerInfo {
+                        rid: rid.into(),
+                        width: w as u32,
+                        height: h as u32,
+                    })
+                    .collect()
             } else {
                 vec![]
             };
-            tracks.push(PublishTrack { mid: mid.to_string(), kind: TrackKind::Video, source: TrackSource::Camera, name: "synthetic video".into(), muted: false, width: 1280, height: 720, layers });
+            tracks.push(PublishTrack {
+                mid: mid.to_string(),
+                kind: TrackKind::Video,
+                source: TrackSource::Camera,
+                name: "synthetic video".into(),
+                muted: false,
+                width: 1280,
+                height: 720,
+                layers,
+            });
         }
-        let msg = ClientMessage::PublishOffer(PublishOffer { req: Some(1), sdp: offer.to_sdp_string(), tracks });
+        let msg = ClientMessage::PublishOffer(PublishOffer {
+            req: Some(1),
+            sdp: offer.to_sdp_string(),
+            tracks,
+        });
         if send_ws(&mut self.ws, &msg).await.is_err() {
             let _ = reply.send(Err(ClientError::Closed));
             return;
@@ -385,18 +540,37 @@ impl Session {
         self.update(|s| s.messages.push(msg.clone()));
         match msg {
             ServerMessage::PublishAnswer(answer) => {
-                let Some((pending, reply, media, audio_mid, video_mid)) = self.pending_publish.take() else {
+                let Some((pending, reply, media, audio_mid, video_mid)) =
+                    self.pending_publish.take()
+                else {
                     return true;
                 };
-                let peer = self.publisher.as_mut().expect("publishing implies a publisher");
+                let peer = self
+                    .publisher
+                    .as_mut()
+                    .expect("publishing implies a publisher");
                 let result = SdpAnswer::from_sdp_string(&answer.sdp)
                     .map_err(|e| ClientError::Rtc(e.to_string()))
-                    .and_then(|a| peer.rtc.sdp_api().accept_answer(pending, a).map_err(|e| ClientError::Rtc(e.to_string())));
+                    .and_then(|a| {
+                        peer.rtc
+                            .sdp_api()
+                            .accept_answer(pending, a)
+                            .map_err(|e| ClientError::Rtc(e.to_string()))
+                    });
                 if result.is_ok() {
                     let now = Instant::now();
-                    self.media = Some(Publishing { media, video_mid, audio_mid, started: now, frame: 0, next_video: now, next_audio: now });
+                    self.media = Some(Publishing {
+                        media,
+                        video_mid,
+                        audio_mid,
+                        started: now,
+                        frame: 0,
+                        next_video: now,
+                        next_audio: now,
+                    });
                 }
-                let _ = reply.send(result.map(|_| answer.tracks.into_iter().map(|t| t.track).collect()));
+                let _ = reply
+                    .send(result.map(|_| answer.tracks.into_iter().map(|t| t.track).collect()));
             }
             ServerMessage::SubscriberOffer(offer) => {
                 if self.subscriber.is_none() {
@@ -406,15 +580,26 @@ impl Session {
                     }
                 }
                 for t in &offer.tracks {
-                    self.sub_mids.insert(Mid::from(t.mid.as_str()), (t.track_id.clone(), t.participant_sid.clone()));
+                    self.sub_mids.insert(
+                        Mid::from(t.mid.as_str()),
+                        (t.track_id.clone(), t.participant_sid.clone()),
+                    );
                 }
                 let peer = self.subscriber.as_mut().expect("created above");
                 let answer = SdpOffer::from_sdp_string(&offer.sdp)
                     .map_err(|e| e.to_string())
-                    .and_then(|o| peer.rtc.sdp_api().accept_offer(o).map_err(|e| e.to_string()));
+                    .and_then(|o| {
+                        peer.rtc
+                            .sdp_api()
+                            .accept_offer(o)
+                            .map_err(|e| e.to_string())
+                    });
                 match answer {
                     Ok(answer) => {
-                        let msg = ClientMessage::SubscriberAnswer(SdpMessage { req: None, sdp: answer.to_sdp_string() });
+                        let msg = ClientMessage::SubscriberAnswer(SdpMessage {
+                            req: None,
+                            sdp: answer.to_sdp_string(),
+                        });
                         let _ = send_ws(&mut self.ws, &msg).await;
                     }
                     Err(e) => debug!("subscriber offer refused: {e}"),
@@ -423,7 +608,9 @@ impl Session {
             ServerMessage::Error(e) => {
                 if e.req == Some(1) {
                     if let Some((_, reply, ..)) = self.pending_publish.take() {
-                        let _ = reply.send(Err(ClientError::Refused(ProtoError::new(e.code, e.message))));
+                        let _ = reply.send(Err(ClientError::Refused(ProtoError::new(
+                            e.code, e.message,
+                        ))));
                     }
                 }
             }
@@ -435,7 +622,10 @@ impl Session {
 }
 
 /// Receives on a socket that may not exist yet (then never resolves).
-async fn recv(socket: Option<&UdpSocket>, buf: &mut [u8]) -> Option<std::io::Result<(usize, SocketAddr)>> {
+async fn recv(
+    socket: Option<&UdpSocket>,
+    buf: &mut [u8],
+) -> Option<std::io::Result<(usize, SocketAddr)>> {
     match socket {
         Some(s) => Some(s.recv_from(buf).await),
         None => std::future::pending().await,

@@ -10,7 +10,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{ErrorCode, ProtoError};
 use crate::model::{
-    LayerInfo, LeaveReason, ParticipantInfo, RoomInfo, SpeakerInfo, TrackInfo, TrackKind, TrackSource,
+    LayerInfo, LeaveReason, ParticipantInfo, RoomInfo, SpeakerInfo, TrackInfo, TrackKind,
+    TrackSource,
 };
 use crate::MAX_SIGNAL_MESSAGE_BYTES;
 

@@ -153,7 +153,10 @@ mod tests {
         for role in Role::ALL {
             assert_eq!(role.as_str().parse::<Role>().unwrap(), role);
         }
-        assert!("admin".parse::<Role>().unwrap_err().contains("expected one of"));
+        assert!("admin"
+            .parse::<Role>()
+            .unwrap_err()
+            .contains("expected one of"));
     }
 
     #[test]

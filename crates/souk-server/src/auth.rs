@@ -36,7 +36,12 @@ pub struct TokenSpec {
     pub metadata: Option<String>,
 }
 
-pub fn sign(api_key: &str, secret: &str, spec: &TokenSpec, now: u64) -> Result<String, jsonwebtoken::errors::Error> {
+pub fn sign(
+    api_key: &str,
+    secret: &str,
+    spec: &TokenSpec,
+    now: u64,
+) -> Result<String, jsonwebtoken::errors::Error> {
     let claims = RoomClaims {
         iss: api_key.to_owned(),
         sub: spec.identity.clone(),
@@ -52,7 +57,10 @@ pub fn sign(api_key: &str, secret: &str, spec: &TokenSpec, now: u64) -> Result<S
     sign_claims(secret, &claims)
 }
 
-pub fn sign_claims(secret: &str, claims: &RoomClaims) -> Result<String, jsonwebtoken::errors::Error> {
+pub fn sign_claims(
+    secret: &str,
+    claims: &RoomClaims,
+) -> Result<String, jsonwebtoken::errors::Error> {
     jsonwebtoken::encode(
         &Header::new(Algorithm::HS256),
         claims,
@@ -64,7 +72,10 @@ pub fn sign_claims(secret: &str, claims: &RoomClaims) -> Result<String, jsonwebt
 pub fn verify(keys: &Keys, token: &str) -> Result<RoomClaims, ProtoError> {
     let token = token.trim();
     if token.is_empty() {
-        return Err(ProtoError::new(ErrorCode::TokenMissing, "no access token was given"));
+        return Err(ProtoError::new(
+            ErrorCode::TokenMissing,
+            "no access token was given",
+        ));
     }
     // The issuer names the key whose secret must verify the signature, so it is read
     // before verification (and trusted only once the signature checks out).
@@ -72,42 +83,55 @@ pub fn verify(keys: &Keys, token: &str) -> Result<RoomClaims, ProtoError> {
     let Some(secret) = keys.secret(&issuer) else {
         return Err(ProtoError::new(
             ErrorCode::TokenUnknownKey,
-            format!("the token was signed with API key '{issuer}', which this server does not know"),
+            format!(
+                "the token was signed with API key '{issuer}', which this server does not know"
+            ),
         ));
     };
     let mut validation = Validation::new(Algorithm::HS256);
     validation.leeway = LEEWAY_SECS;
     validation.validate_nbf = true;
     validation.set_required_spec_claims(&["exp", "sub", "iss"]);
-    let data = jsonwebtoken::decode::<RoomClaims>(token, &DecodingKey::from_secret(secret.as_bytes()), &validation)
-        .map_err(|e| match e.kind() {
-            ErrorKind::InvalidSignature => ProtoError::new(
-                ErrorCode::TokenInvalidSignature,
-                "the token's signature does not match its API key's secret",
-            ),
-            ErrorKind::ExpiredSignature => ProtoError::new(
-                ErrorCode::TokenExpired,
-                "the token has expired; ask your backend for a new one",
-            ),
-            ErrorKind::ImmatureSignature => ProtoError::new(
-                ErrorCode::TokenNotYetValid,
-                "the token is not valid yet (check the issuer's clock)",
-            ),
-            _ => ProtoError::new(ErrorCode::TokenMalformed, format!("the token's claims are invalid: {e}")),
-        })?;
+    let data = jsonwebtoken::decode::<RoomClaims>(
+        token,
+        &DecodingKey::from_secret(secret.as_bytes()),
+        &validation,
+    )
+    .map_err(|e| match e.kind() {
+        ErrorKind::InvalidSignature => ProtoError::new(
+            ErrorCode::TokenInvalidSignature,
+            "the token's signature does not match its API key's secret",
+        ),
+        ErrorKind::ExpiredSignature => ProtoError::new(
+            ErrorCode::TokenExpired,
+            "the token has expired; ask your backend for a new one",
+        ),
+        ErrorKind::ImmatureSignature => ProtoError::new(
+            ErrorCode::TokenNotYetValid,
+            "the token is not valid yet (check the issuer's clock)",
+        ),
+        _ => ProtoError::new(
+            ErrorCode::TokenMalformed,
+            format!("the token's claims are invalid: {e}"),
+        ),
+    })?;
     Ok(data.claims)
 }
 
 fn unverified_issuer(token: &str) -> Result<String, ProtoError> {
-    let malformed = |why: &str| ProtoError::new(ErrorCode::TokenMalformed, format!("not a valid JWT: {why}"));
+    let malformed =
+        |why: &str| ProtoError::new(ErrorCode::TokenMalformed, format!("not a valid JWT: {why}"));
     let mut parts = token.split('.');
-    let (Some(_header), Some(payload), Some(_sig), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
+    let (Some(_header), Some(payload), Some(_sig), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
         return Err(malformed("expected three dot-separated parts"));
     };
     let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(payload)
         .map_err(|_| malformed("payload is not base64url"))?;
-    let value: serde_json::Value = serde_json::from_slice(&bytes).map_err(|_| malformed("payload is not JSON"))?;
+    let value: serde_json::Value =
+        serde_json::from_slice(&bytes).map_err(|_| malformed("payload is not JSON"))?;
     value
         .get("iss")
         .and_then(|v| v.as_str())
@@ -150,7 +174,13 @@ mod tests {
         assert_eq!(code(""), ErrorCode::TokenMissing);
         assert_eq!(code("garbage"), ErrorCode::TokenMalformed);
         assert_eq!(code("a.b.c"), ErrorCode::TokenMalformed);
-        let forged = sign(DEV_API_KEY, "another-secret-of-sufficient-length!!", &spec(), now).unwrap();
+        let forged = sign(
+            DEV_API_KEY,
+            "another-secret-of-sufficient-length!!",
+            &spec(),
+            now,
+        )
+        .unwrap();
         assert_eq!(code(&forged), ErrorCode::TokenInvalidSignature);
         let unknown = sign("other", DEV_API_SECRET, &spec(), now).unwrap();
         assert_eq!(code(&unknown), ErrorCode::TokenUnknownKey);
@@ -165,9 +195,15 @@ mod tests {
         let token = sign(DEV_API_KEY, DEV_API_SECRET, &spec(), unix_now()).unwrap();
         let parts: Vec<&str> = token.split('.').collect();
         let engine = base64::engine::general_purpose::URL_SAFE_NO_PAD;
-        let mut claims: serde_json::Value = serde_json::from_slice(&engine.decode(parts[1]).unwrap()).unwrap();
+        let mut claims: serde_json::Value =
+            serde_json::from_slice(&engine.decode(parts[1]).unwrap()).unwrap();
         claims["role"] = "host".into();
-        let forged = format!("{}.{}.{}", parts[0], engine.encode(claims.to_string()), parts[2]);
+        let forged = format!(
+            "{}.{}.{}",
+            parts[0],
+            engine.encode(claims.to_string()),
+            parts[2]
+        );
         assert_eq!(code(&forged), ErrorCode::TokenInvalidSignature);
     }
 }

@@ -12,7 +12,11 @@ use crate::auth::{self, TokenSpec};
 use crate::config::{self, ServerConfig};
 
 #[derive(Parser)]
-#[command(name = "souk", version, about = "Self-hosted real-time interaction for cross-border commerce")]
+#[command(
+    name = "souk",
+    version,
+    about = "Self-hosted real-time interaction for cross-border commerce"
+)]
 pub struct Cli {
     #[command(subcommand)]
     command: Command,

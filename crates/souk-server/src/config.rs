@@ -49,7 +49,10 @@ impl Keys {
 }
 
 pub fn dev_keys() -> Keys {
-    Keys(BTreeMap::from([(DEV_API_KEY.to_owned(), DEV_API_SECRET.to_owned())]))
+    Keys(BTreeMap::from([(
+        DEV_API_KEY.to_owned(),
+        DEV_API_SECRET.to_owned(),
+    )]))
 }
 
 /// The configuration file as written.
@@ -83,7 +86,8 @@ impl FileConfig {
     pub fn load(path: &Path) -> anyhow::Result<FileConfig> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("reading configuration file {}", path.display()))?;
-        toml::from_str(&text).with_context(|| format!("invalid configuration in {}", path.display()))
+        toml::from_str(&text)
+            .with_context(|| format!("invalid configuration in {}", path.display()))
     }
 
     pub fn keys(&self) -> anyhow::Result<Keys> {
@@ -162,7 +166,10 @@ impl ServerConfig {
         Ok(ServerConfig {
             dev: args.dev,
             bind: args.bind.or(file.bind).unwrap_or(DEFAULT_BIND),
-            media_port: args.media_port.or(file.media_port).unwrap_or(DEFAULT_MEDIA_PORT),
+            media_port: args
+                .media_port
+                .or(file.media_port)
+                .unwrap_or(DEFAULT_MEDIA_PORT),
             public_ip: args.public_ip.or(file.public_ip),
             tls,
             keys,

@@ -49,7 +49,12 @@ fn advertised_ips(config: &ServerConfig) -> Vec<IpAddr> {
     // Bound to every interface: offer each of them (loopback too, for a browser on
     // this machine) and let ICE find the one that works.
     let mut ips: Vec<IpAddr> = if_addrs::get_if_addrs()
-        .map(|ifs| ifs.into_iter().map(|i| i.ip()).filter(|ip| ip.is_ipv4()).collect())
+        .map(|ifs| {
+            ifs.into_iter()
+                .map(|i| i.ip())
+                .filter(|ip| ip.is_ipv4())
+                .collect()
+        })
         .unwrap_or_default();
     if ips.is_empty() {
         warn!("no network interfaces found; advertising 127.0.0.1 (set --public-ip)");
@@ -85,7 +90,10 @@ async fn serve(config: ServerConfig) -> anyhow::Result<()> {
     let sfu_config = SfuConfig::new(candidates(&ips, media_port)?, seed);
     let sfu = Sfu::new(sfu_config, Instant::now(), crate::auth::unix_now() * 1000);
 
-    let webhooks = config.webhooks.clone().map(|w| webhook::spawn(w, cancel.clone(), &tracker));
+    let webhooks = config
+        .webhooks
+        .clone()
+        .map(|w| webhook::spawn(w, cancel.clone(), &tracker));
     let media = media::spawn(sfu, sockets, webhooks, cancel.clone(), &tracker);
 
     let state = Arc::new(AppState {
@@ -98,12 +106,23 @@ async fn serve(config: ServerConfig) -> anyhow::Result<()> {
     let app = http::router(state, config.cors_origins.as_deref())
         .into_make_service_with_connect_info::<SocketAddr>();
 
-    let listener = std::net::TcpListener::bind(config.bind).with_context(|| format!("binding HTTP {}", config.bind))?;
+    let listener = std::net::TcpListener::bind(config.bind)
+        .with_context(|| format!("binding HTTP {}", config.bind))?;
     listener.set_nonblocking(true)?;
     let http_addr = listener.local_addr()?;
-    let scheme = if config.tls.is_some() { "https" } else { "http" };
+    let scheme = if config.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
     // One stable line for people and for scripts that start the server on port 0.
-    println!("souk listening http={scheme}://{http_addr} media={media_port} candidates={}", ips.iter().map(|ip| ip.to_string()).collect::<Vec<_>>().join(","));
+    println!(
+        "souk listening http={scheme}://{http_addr} media={media_port} candidates={}",
+        ips.iter()
+            .map(|ip| ip.to_string())
+            .collect::<Vec<_>>()
+            .join(",")
+    );
     if config.dev {
         println!("souk dev mode: api_key={DEV_API_KEY} api_secret={DEV_API_SECRET} (published; never use in production)");
         println!("souk demo: {scheme}://{http_addr}/demo/");
@@ -115,7 +134,13 @@ async fn serve(config: ServerConfig) -> anyhow::Result<()> {
         Some((cert, key)) => {
             let tls = axum_server::tls_rustls::RustlsConfig::from_pem_file(cert, key)
                 .await
-                .with_context(|| format!("loading TLS certificate {} and key {}", cert.display(), key.display()))?;
+                .with_context(|| {
+                    format!(
+                        "loading TLS certificate {} and key {}",
+                        cert.display(),
+                        key.display()
+                    )
+                })?;
             let handle = axum_server::Handle::new();
             let stopper = handle.clone();
             let c = cancel.clone();
@@ -123,18 +148,26 @@ async fn serve(config: ServerConfig) -> anyhow::Result<()> {
                 c.cancelled().await;
                 stopper.graceful_shutdown(Some(Duration::from_secs(5)));
             });
-            axum_server::from_tcp_rustls(listener, tls).handle(handle).serve(app).await
+            axum_server::from_tcp_rustls(listener, tls)
+                .handle(handle)
+                .serve(app)
+                .await
         }
         None => {
             let listener = tokio::net::TcpListener::from_std(listener)?;
-            axum::serve(listener, app).with_graceful_shutdown(cancel.clone().cancelled_owned()).await
+            axum::serve(listener, app)
+                .with_graceful_shutdown(cancel.clone().cancelled_owned())
+                .await
         }
     };
     served.context("HTTP server failed")?;
 
     cancel.cancel();
     tracker.close();
-    if tokio::time::timeout(Duration::from_secs(5), tracker.wait()).await.is_err() {
+    if tokio::time::timeout(Duration::from_secs(5), tracker.wait())
+        .await
+        .is_err()
+    {
         warn!("some tasks did not stop within 5 s");
     }
     info!("stopped");
@@ -145,7 +178,8 @@ async fn shutdown_signal(cancel: CancellationToken) {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     let term = async {
-        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        {
             s.recv().await;
         } else {
             std::future::pending::<()>().await;

@@ -26,7 +26,8 @@ pub const MAX_ATTEMPTS: u32 = 6;
 
 /// HMAC-SHA256 over `"<t>.<body>"` with the API secret, as hex.
 pub fn signature(secret: &str, timestamp: u64, body: &[u8]) -> String {
-    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("HMAC takes any key length");
+    let mut mac =
+        Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("HMAC takes any key length");
     mac.update(timestamp.to_string().as_bytes());
     mac.update(b".");
     mac.update(body);
@@ -34,7 +35,11 @@ pub fn signature(secret: &str, timestamp: u64, body: &[u8]) -> String {
 }
 
 /// Starts the delivery task; the returned sender takes events from the media engine.
-pub fn spawn(config: WebhookConfig, cancel: CancellationToken, tracker: &TaskTracker) -> mpsc::Sender<WebhookKind> {
+pub fn spawn(
+    config: WebhookConfig,
+    cancel: CancellationToken,
+    tracker: &TaskTracker,
+) -> mpsc::Sender<WebhookKind> {
     let (tx, mut rx) = mpsc::channel::<WebhookKind>(10_000);
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
@@ -57,14 +62,26 @@ pub fn spawn(config: WebhookConfig, cancel: CancellationToken, tracker: &TaskTra
             };
             let body = serde_json::to_vec(&event).expect("webhook events serialise");
             for url in &config.urls {
-                inner.spawn(deliver(client.clone(), url.clone(), config.clone(), body.clone(), cancel.clone()));
+                inner.spawn(deliver(
+                    client.clone(),
+                    url.clone(),
+                    config.clone(),
+                    body.clone(),
+                    cancel.clone(),
+                ));
             }
         }
     });
     tx
 }
 
-async fn deliver(client: reqwest::Client, url: String, config: WebhookConfig, body: Vec<u8>, cancel: CancellationToken) {
+async fn deliver(
+    client: reqwest::Client,
+    url: String,
+    config: WebhookConfig,
+    body: Vec<u8>,
+    cancel: CancellationToken,
+) {
     let mut backoff = Duration::from_millis(500);
     for attempt in 1..=MAX_ATTEMPTS {
         let t = crate::auth::unix_now();
@@ -72,7 +89,10 @@ async fn deliver(client: reqwest::Client, url: String, config: WebhookConfig, bo
             .post(&url)
             .header("content-type", "application/json")
             .header(API_KEY_HEADER, &config.api_key)
-            .header(SIGNATURE_HEADER, format!("t={t},v1={}", signature(&config.secret, t, &body)))
+            .header(
+                SIGNATURE_HEADER,
+                format!("t={t},v1={}", signature(&config.secret, t, &body)),
+            )
             .body(body.clone())
             .send()
             .await;

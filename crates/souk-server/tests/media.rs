@@ -10,8 +10,20 @@ use souk_proto::signal::ServerMessage;
 #[tokio::test]
 async fn two_bots_exchange_audio_and_video() {
     let server = TestServer::start();
-    let a = Client::connect(&server.url, &server.token("duo", "alice", "staff"), ClientOptions::default()).await.unwrap();
-    let b = Client::connect(&server.url, &server.token("duo", "bob", "shopper"), ClientOptions::default()).await.unwrap();
+    let a = Client::connect(
+        &server.url,
+        &server.token("duo", "alice", "staff"),
+        ClientOptions::default(),
+    )
+    .await
+    .unwrap();
+    let b = Client::connect(
+        &server.url,
+        &server.token("duo", "bob", "shopper"),
+        ClientOptions::default(),
+    )
+    .await
+    .unwrap();
     a.publish(SyntheticMedia::default()).await.unwrap();
     b.publish(SyntheticMedia::default()).await.unwrap();
 
@@ -23,8 +35,18 @@ async fn two_bots_exchange_audio_and_video() {
             })
             .await
             .unwrap();
-        assert!(stats.tracks.values().all(|t| t.participant_sid == other_sid), "{name} only gets the other's tracks");
-        let video = stats.tracks.values().find(|t| t.kind == Some(TrackKind::Video)).unwrap();
+        assert!(
+            stats
+                .tracks
+                .values()
+                .all(|t| t.participant_sid == other_sid),
+            "{name} only gets the other's tracks"
+        );
+        let video = stats
+            .tracks
+            .values()
+            .find(|t| t.kind == Some(TrackKind::Video))
+            .unwrap();
         assert!(video.keyframes >= 1, "{name}'s video started at a keyframe");
         assert!(video.bytes > 30 * 1000, "{name} got real payloads");
     }
@@ -33,35 +55,76 @@ async fn two_bots_exchange_audio_and_video() {
 #[tokio::test]
 async fn many_subscribers_receive_one_publisher() {
     let server = TestServer::start();
-    let host = Client::connect(&server.url, &server.token("live", "host", "host"), ClientOptions::default()).await.unwrap();
-    host.publish(SyntheticMedia { audio: true, video: true, ..Default::default() }).await.unwrap();
+    let host = Client::connect(
+        &server.url,
+        &server.token("live", "host", "host"),
+        ClientOptions::default(),
+    )
+    .await
+    .unwrap();
+    host.publish(SyntheticMedia {
+        audio: true,
+        video: true,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
     let mut viewers = Vec::new();
     for i in 0..4 {
         let token = server.token("live", &format!("viewer-{i}"), "audience");
-        viewers.push(Client::connect(&server.url, &token, ClientOptions::default()).await.unwrap());
+        viewers.push(
+            Client::connect(&server.url, &token, ClientOptions::default())
+                .await
+                .unwrap(),
+        );
     }
     for (i, v) in viewers.iter().enumerate() {
-        v.wait_for(&format!("viewer {i} to receive video"), WAIT, |s| s.frames_of(TrackKind::Video) >= 30)
-            .await
-            .unwrap();
+        v.wait_for(&format!("viewer {i} to receive video"), WAIT, |s| {
+            s.frames_of(TrackKind::Video) >= 30
+        })
+        .await
+        .unwrap();
     }
     // The audience may not publish.
-    let err = viewers[0].publish(SyntheticMedia::default()).await.unwrap_err();
+    let err = viewers[0]
+        .publish(SyntheticMedia::default())
+        .await
+        .unwrap_err();
     assert!(err.to_string().contains("permission_denied"), "{err}");
 }
 
 #[tokio::test]
 async fn leaving_is_announced_and_cleans_up() {
     let server = TestServer::start();
-    let a = Client::connect(&server.url, &server.token("bye", "alice", "staff"), ClientOptions::default()).await.unwrap();
-    let b = Client::connect(&server.url, &server.token("bye", "bob", "staff"), ClientOptions::default()).await.unwrap();
+    let a = Client::connect(
+        &server.url,
+        &server.token("bye", "alice", "staff"),
+        ClientOptions::default(),
+    )
+    .await
+    .unwrap();
+    let b = Client::connect(
+        &server.url,
+        &server.token("bye", "bob", "staff"),
+        ClientOptions::default(),
+    )
+    .await
+    .unwrap();
     a.publish(SyntheticMedia::default()).await.unwrap();
-    b.wait_for("bob to receive video", WAIT, |s| s.frames_of(TrackKind::Video) >= 10).await.unwrap();
+    b.wait_for("bob to receive video", WAIT, |s| {
+        s.frames_of(TrackKind::Video) >= 10
+    })
+    .await
+    .unwrap();
     let alice_sid = a.participant().sid.clone();
     a.leave().await;
     b.wait_for("alice's departure", WAIT, |s| {
-        s.messages.iter().any(|m| matches!(m, ServerMessage::ParticipantLeft(l) if l.sid == alice_sid))
-            && s.messages.iter().any(|m| matches!(m, ServerMessage::TrackUnpublished(_)))
+        s.messages
+            .iter()
+            .any(|m| matches!(m, ServerMessage::ParticipantLeft(l) if l.sid == alice_sid))
+            && s.messages
+                .iter()
+                .any(|m| matches!(m, ServerMessage::TrackUnpublished(_)))
     })
     .await
     .unwrap();

@@ -142,8 +142,14 @@ mod tests {
         let mut f = Forwarder::video(90_000, Some(rid("f")));
         assert_eq!(f.awaiting_keyframe(), Some(rid("f")));
         assert_eq!(f.on_packet(rid("f"), 1, 0, false, now), Verdict::Drop);
-        assert!(matches!(f.on_packet(rid("f"), 2, 0, true, now), Verdict::Forward { .. }));
-        assert!(matches!(f.on_packet(rid("f"), 3, 0, false, now), Verdict::Forward { .. }));
+        assert!(matches!(
+            f.on_packet(rid("f"), 2, 0, true, now),
+            Verdict::Forward { .. }
+        ));
+        assert!(matches!(
+            f.on_packet(rid("f"), 3, 0, false, now),
+            Verdict::Forward { .. }
+        ));
         assert_eq!(f.awaiting_keyframe(), None);
         // Other layers never leak through.
         assert_eq!(f.on_packet(rid("q"), 9, 0, true, now), Verdict::Drop);
@@ -175,20 +181,29 @@ mod tests {
     fn pause_and_resume() {
         let now = Instant::now();
         let mut f = Forwarder::video(90_000, Some(None));
-        assert!(matches!(f.on_packet(None, 1, 0, true, now), Verdict::Forward { .. }));
+        assert!(matches!(
+            f.on_packet(None, 1, 0, true, now),
+            Verdict::Forward { .. }
+        ));
         f.set_target(None);
         assert_eq!(f.on_packet(None, 2, 0, true, now), Verdict::Drop);
         assert_eq!(f.awaiting_keyframe(), None);
         f.set_target(Some(None));
         assert_eq!(f.on_packet(None, 3, 0, false, now), Verdict::Drop);
-        assert!(matches!(f.on_packet(None, 4, 0, true, now), Verdict::Forward { .. }));
+        assert!(matches!(
+            f.on_packet(None, 4, 0, true, now),
+            Verdict::Forward { .. }
+        ));
     }
 
     #[test]
     fn audio_forwards_from_the_first_packet() {
         let now = Instant::now();
         let mut f = Forwarder::audio(48_000);
-        assert!(matches!(f.on_packet(None, 5, 960, false, now), Verdict::Forward { .. }));
+        assert!(matches!(
+            f.on_packet(None, 5, 960, false, now),
+            Verdict::Forward { .. }
+        ));
         assert_eq!(f.awaiting_keyframe(), None);
     }
 }

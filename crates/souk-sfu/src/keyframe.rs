@@ -98,7 +98,9 @@ mod tests {
     #[test]
     fn vp8_keyframe_with_extended_descriptor() {
         // X=1 S=1 PID=0; I=1 L=1 T=1; 15-bit picture id; tl0picidx; tid; frame header P=0.
-        let key = [0x90, 0xe0, 0x81, 0x23, 0x05, 0x20, 0x10, 0x02, 0x00, 0x9d, 0x01, 0x2a];
+        let key = [
+            0x90, 0xe0, 0x81, 0x23, 0x05, 0x20, 0x10, 0x02, 0x00, 0x9d, 0x01, 0x2a,
+        ];
         assert!(starts_keyframe(VideoCodec::Vp8, &key));
         let mut delta = key;
         delta[6] = 0x11; // P=1: inter frame
@@ -131,6 +133,9 @@ mod tests {
         assert!(starts_keyframe(VideoCodec::H264, &[0x7c, 0x85, 0x00]));
         assert!(!starts_keyframe(VideoCodec::H264, &[0x7c, 0x05, 0x00]));
         // A truncated STAP-A must not read past the end.
-        assert!(!starts_keyframe(VideoCodec::H264, &[0x78, 0x00, 0x09, 0x67]));
+        assert!(!starts_keyframe(
+            VideoCodec::H264,
+            &[0x78, 0x00, 0x09, 0x67]
+        ));
     }
 }

@@ -7,8 +7,8 @@ use souk_proto::model::{ParticipantInfo, TrackKind};
 use souk_proto::signal::{SubscribedTrack, SubscriberOffer};
 use souk_proto::token::{Grants, Role};
 use str0m::change::SdpPendingOffer;
-use str0m::media::{MediaKind, Mid};
 use str0m::media::Pt;
+use str0m::media::{MediaKind, Mid};
 use str0m::rtp::Ssrc;
 
 use crate::forward::{Forwarder, Layer};

@@ -45,8 +45,8 @@ impl Rewriter {
         let (out_seq, out_ts) = match self.last_out {
             Some((seq, ts, at)) => {
                 let elapsed = now.saturating_duration_since(at);
-                let ticks = (elapsed.as_micros() as u64 * self.clock_rate as u64 / 1_000_000)
-                    .max(1) as u32;
+                let ticks =
+                    (elapsed.as_micros() as u64 * self.clock_rate as u64 / 1_000_000).max(1) as u32;
                 (seq + 1, ts.wrapping_add(ticks))
             }
             // Start low so the rollover counter is zero (a receiver assumes it is, unless
@@ -85,7 +85,11 @@ mod tests {
     fn constant_offset_within_epoch_handles_reordering() {
         let now = Instant::now();
         let mut rw = Rewriter::new(90_000);
-        assert_eq!(rw.map(100, 5000, now), None, "nothing before the first epoch");
+        assert_eq!(
+            rw.map(100, 5000, now),
+            None,
+            "nothing before the first epoch"
+        );
         rw.start_epoch(100, 5000, now);
         let (s0, t0) = rw.map(100, 5000, now).unwrap();
         let (s2, _) = rw.map(102, 8000, now).unwrap();

@@ -4,8 +4,8 @@ use std::time::Instant;
 
 use souk_proto::model::{TrackInfo, TrackKind};
 use str0m::format::{Codec, PayloadParams};
-use str0m::media::{Mid, Rid};
 use str0m::media::Pt;
+use str0m::media::{Mid, Rid};
 
 use crate::forward::Layer;
 use crate::keyframe::VideoCodec;
@@ -37,8 +37,13 @@ pub(crate) struct PublishedTrack {
 
 impl PublishedTrack {
     pub fn new(key: TrackKey, mid: Mid, mut info: TrackInfo) -> PublishedTrack {
-        info.layers.sort_by_key(|l| (l.width as u64) * (l.height as u64));
-        let rids: Vec<Rid> = info.layers.iter().map(|l| Rid::from(l.rid.as_str())).collect();
+        info.layers
+            .sort_by_key(|l| (l.width as u64) * (l.height as u64));
+        let rids: Vec<Rid> = info
+            .layers
+            .iter()
+            .map(|l| Rid::from(l.rid.as_str()))
+            .collect();
         let slots = rids.len().max(1);
         PublishedTrack {
             key,
@@ -75,7 +80,11 @@ impl PublishedTrack {
         if self.info.layers.is_empty() {
             vec![(self.info.width, self.info.height)]
         } else {
-            self.info.layers.iter().map(|l| (l.width, l.height)).collect()
+            self.info
+                .layers
+                .iter()
+                .map(|l| (l.width, l.height))
+                .collect()
         }
     }
 
@@ -109,7 +118,11 @@ impl PublishedTrack {
         now: Instant,
         interval: std::time::Duration,
     ) -> bool {
-        match self.keyframe_requested.iter_mut().find(|(l, _)| *l == layer) {
+        match self
+            .keyframe_requested
+            .iter_mut()
+            .find(|(l, _)| *l == layer)
+        {
             Some((_, at)) if now.saturating_duration_since(*at) < interval => false,
             Some((_, at)) => {
                 *at = now;
@@ -169,7 +182,11 @@ mod tests {
         let t = PublishedTrack::new(
             TrackKey(1),
             Mid::from("0"),
-            info(vec![layer("f", 1280, 720), layer("q", 320, 180), layer("h", 640, 360)]),
+            info(vec![
+                layer("f", 1280, 720),
+                layer("q", 320, 180),
+                layer("h", 640, 360),
+            ]),
         );
         assert_eq!(t.rids, vec![Rid::from("q"), Rid::from("h"), Rid::from("f")]);
         assert_eq!(t.layer_index(Some(Rid::from("f"))), Some(2));

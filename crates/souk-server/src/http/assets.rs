@@ -12,11 +12,25 @@ pub async fn serve(uri: Uri) -> Response {
     if path.is_empty() {
         return Redirect::to("/demo/").into_response();
     }
-    let path = if path.ends_with('/') { format!("{path}index.html") } else { path.to_owned() };
+    if path == "favicon.ico" {
+        return Redirect::permanent("/demo/favicon.svg").into_response();
+    }
+    let path = if path.ends_with('/') {
+        format!("{path}index.html")
+    } else {
+        path.to_owned()
+    };
     match Web::get(&path) {
         Some(file) => {
             let mime = mime_guess::from_path(&path).first_or_octet_stream();
-            ([(header::CONTENT_TYPE, mime.as_ref().to_owned()), (header::CACHE_CONTROL, "no-cache".to_owned())], file.data).into_response()
+            (
+                [
+                    (header::CONTENT_TYPE, mime.as_ref().to_owned()),
+                    (header::CACHE_CONTROL, "no-cache".to_owned()),
+                ],
+                file.data,
+            )
+                .into_response()
         }
         None => (StatusCode::NOT_FOUND, "not found").into_response(),
     }

@@ -20,10 +20,15 @@ pub struct TokenQuery {
     role: Option<String>,
 }
 
-pub async fn token(State(_): State<super::State>, Query(q): Query<TokenQuery>) -> Result<Json<serde_json::Value>, ApiError> {
+pub async fn token(
+    State(_): State<super::State>,
+    Query(q): Query<TokenQuery>,
+) -> Result<Json<serde_json::Value>, ApiError> {
     let role = match q.role.as_deref() {
         None => Role::Shopper,
-        Some(r) => r.parse().map_err(|e: String| ProtoError::new(ErrorCode::InvalidRequest, e))?,
+        Some(r) => r
+            .parse()
+            .map_err(|e: String| ProtoError::new(ErrorCode::InvalidRequest, e))?,
     };
     let spec = TokenSpec {
         room: q.room,

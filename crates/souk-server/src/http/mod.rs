@@ -37,7 +37,10 @@ pub type State = Arc<AppState>;
 pub fn router(state: State, cors_origins: Option<&[String]>) -> Router {
     let cors = CorsLayer::new()
         .allow_methods([Method::GET, Method::POST, Method::DELETE])
-        .allow_headers([axum::http::header::AUTHORIZATION, axum::http::header::CONTENT_TYPE])
+        .allow_headers([
+            axum::http::header::AUTHORIZATION,
+            axum::http::header::CONTENT_TYPE,
+        ])
         .max_age(Duration::from_secs(600));
     let cors = match cors_origins {
         None => cors.allow_origin(AllowOrigin::any()),
@@ -50,7 +53,10 @@ pub fn router(state: State, cors_origins: Option<&[String]>) -> Router {
         .route("/rtc", get(signal::upgrade))
         .route("/api/v1/rooms", get(rooms::list).post(rooms::create))
         .route("/api/v1/rooms/{room}", axum::routing::delete(rooms::delete))
-        .route("/api/v1/rooms/{room}/participants", get(rooms::participants))
+        .route(
+            "/api/v1/rooms/{room}/participants",
+            get(rooms::participants),
+        )
         .route(
             "/api/v1/rooms/{room}/participants/{identity}",
             axum::routing::delete(rooms::remove_participant),
@@ -77,9 +83,10 @@ impl From<ProtoError> for ApiError {
 
 pub fn status_for(code: ErrorCode) -> StatusCode {
     match code {
-        ErrorCode::RoomNotFound | ErrorCode::ParticipantNotFound | ErrorCode::TrackNotFound | ErrorCode::SessionNotFound => {
-            StatusCode::NOT_FOUND
-        }
+        ErrorCode::RoomNotFound
+        | ErrorCode::ParticipantNotFound
+        | ErrorCode::TrackNotFound
+        | ErrorCode::SessionNotFound => StatusCode::NOT_FOUND,
         ErrorCode::RoomExists => StatusCode::CONFLICT,
         ErrorCode::Unauthorized
         | ErrorCode::TokenMissing

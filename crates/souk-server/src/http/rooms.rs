@@ -23,13 +23,17 @@ fn authorize(state: &super::State, headers: &HeaderMap) -> Result<(), ApiError> 
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .ok_or_else(|| unauthorized("no Authorization header"))?;
-    let encoded = value.strip_prefix("Basic ").ok_or_else(|| unauthorized("not Basic authorization"))?;
+    let encoded = value
+        .strip_prefix("Basic ")
+        .ok_or_else(|| unauthorized("not Basic authorization"))?;
     let decoded = base64::engine::general_purpose::STANDARD
         .decode(encoded.trim())
         .ok()
         .and_then(|b| String::from_utf8(b).ok())
         .ok_or_else(|| unauthorized("credentials are not base64"))?;
-    let (key, secret) = decoded.split_once(':').ok_or_else(|| unauthorized("credentials lack ':'"))?;
+    let (key, secret) = decoded
+        .split_once(':')
+        .ok_or_else(|| unauthorized("credentials lack ':'"))?;
     match state.keys.secret(key) {
         Some(expected) if constant_time_eq(expected.as_bytes(), secret.as_bytes()) => Ok(()),
         _ => Err(unauthorized("unknown API key or wrong secret")),
@@ -40,7 +44,10 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-pub async fn list(State(state): State<super::State>, headers: HeaderMap) -> Result<Json<RoomList>, ApiError> {
+pub async fn list(
+    State(state): State<super::State>,
+    headers: HeaderMap,
+) -> Result<Json<RoomList>, ApiError> {
     authorize(&state, &headers)?;
     let rooms = state.media.call(|sfu, _| sfu.list_rooms()).await?;
     Ok(Json(RoomList { rooms }))
@@ -53,13 +60,23 @@ pub async fn create(
 ) -> Result<(StatusCode, Json<RoomInfo>), ApiError> {
     authorize(&state, &headers)?;
     let Json(req) = body.map_err(|e| ProtoError::new(ErrorCode::InvalidRequest, e.body_text()))?;
-    let room = state.media.call(move |sfu, now| sfu.create_room(now, req)).await??;
+    let room = state
+        .media
+        .call(move |sfu, now| sfu.create_room(now, req))
+        .await??;
     Ok((StatusCode::CREATED, Json(room)))
 }
 
-pub async fn delete(State(state): State<super::State>, headers: HeaderMap, Path(room): Path<String>) -> Result<StatusCode, ApiError> {
+pub async fn delete(
+    State(state): State<super::State>,
+    headers: HeaderMap,
+    Path(room): Path<String>,
+) -> Result<StatusCode, ApiError> {
     authorize(&state, &headers)?;
-    state.media.call(move |sfu, now| sfu.delete_room(now, &room)).await??;
+    state
+        .media
+        .call(move |sfu, now| sfu.delete_room(now, &room))
+        .await??;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -69,7 +86,10 @@ pub async fn participants(
     Path(room): Path<String>,
 ) -> Result<Json<ParticipantList>, ApiError> {
     authorize(&state, &headers)?;
-    let participants = state.media.call(move |sfu, _| sfu.list_participants(&room)).await??;
+    let participants = state
+        .media
+        .call(move |sfu, _| sfu.list_participants(&room))
+        .await??;
     Ok(Json(ParticipantList { participants }))
 }
 

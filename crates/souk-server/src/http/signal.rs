@@ -36,7 +36,11 @@ const MESSAGES_PER_SECOND: f64 = 20.0;
 /// A client that keeps flooding after this many refusals is disconnected.
 const MAX_REFUSALS: u32 = 100;
 
-pub async fn upgrade(ws: WebSocketUpgrade, State(state): State<super::State>, addr: ClientAddr) -> Response {
+pub async fn upgrade(
+    ws: WebSocketUpgrade,
+    State(state): State<super::State>,
+    addr: ClientAddr,
+) -> Response {
     let addr = addr.0;
     if !state.join_limiter.try_take(&addr.ip(), Instant::now()) {
         return ApiError(ProtoError::new(
@@ -58,7 +62,10 @@ async fn fail(mut socket: WebSocket, req: Option<u32>, err: ProtoError) {
     let _ = send(&mut socket, &ServerMessage::error(req, err.clone())).await;
     let reason = err.code.as_str().to_owned();
     let _ = socket
-        .send(Message::Close(Some(CloseFrame { code: 4000, reason: reason.into() })))
+        .send(Message::Close(Some(CloseFrame {
+            code: 4000,
+            reason: reason.into(),
+        })))
         .await;
 }
 
@@ -125,7 +132,10 @@ async fn first_join(socket: &mut WebSocket) -> Result<Join, Option<(Option<u32>,
         let text = match msg {
             Message::Text(text) => text,
             Message::Binary(_) => {
-                let err = ProtoError::new(ErrorCode::MalformedMessage, "signalling messages are JSON text frames");
+                let err = ProtoError::new(
+                    ErrorCode::MalformedMessage,
+                    "signalling messages are JSON text frames",
+                );
                 return Err(Some((None, err)));
             }
             Message::Close(_) => return Err(None),
@@ -146,7 +156,10 @@ fn check_join(state: &super::State, join: &Join) -> Result<RoomClaims, ProtoErro
     if join.protocol != PROTOCOL_VERSION {
         return Err(ProtoError::new(
             ErrorCode::UnsupportedProtocol,
-            format!("this server speaks protocol {PROTOCOL_VERSION}; the client sent {}", join.protocol),
+            format!(
+                "this server speaks protocol {PROTOCOL_VERSION}; the client sent {}",
+                join.protocol
+            ),
         ));
     }
     let claims = auth::verify(&state.keys, &join.token)?;
@@ -162,7 +175,13 @@ fn check_join(state: &super::State, join: &Join) -> Result<RoomClaims, ProtoErro
 }
 
 /// Relays until either side ends. True when the server ended the session.
-async fn relay(socket: &mut WebSocket, state: &super::State, id: ParticipantId, claims: &RoomClaims, mut rx: SessionReceiver) -> bool {
+async fn relay(
+    socket: &mut WebSocket,
+    state: &super::State,
+    id: ParticipantId,
+    claims: &RoomClaims,
+    mut rx: SessionReceiver,
+) -> bool {
     let mut ping = tokio::time::interval(PING_EVERY);
     let ttl = Duration::from_secs(claims.exp.saturating_sub(claims.iat).max(60));
     let mut refresh = tokio::time::interval((ttl / 2).min(Duration::from_secs(300)));

@@ -82,15 +82,37 @@ fn stopped() -> ProtoError {
 }
 
 impl MediaHandle {
-    pub async fn join(&self, req: JoinRequest, conn: ConnId, session: SessionSender) -> Result<ParticipantId, ProtoError> {
+    pub async fn join(
+        &self,
+        req: JoinRequest,
+        conn: ConnId,
+        session: SessionSender,
+    ) -> Result<ParticipantId, ProtoError> {
         let (reply, rx) = oneshot::channel();
-        self.send(Command::Join { req, conn, session, reply }).await?;
+        self.send(Command::Join {
+            req,
+            conn,
+            session,
+            reply,
+        })
+        .await?;
         rx.await.map_err(|_| stopped())?
     }
 
-    pub async fn resume(&self, req: ResumeRequest, conn: ConnId, session: SessionSender) -> Result<ParticipantId, ProtoError> {
+    pub async fn resume(
+        &self,
+        req: ResumeRequest,
+        conn: ConnId,
+        session: SessionSender,
+    ) -> Result<ParticipantId, ProtoError> {
         let (reply, rx) = oneshot::channel();
-        self.send(Command::Resume { req, conn, session, reply }).await?;
+        self.send(Command::Resume {
+            req,
+            conn,
+            session,
+            reply,
+        })
+        .await?;
         rx.await.map_err(|_| stopped())?
     }
 
@@ -103,7 +125,10 @@ impl MediaHandle {
     }
 
     /// Runs `f` on the core and returns its result (room-service calls).
-    pub async fn call<R: Send + 'static>(&self, f: impl FnOnce(&mut Sfu, Instant) -> R + Send + 'static) -> Result<R, ProtoError> {
+    pub async fn call<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Sfu, Instant) -> R + Send + 'static,
+    ) -> Result<R, ProtoError> {
         let (reply, rx) = oneshot::channel();
         let call: Call = Box::new(move |sfu, now| {
             let _ = reply.send(f(sfu, now));
@@ -136,7 +161,9 @@ impl MediaSockets {
             let local = udp.local_addr()?;
             match tokio::net::TcpListener::bind(local).await {
                 Ok(tcp) => return Ok(MediaSockets { udp, tcp, local }),
-                Err(e) if port == 0 => debug!("TCP port {} taken ({e}), trying another", local.port()),
+                Err(e) if port == 0 => {
+                    debug!("TCP port {} taken ({e}), trying another", local.port())
+                }
                 Err(e) => return Err(e).with_context(|| format!("binding ICE-TCP port {local}")),
             }
         }
@@ -154,7 +181,12 @@ pub fn spawn(
 ) -> MediaHandle {
     let (commands, rx) = mpsc::channel(1024);
     let (tcp_tx, tcp_rx) = mpsc::channel(4096);
-    tracker.spawn(tcp::accept_loop(sockets.tcp, tcp_tx, cancel.clone(), tracker.clone()));
+    tracker.spawn(tcp::accept_loop(
+        sockets.tcp,
+        tcp_tx,
+        cancel.clone(),
+        tracker.clone(),
+    ));
     let driver = Driver {
         sfu,
         udp: sockets.udp,
@@ -177,7 +209,12 @@ struct Driver {
 }
 
 impl Driver {
-    async fn run(mut self, mut commands: mpsc::Receiver<Command>, mut tcp_rx: mpsc::Receiver<tcp::TcpEvent>, cancel: CancellationToken) {
+    async fn run(
+        mut self,
+        mut commands: mpsc::Receiver<Command>,
+        mut tcp_rx: mpsc::Receiver<tcp::TcpEvent>,
+        cancel: CancellationToken,
+    ) {
         let mut buf = vec![0u8; 2048];
         loop {
             let deadline = tokio::time::Instant::from_std(self.sfu.poll_timeout());
@@ -214,14 +251,24 @@ impl Driver {
     fn handle_command(&mut self, cmd: Command) {
         let now = Instant::now();
         match cmd {
-            Command::Join { req, conn, session, reply } => {
+            Command::Join {
+                req,
+                conn,
+                session,
+                reply,
+            } => {
                 let result = self.sfu.join(now, req);
                 if let Ok(id) = result {
                     self.sessions.insert(id, (conn, session));
                 }
                 let _ = reply.send(result);
             }
-            Command::Resume { req, conn, session, reply } => {
+            Command::Resume {
+                req,
+                conn,
+                session,
+                reply,
+            } => {
                 let result = self.sfu.resume(now, req);
                 if let Ok(id) = result {
                     // The old socket, if still half-open, is told to close.

@@ -13,9 +13,17 @@ use tokio_util::task::TaskTracker;
 use tracing::debug;
 
 pub enum TcpEvent {
-    Opened { remote: SocketAddr, writer: mpsc::Sender<Vec<u8>> },
-    Frame { remote: SocketAddr, data: Vec<u8> },
-    Closed { remote: SocketAddr },
+    Opened {
+        remote: SocketAddr,
+        writer: mpsc::Sender<Vec<u8>>,
+    },
+    Frame {
+        remote: SocketAddr,
+        data: Vec<u8>,
+    },
+    Closed {
+        remote: SocketAddr,
+    },
 }
 
 /// Frames larger than this are not media; the connection is dropped.
@@ -23,7 +31,12 @@ const MAX_FRAME: usize = 1600;
 /// Most ICE-TCP connections at once; each is a browser that could not use UDP.
 const MAX_CONNECTIONS: usize = 1024;
 
-pub async fn accept_loop(listener: TcpListener, events: mpsc::Sender<TcpEvent>, cancel: CancellationToken, tracker: TaskTracker) {
+pub async fn accept_loop(
+    listener: TcpListener,
+    events: mpsc::Sender<TcpEvent>,
+    cancel: CancellationToken,
+    tracker: TaskTracker,
+) {
     let open = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     loop {
         let (stream, remote) = tokio::select! {
@@ -51,10 +64,19 @@ pub async fn accept_loop(listener: TcpListener, events: mpsc::Sender<TcpEvent>, 
     }
 }
 
-async fn serve(stream: TcpStream, remote: SocketAddr, events: mpsc::Sender<TcpEvent>, cancel: CancellationToken) {
+async fn serve(
+    stream: TcpStream,
+    remote: SocketAddr,
+    events: mpsc::Sender<TcpEvent>,
+    cancel: CancellationToken,
+) {
     let (mut reader, mut writer) = stream.into_split();
     let (tx, mut rx) = mpsc::channel::<Vec<u8>>(256);
-    if events.send(TcpEvent::Opened { remote, writer: tx }).await.is_err() {
+    if events
+        .send(TcpEvent::Opened { remote, writer: tx })
+        .await
+        .is_err()
+    {
         return;
     }
     let write = async move {

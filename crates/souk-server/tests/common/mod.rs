@@ -20,9 +20,19 @@ impl TestServer {
 
     pub fn start_with(extra: &[&str]) -> TestServer {
         let mut child = Command::new(env!("CARGO_BIN_EXE_souk"))
-            .args(["serve", "--dev", "--bind", "127.0.0.1:0", "--media-port", "0"])
+            .args([
+                "serve",
+                "--dev",
+                "--bind",
+                "127.0.0.1:0",
+                "--media-port",
+                "0",
+            ])
             .args(extra)
-            .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()))
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -30,9 +40,16 @@ impl TestServer {
         let stdout = child.stdout.take().expect("piped stdout");
         let mut lines = BufReader::new(stdout).lines();
         let url = loop {
-            let line = lines.next().expect("souk printed its address").expect("readable stdout");
+            let line = lines
+                .next()
+                .expect("souk printed its address")
+                .expect("readable stdout");
             if let Some(rest) = line.strip_prefix("souk listening http=") {
-                break rest.split_whitespace().next().expect("an address").to_owned();
+                break rest
+                    .split_whitespace()
+                    .next()
+                    .expect("an address")
+                    .to_owned();
             }
         };
         // Keep draining stdout so the server never blocks on a full pipe.
@@ -76,6 +93,13 @@ pub fn token(args: &[&str]) -> String {
         .args(args)
         .output()
         .expect("souk token runs");
-    assert!(out.status.success(), "souk token failed: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8(out.stdout).expect("utf-8").trim().to_owned()
+    assert!(
+        out.status.success(),
+        "souk token failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .expect("utf-8")
+        .trim()
+        .to_owned()
 }

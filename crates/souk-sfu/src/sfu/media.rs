@@ -39,7 +39,15 @@ impl Sfu {
             debug!(%source, "unrecognised datagram dropped");
             return;
         };
-        let input = Input::Receive(now, Receive { proto, source, destination, contents });
+        let input = Input::Receive(
+            now,
+            Receive {
+                proto,
+                source,
+                destination,
+                contents,
+            },
+        );
         let key = route.key;
         let Some(peer) = self.peer_mut(key) else {
             return;
@@ -64,9 +72,23 @@ impl Sfu {
             .participants
             .values()
             .flat_map(|p| {
-                let publisher = p.publisher.as_ref().filter(|peer| peer.timeout <= now).map(|_| Side::Publisher);
-                let subscriber = p.subscriber.as_ref().filter(|peer| peer.timeout <= now).map(|_| Side::Subscriber);
-                publisher.into_iter().chain(subscriber).map(move |side| PeerKey { participant: p.id, side })
+                let publisher = p
+                    .publisher
+                    .as_ref()
+                    .filter(|peer| peer.timeout <= now)
+                    .map(|_| Side::Publisher);
+                let subscriber = p
+                    .subscriber
+                    .as_ref()
+                    .filter(|peer| peer.timeout <= now)
+                    .map(|_| Side::Subscriber);
+                publisher
+                    .into_iter()
+                    .chain(subscriber)
+                    .map(move |side| PeerKey {
+                        participant: p.id,
+                        side,
+                    })
             })
             .collect();
         for key in due {
@@ -120,7 +142,10 @@ impl Sfu {
     }
 
     /// Splits the borrow so a peer can push straight into the output queue.
-    fn peer_mut_split(&mut self, key: PeerKey) -> Option<(&mut Peer, &mut std::collections::VecDeque<super::Output>)> {
+    fn peer_mut_split(
+        &mut self,
+        key: PeerKey,
+    ) -> Option<(&mut Peer, &mut std::collections::VecDeque<super::Output>)> {
         let p = self.participants.get_mut(&key.participant)?;
         let peer = match key.side {
             Side::Publisher => p.publisher.as_mut(),
@@ -163,7 +188,13 @@ impl Sfu {
     }
 
     /// One RTP packet from a publisher, fanned out to its subscribers.
-    fn forward(&mut self, now: Instant, publisher: ParticipantId, packet: RtpPacket, dirty: &mut Vec<PeerKey>) {
+    fn forward(
+        &mut self,
+        now: Instant,
+        publisher: ParticipantId,
+        packet: RtpPacket,
+        dirty: &mut Vec<PeerKey>,
+    ) {
         let Some(p) = self.participants.get_mut(&publisher) else {
             return;
         };
@@ -173,7 +204,10 @@ impl Sfu {
             None => {
                 // First packet of this SSRC: ask str0m which m-line and rid it is.
                 let stream = p.publisher.as_mut().and_then(|peer| {
-                    peer.rtc.direct_api().stream_rx(&ssrc).map(|s| (s.mid(), s.rid()))
+                    peer.rtc
+                        .direct_api()
+                        .stream_rx(&ssrc)
+                        .map(|s| (s.mid(), s.rid()))
                 });
                 let found = stream.and_then(|(mid, rid)| {
                     p.tracks.iter().find(|t| t.mid == mid).map(|t| (t.key, rid))
@@ -195,8 +229,15 @@ impl Sfu {
 
         let pt = packet.header.payload_type;
         let params = {
-            let peer = p.publisher.as_ref().expect("RTP arrives on the publisher peer");
-            let track = p.tracks.iter().find(|t| t.key == track_key).expect("route is current");
+            let peer = p
+                .publisher
+                .as_ref()
+                .expect("RTP arrives on the publisher peer");
+            let track = p
+                .tracks
+                .iter()
+                .find(|t| t.key == track_key)
+                .expect("route is current");
             match track.last_pt {
                 Some((last, params)) if last == pt => Some(params),
                 _ => peer.rtc.codec_config().find(|c| c.pt() == pt).copied(),
@@ -214,7 +255,8 @@ impl Sfu {
         if track.muted {
             return;
         }
-        let keyframe = video_codec(&params).is_some_and(|codec| starts_keyframe(codec, &packet.payload));
+        let keyframe =
+            video_codec(&params).is_some_and(|codec| starts_keyframe(codec, &packet.payload));
         // Take the list to fan out over other participants without cloning it per packet.
         let subscribers = std::mem::take(&mut track.subscribers);
 
@@ -238,7 +280,17 @@ impl Sfu {
             let DowntrackState::Open(mid) = dt.state else {
                 continue;
             };
-            let verdict = dt.forwarder.on_packet(layer, *packet.seq_no, packet.header.timestamp, keyframe, now);
+            let before = dt.forwarder.current();
+            let verdict = dt.forwarder.on_packet(
+                layer,
+                *packet.seq_no,
+                packet.header.timestamp,
+                keyframe,
+                now,
+            );
+            if dt.forwarder.current() != before {
+                debug!(subscriber = ?sub_id, track = ?track_key, layer = ?dt.forwarder.current(), "layer switched");
+            }
             if let Some(awaited) = dt.forwarder.awaiting_keyframe() {
                 if !want_keyframe.contains(&awaited) {
                     want_keyframe.push(awaited);
@@ -268,20 +320,36 @@ impl Sfu {
                 ..Default::default()
             };
             stream.write_rtp(
-                RtpWrite::new(out_pt, seq.into(), ts, packet.timestamp, packet.payload.clone())
-                    .marker(packet.header.marker)
-                    .ext_vals(ext_vals)
-                    .nackable(dt.kind.is_video()),
+                RtpWrite::new(
+                    out_pt,
+                    seq.into(),
+                    ts,
+                    packet.timestamp,
+                    packet.payload.clone(),
+                )
+                .marker(packet.header.marker)
+                .ext_vals(ext_vals)
+                .nackable(dt.kind.is_video()),
             );
-            dirty.push(PeerKey { participant: sub_id, side: Side::Subscriber });
+            dirty.push(PeerKey {
+                participant: sub_id,
+                side: Side::Subscriber,
+            });
         }
 
-        if let Some(track) = self.participants.get_mut(&publisher).and_then(|p| p.track_mut(track_key)) {
+        if let Some(track) = self
+            .participants
+            .get_mut(&publisher)
+            .and_then(|p| p.track_mut(track_key))
+        {
             track.subscribers = subscribers;
         }
         for layer in want_keyframe {
             if self.request_keyframe(now, track_key, layer) {
-                dirty.push(PeerKey { participant: publisher, side: Side::Publisher });
+                dirty.push(PeerKey {
+                    participant: publisher,
+                    side: Side::Publisher,
+                });
             }
         }
     }
@@ -311,6 +379,7 @@ impl Sfu {
             return false;
         };
         stream.request_keyframe(KeyframeRequestKind::Pli);
+        debug!(track = ?key, ?layer, "keyframe requested");
         true
     }
 
@@ -336,7 +405,13 @@ impl Sfu {
         }
         publishers.dedup();
         for publisher in publishers {
-            self.drain_peer(now, PeerKey { participant: publisher, side: Side::Publisher });
+            self.drain_peer(
+                now,
+                PeerKey {
+                    participant: publisher,
+                    side: Side::Publisher,
+                },
+            );
         }
     }
 
@@ -345,10 +420,19 @@ impl Sfu {
         let Some(&owner) = self.track_owner.get(&key) else {
             return;
         };
-        let subs = self.participants[&owner].track(key).map(|t| t.subscribers.clone()).unwrap_or_default();
+        let subs = self.participants[&owner]
+            .track(key)
+            .map(|t| t.subscribers.clone())
+            .unwrap_or_default();
         let layers: Vec<Layer> = subs
             .iter()
-            .filter_map(|s| self.participants.get(s)?.downtracks.iter().find(|d| d.track == key))
+            .filter_map(|s| {
+                self.participants
+                    .get(s)?
+                    .downtracks
+                    .iter()
+                    .find(|d| d.track == key)
+            })
             .filter_map(|d| d.forwarder.awaiting_keyframe())
             .collect();
         let mut sent = false;
@@ -356,7 +440,13 @@ impl Sfu {
             sent |= self.request_keyframe(now, key, layer);
         }
         if sent {
-            self.drain_peer(now, PeerKey { participant: owner, side: Side::Publisher });
+            self.drain_peer(
+                now,
+                PeerKey {
+                    participant: owner,
+                    side: Side::Publisher,
+                },
+            );
         }
     }
 
@@ -404,9 +494,16 @@ impl Sfu {
             room.last_speakers = order;
             let speakers = ranked
                 .into_iter()
-                .map(|(id, level)| SpeakerInfo { sid: self.participants[&id].sid.clone(), level })
+                .map(|(id, level)| SpeakerInfo {
+                    sid: self.participants[&id].sid.clone(),
+                    level,
+                })
                 .collect();
-            self.broadcast(&name, None, ServerMessage::ActiveSpeakers(ActiveSpeakers { speakers }));
+            self.broadcast(
+                &name,
+                None,
+                ServerMessage::ActiveSpeakers(ActiveSpeakers { speakers }),
+            );
         }
     }
 }

@@ -214,7 +214,12 @@ impl Sfu {
 
     /// Removes a participant for good: unpublishes their tracks, drops their
     /// subscriptions, tells the room, and closes their socket.
-    pub(super) fn remove_participant(&mut self, now: Instant, id: ParticipantId, reason: LeaveReason) {
+    pub(super) fn remove_participant(
+        &mut self,
+        now: Instant,
+        id: ParticipantId,
+        reason: LeaveReason,
+    ) {
         let Some(mut p) = self.participants.remove(&id) else {
             return;
         };
@@ -268,7 +273,11 @@ impl Sfu {
             participant: info,
             reason,
         });
-        let subscribers: Vec<_> = self.rooms.get(&p.room).map(|r| r.members.clone()).unwrap_or_default();
+        let subscribers: Vec<_> = self
+            .rooms
+            .get(&p.room)
+            .map(|r| r.members.clone())
+            .unwrap_or_default();
         for sub in subscribers {
             self.negotiate_subscriber(now, sub);
         }
@@ -285,7 +294,11 @@ impl Sfu {
 
     /// Removes the subscription of `subscriber` to `track`: at once if it was never
     /// offered, else through the next offer.
-    pub(super) fn drop_downtrack(&mut self, subscriber: ParticipantId, track: crate::track::TrackKey) {
+    pub(super) fn drop_downtrack(
+        &mut self,
+        subscriber: ParticipantId,
+        track: crate::track::TrackKey,
+    ) {
         let Some(sub) = self.participants.get_mut(&subscriber) else {
             return;
         };

@@ -41,7 +41,11 @@ impl Sfu {
 
     pub fn list_participants(&self, room: &str) -> Result<Vec<ParticipantInfo>, ProtoError> {
         let room = self.rooms.get(room).ok_or_else(|| room_not_found(room))?;
-        Ok(room.members.iter().map(|m| self.participants[m].info()).collect())
+        Ok(room
+            .members
+            .iter()
+            .map(|m| self.participants[m].info())
+            .collect())
     }
 
     pub fn remove_participant_by_identity(
@@ -94,5 +98,8 @@ impl Sfu {
 }
 
 fn room_not_found(name: &str) -> ProtoError {
-    ProtoError::new(ErrorCode::RoomNotFound, format!("room '{name}' does not exist"))
+    ProtoError::new(
+        ErrorCode::RoomNotFound,
+        format!("room '{name}' does not exist"),
+    )
 }

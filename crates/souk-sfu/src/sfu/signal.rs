@@ -7,9 +7,9 @@ use souk_proto::error::{ErrorCode, ProtoError};
 use souk_proto::model::{LeaveReason, TrackInfo, TrackKind};
 use souk_proto::rest::WebhookKind;
 use souk_proto::signal::{
-    ClientMessage, Mute, Ping, PublishAnswer, PublishOffer, PublishedTrack as WirePublishedTrack, SdpMessage,
-    ServerMessage, Subscribe, SubscriberOffer, TrackMuted, TrackPublished, TrackSettings,
-    TrackUnpublished,
+    ClientMessage, Mute, Ping, PublishAnswer, PublishOffer, PublishedTrack as WirePublishedTrack,
+    SdpMessage, ServerMessage, Subscribe, SubscriberOffer, TrackMuted, TrackPublished,
+    TrackSettings, TrackUnpublished,
 };
 use str0m::change::{SdpAnswer, SdpOffer};
 use str0m::media::{Direction, MediaKind, Mid};
@@ -21,6 +21,9 @@ use crate::participant::{Downtrack, DowntrackState};
 use crate::peer::{Peer, Side};
 use crate::track::{PublishedTrack, TrackKey};
 use crate::ParticipantId;
+
+/// Label of the data channel every subscriber connection carries.
+pub const SUBSCRIBER_CHANNEL: &str = "souk";
 
 /// Most tracks one participant may publish at once.
 pub const MAX_TRACKS_PER_PARTICIPANT: usize = 16;
@@ -35,7 +38,9 @@ impl Sfu {
         let req = msg.req();
         let result = match msg {
             ClientMessage::PublishOffer(offer) => self.publish(now, id, offer),
-            ClientMessage::SubscriberAnswer(answer) => self.accept_subscriber_answer(now, id, answer),
+            ClientMessage::SubscriberAnswer(answer) => {
+                self.accept_subscriber_answer(now, id, answer)
+            }
             ClientMessage::Unpublish(t) => self.unpublish(now, id, &t.track_id),
             ClientMessage::Mute(m) => self.mute(now, id, m),
             ClientMessage::Subscribe(s) => self.subscribe(now, id, s),
@@ -69,7 +74,12 @@ impl Sfu {
         }
     }
 
-    fn publish(&mut self, now: Instant, id: ParticipantId, msg: PublishOffer) -> Result<(), ProtoError> {
+    fn publish(
+        &mut self,
+        now: Instant,
+        id: ParticipantId,
+        msg: PublishOffer,
+    ) -> Result<(), ProtoError> {
         let p = self.participants.get(&id).expect("checked by caller");
         if !p.grants.publish {
             return Err(ProtoError::new(
@@ -84,7 +94,9 @@ impl Sfu {
             ));
         }
         for (i, t) in msg.tracks.iter().enumerate() {
-            if msg.tracks[..i].iter().any(|o| o.mid == t.mid) || p.tracks.iter().any(|o| o.mid.to_string() == t.mid) {
+            if msg.tracks[..i].iter().any(|o| o.mid == t.mid)
+                || p.tracks.iter().any(|o| o.mid.to_string() == t.mid)
+            {
                 return Err(ProtoError::new(
                     ErrorCode::InvalidRequest,
                     format!("track mid '{}' is announced twice", t.mid),
@@ -92,7 +104,10 @@ impl Sfu {
             }
         }
         let offer = SdpOffer::from_sdp_string(&msg.sdp).map_err(|e| {
-            ProtoError::new(ErrorCode::InvalidSdp, format!("publish offer does not parse: {e}"))
+            ProtoError::new(
+                ErrorCode::InvalidSdp,
+                format!("publish offer does not parse: {e}"),
+            )
         })?;
 
         let config = &self.config;
@@ -100,7 +115,10 @@ impl Sfu {
         let peer = p.publisher.get_or_insert_with(|| Peer::new(now, config));
         let old_ufrag = peer.ufrag.clone();
         let answer = peer.rtc.sdp_api().accept_offer(offer).map_err(|e| {
-            ProtoError::new(ErrorCode::InvalidSdp, format!("publish offer was refused: {e}"))
+            ProtoError::new(
+                ErrorCode::InvalidSdp,
+                format!("publish offer was refused: {e}"),
+            )
         })?;
         peer.ufrag = peer.current_ufrag();
         let ufrag = peer.ufrag.clone();
@@ -119,13 +137,19 @@ impl Sfu {
             if !kind_ok {
                 return Err(ProtoError::new(
                     ErrorCode::InvalidRequest,
-                    format!("track mid '{}' is not a {:?} m-line the offer sends", t.mid, t.kind),
+                    format!(
+                        "track mid '{}' is not a {:?} m-line the offer sends",
+                        t.mid, t.kind
+                    ),
                 ));
             }
             new_tracks.push((mid, t.clone()));
         }
 
-        let key = PeerKey { participant: id, side: Side::Publisher };
+        let key = PeerKey {
+            participant: id,
+            side: Side::Publisher,
+        };
         self.demux.set_ufrag(key, Some(&old_ufrag), &ufrag);
 
         let mut published = Vec::new();
@@ -145,7 +169,11 @@ impl Sfu {
             let track = PublishedTrack::new(track_key, mid, info);
             published.push(track.info.clone());
             self.track_owner.insert(track_key, id);
-            self.participants.get_mut(&id).expect("checked").tracks.push(track);
+            self.participants
+                .get_mut(&id)
+                .expect("checked")
+                .tracks
+                .push(track);
         }
 
         let p = &self.participants[&id];
@@ -204,7 +232,12 @@ impl Sfu {
         Ok(())
     }
 
-    fn unpublish(&mut self, now: Instant, id: ParticipantId, track_id: &str) -> Result<(), ProtoError> {
+    fn unpublish(
+        &mut self,
+        now: Instant,
+        id: ParticipantId,
+        track_id: &str,
+    ) -> Result<(), ProtoError> {
         let p = self.participants.get_mut(&id).expect("checked by caller");
         let Some(index) = p.tracks.iter().position(|t| t.info.track_id == track_id) else {
             return Err(track_not_found(track_id));
@@ -244,8 +277,17 @@ impl Sfu {
 
     /// Mutes or unmutes a track and tells everyone, the publisher included (a moderator
     /// may be the one muting). Unmuted video restarts at a keyframe.
-    pub(super) fn set_muted(&mut self, now: Instant, publisher: ParticipantId, key: TrackKey, muted: bool) {
-        let p = self.participants.get_mut(&publisher).expect("caller checked");
+    pub(super) fn set_muted(
+        &mut self,
+        now: Instant,
+        publisher: ParticipantId,
+        key: TrackKey,
+        muted: bool,
+    ) {
+        let p = self
+            .participants
+            .get_mut(&publisher)
+            .expect("caller checked");
         let sid = p.sid.clone();
         let track = p.track_mut(key).expect("caller checked");
         if track.muted == muted {
@@ -261,9 +303,16 @@ impl Sfu {
         let room = p.room.clone();
         self.broadcast(&room, None, msg);
         if !muted {
-            let subs = self.participants[&publisher].track(key).map(|t| t.subscribers.clone()).unwrap_or_default();
+            let subs = self.participants[&publisher]
+                .track(key)
+                .map(|t| t.subscribers.clone())
+                .unwrap_or_default();
             for sub in subs {
-                if let Some(dt) = self.participants.get_mut(&sub).and_then(|s| s.downtrack_mut(key)) {
+                if let Some(dt) = self
+                    .participants
+                    .get_mut(&sub)
+                    .and_then(|s| s.downtrack_mut(key))
+                {
                     dt.forwarder.restart_at_keyframe();
                 }
             }
@@ -271,7 +320,12 @@ impl Sfu {
         }
     }
 
-    fn subscribe(&mut self, now: Instant, id: ParticipantId, s: Subscribe) -> Result<(), ProtoError> {
+    fn subscribe(
+        &mut self,
+        now: Instant,
+        id: ParticipantId,
+        s: Subscribe,
+    ) -> Result<(), ProtoError> {
         if s.subscribe && !self.participants[&id].grants.subscribe {
             return Err(ProtoError::new(
                 ErrorCode::PermissionDenied,
@@ -291,7 +345,11 @@ impl Sfu {
                 self.add_downtrack(id, key);
             } else {
                 if let Some(owner) = self.track_owner.get(&key).copied() {
-                    if let Some(t) = self.participants.get_mut(&owner).and_then(|o| o.track_mut(key)) {
+                    if let Some(t) = self
+                        .participants
+                        .get_mut(&owner)
+                        .and_then(|o| o.track_mut(key))
+                    {
                         t.subscribers.retain(|x| *x != id);
                     }
                 }
@@ -323,7 +381,12 @@ impl Sfu {
         Ok(())
     }
 
-    fn accept_subscriber_answer(&mut self, now: Instant, id: ParticipantId, msg: SdpMessage) -> Result<(), ProtoError> {
+    fn accept_subscriber_answer(
+        &mut self,
+        now: Instant,
+        id: ParticipantId,
+        msg: SdpMessage,
+    ) -> Result<(), ProtoError> {
         let p = self.participants.get_mut(&id).expect("checked by caller");
         let Some(pending) = p.pending_offer.take() else {
             return Err(ProtoError::new(
@@ -331,7 +394,10 @@ impl Sfu {
                 "no subscriber offer is waiting for an answer",
             ));
         };
-        let peer = p.subscriber.as_mut().expect("an offer implies a subscriber peer");
+        let peer = p
+            .subscriber
+            .as_mut()
+            .expect("an offer implies a subscriber peer");
         let result = SdpAnswer::from_sdp_string(&msg.sdp)
             .map_err(|e| format!("answer does not parse: {e}"))
             .and_then(|answer| {
@@ -349,7 +415,8 @@ impl Sfu {
                 (state, _) => state,
             };
         }
-        p.downtracks.retain(|dt| !matches!(dt.state, DowntrackState::NegotiatingStop(_)));
+        p.downtracks
+            .retain(|dt| !matches!(dt.state, DowntrackState::NegotiatingStop(_)));
         if let Err(e) = result {
             return Err(ProtoError::new(ErrorCode::InvalidSdp, e));
         }
@@ -369,14 +436,27 @@ impl Sfu {
         let Some(&owner) = self.track_owner.get(&key) else {
             return;
         };
-        if owner == sub || self.participants[&sub].downtracks.iter().any(|d| d.track == key) {
+        if owner == sub
+            || self.participants[&sub]
+                .downtracks
+                .iter()
+                .any(|d| d.track == key)
+        {
             return;
         }
         let publisher = &self.participants[&owner];
         let track = publisher.track(key).expect("owner has the track");
         let dt = Downtrack::new(publisher, track);
-        self.participants.get_mut(&sub).expect("caller checked").downtracks.push(dt);
-        if let Some(t) = self.participants.get_mut(&owner).and_then(|o| o.track_mut(key)) {
+        self.participants
+            .get_mut(&sub)
+            .expect("caller checked")
+            .downtracks
+            .push(dt);
+        if let Some(t) = self
+            .participants
+            .get_mut(&owner)
+            .and_then(|o| o.track_mut(key))
+        {
             t.subscribers.push(sub);
         }
     }
@@ -389,7 +469,9 @@ impl Sfu {
             return;
         };
         let needs_change = p.ice_restart_requested
-            || p.downtracks.iter().any(|d| matches!(d.state, DowntrackState::ToOpen | DowntrackState::ToStop(_)));
+            || p.downtracks
+                .iter()
+                .any(|d| matches!(d.state, DowntrackState::ToOpen | DowntrackState::ToStop(_)));
         if !needs_change {
             return;
         }
@@ -404,6 +486,11 @@ impl Sfu {
         let mut api = peer.rtc.sdp_api();
         if std::mem::take(&mut p.ice_restart_requested) && !fresh {
             api.ice_restart(true);
+        }
+        if fresh {
+            // A data channel keeps one m-line alive in the BUNDLE group, so an offer that
+            // stops every media line is still one a max-bundle browser accepts.
+            api.add_channel(SUBSCRIBER_CHANNEL.to_owned());
         }
         for dt in &mut p.downtracks {
             match dt.state {
@@ -435,8 +522,12 @@ impl Sfu {
             tracks: p.subscribed_tracks(),
         };
         p.last_offer = Some(msg.clone());
-        let key = PeerKey { participant: id, side: Side::Subscriber };
-        self.demux.set_ufrag(key, (!fresh).then_some(old_ufrag.as_str()), &ufrag);
+        let key = PeerKey {
+            participant: id,
+            side: Side::Subscriber,
+        };
+        self.demux
+            .set_ufrag(key, (!fresh).then_some(old_ufrag.as_str()), &ufrag);
         self.signal(id, ServerMessage::SubscriberOffer(msg));
     }
 
@@ -454,22 +545,33 @@ impl Sfu {
         let sizes = track.layer_sizes();
         let active = track.active.clone();
         let layers: Vec<_> = (0..sizes.len()).map(|i| track.layer_at(i)).collect();
-        let Some(dt) = self.participants.get_mut(&sub).and_then(|s| s.downtrack_mut(key)) else {
+        let Some(dt) = self
+            .participants
+            .get_mut(&sub)
+            .and_then(|s| s.downtrack_mut(key))
+        else {
             return;
         };
         let target = choose_layer(&sizes, &active, &dt.wanted).map(|i| layers[i]);
         if dt.forwarder.target() != target {
+            tracing::debug!(subscriber = ?sub, track = ?key, ?target, wanted = ?dt.wanted, ?active, "layer target");
             dt.forwarder.set_target(target);
         }
     }
 
     pub(super) fn find_track(&self, room: &str, track_id: &str) -> Option<TrackKey> {
-        self.rooms.get(room)?.members.iter().find_map(|m| {
-            self.participants[m].track_by_id(track_id).map(|t| t.key)
-        })
+        self.rooms
+            .get(room)?
+            .members
+            .iter()
+            .find_map(|m| self.participants[m].track_by_id(track_id).map(|t| t.key))
     }
 
-    pub(super) fn tracks_in_room(&self, room: &str, except: Option<ParticipantId>) -> Vec<TrackKey> {
+    pub(super) fn tracks_in_room(
+        &self,
+        room: &str,
+        except: Option<ParticipantId>,
+    ) -> Vec<TrackKey> {
         let Some(room) = self.rooms.get(room) else {
             return Vec::new();
         };

@@ -1,0 +1,71 @@
+// Session lifecycle in the browser: leave and rejoin, and resume after the socket is cut.
+import { test, after, before } from 'node:test';
+import assert from 'node:assert/strict';
+import { startServer, devToken, launchBrowser, openPage, waitInPage, inboundSummary } from './harness.mjs';
+
+let server;
+let browser;
+before(async () => {
+  server = await startServer();
+  browser = await launchBrowser();
+});
+after(async () => {
+  await browser?.close();
+  await server?.stop();
+});
+
+/** In-page: frames decoded so far from the participant with this identity. */
+const framesFrom = async ([summary, identity]) => {
+  const room = /** @type {any} */ (window).soukRoom;
+  const p = room && [...room.participants.values()].find((x) => x.identity === identity);
+  if (!p) return 0;
+  const s = await eval(summary)();
+  return (s ?? []).filter((x) => x.kind === 'video' && x.participantSid === p.sid).reduce((n, x) => n + x.framesDecoded, 0);
+};
+
+const consultUrl = async (room, identity, role) =>
+  `${server.url}/demo/consult.html?token=${await devToken(server.url, { room, identity, role })}&simulcast=0&width=640&height=360`;
+
+test('a participant leaves and rejoins, and video flows again both ways', async () => {
+  const room = 'rejoin-e2e';
+  const staff = await openPage(browser, await consultUrl(room, 'staff', 'staff'));
+  const shopper = await openPage(browser, await consultUrl(room, 'shopper', 'shopper'));
+  await waitInPage(staff, framesFrom, { arg: [`(${inboundSummary})`, 'shopper'], what: 'staff to see the shopper' });
+
+  await shopper.evaluate(() => /** @type {any} */ (window).soukRoom.leave());
+  await waitInPage(staff, () => {
+    const room = /** @type {any} */ (window).soukRoom;
+    return ![...room.participants.values()].some((p) => p.identity === 'shopper');
+  }, { what: 'staff to see the shopper leave' });
+  assert.equal(await shopper.evaluate(() => document.body.dataset.state), 'disconnected');
+
+  await shopper.goto(await consultUrl(room, 'shopper', 'shopper'));
+  await waitInPage(staff, framesFrom, { arg: [`(${inboundSummary})`, 'shopper'], what: 'staff to see the rejoined shopper' });
+  await waitInPage(shopper, framesFrom, { arg: [`(${inboundSummary})`, 'staff'], what: 'the rejoined shopper to see staff' });
+});
+
+test('after the WebSocket is cut the page resumes as the same participant', async () => {
+  const room = 'resume-e2e';
+  const staff = await openPage(browser, await consultUrl(room, 'staff', 'staff'));
+  const shopper = await openPage(browser, await consultUrl(room, 'shopper', 'shopper'));
+  await waitInPage(staff, framesFrom, { arg: [`(${inboundSummary})`, 'shopper'], what: 'staff to see the shopper' });
+  const sidBefore = await shopper.evaluate(() => /** @type {any} */ (window).soukRoom.localParticipant.sid);
+  const leftEvents = [];
+  await staff.exposeFunction('recordLeft', (identity) => leftEvents.push(identity));
+  await staff.evaluate(() => /** @type {any} */ (window).soukRoom.on('participant_left', (p) => /** @type {any} */ (window).recordLeft(p.identity)));
+
+  // Cut the signalling socket; the SDK must resume within the window.
+  await shopper.evaluate(() => /** @type {any} */ (window).soukRoom.ws.close());
+  await waitInPage(shopper, () => /** @type {any} */ (window).soukRoom.state === 'resumed', { what: 'the shopper to resume' });
+  const sidAfter = await shopper.evaluate(() => /** @type {any} */ (window).soukRoom.localParticipant.sid);
+  assert.equal(sidAfter, sidBefore, 'same participant after resume');
+
+  // Media keeps flowing both ways after the ICE restart.
+  const before = await staff.evaluate(framesFrom, [`(${inboundSummary})`, 'shopper']);
+  await waitInPage(staff, async ([fn, arg, n]) => (await eval(fn)(arg)) > n + 30,
+    { arg: [`(${framesFrom})`, [`(${inboundSummary})`, 'shopper'], before], what: 'staff to keep decoding the shopper' });
+  const mine = await shopper.evaluate(framesFrom, [`(${inboundSummary})`, 'staff']);
+  await waitInPage(shopper, async ([fn, arg, n]) => (await eval(fn)(arg)) > n + 30,
+    { arg: [`(${framesFrom})`, [`(${inboundSummary})`, 'staff'], mine], what: 'the shopper to keep decoding staff' });
+  assert.deepEqual(leftEvents, [], 'nobody saw the shopper leave');
+});

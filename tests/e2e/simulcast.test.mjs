@@ -1,0 +1,52 @@
+// Adaptive stream: a subscriber that shows a video small gets a smaller simulcast layer.
+import { test, after, before } from 'node:test';
+import assert from 'node:assert/strict';
+import { startServer, devToken, launchBrowser, openPage, waitInPage, inboundSummary } from './harness.mjs';
+
+let server;
+let browser;
+let hostBrowser;
+before(async () => {
+  server = await startServer();
+  browser = await launchBrowser();
+  // Chromium shares one fake camera per browser process, opened at the first size asked
+  // for; the host needs 1280x720 (three layers), so it gets a browser of its own.
+  hostBrowser = await launchBrowser();
+});
+after(async () => {
+  await browser?.close();
+  await hostBrowser?.close();
+  await server?.stop();
+});
+
+/** In-page: the decoded width of the remote video once frames flow, else 0. */
+const remoteWidth = async (summary) => {
+  const s = await eval(summary)();
+  const v = (s ?? []).find((x) => x.kind === 'video' && x.framesDecoded > 0);
+  return v ? v.frameWidth : 0;
+};
+
+test('shrinking the video element switches to a smaller layer', async () => {
+  const room = 'simulcast-e2e';
+  const host = await openPage(hostBrowser, `${server.url}/demo/consult.html?token=${await devToken(server.url, { room, identity: 'host', role: 'host' })}&simulcast=1&width=1280&height=720`);
+  const viewer = await openPage(browser, `${server.url}/demo/consult.html?token=${await devToken(server.url, { room, identity: 'viewer', role: 'shopper' })}&simulcast=0&width=320&height=180`);
+  await waitInPage(host, () => document.body.dataset.state === 'connected', { what: 'host to connect' });
+
+  // Shown large: wait until the layer delivered is wider than the smallest (320).
+  const large = await waitInPage(viewer, async ([widthOf, summary]) => {
+    const w = await eval(widthOf)(summary);
+    return w > 320 ? w : 0;
+  }, { arg: [`(${remoteWidth})`, `(${inboundSummary})`], timeoutMs: 45_000, what: 'a layer wider than 320 px' });
+
+  // Shown as a thumbnail: the server should move this subscriber to the smallest layer.
+  await viewer.evaluate(() => {
+    const v = /** @type {HTMLElement} */ (document.querySelector('#remote'));
+    v.style.width = '160px';
+    v.style.flex = 'none';
+  });
+  const small = await waitInPage(viewer, async ([widthOf, summary]) => {
+    const w = await eval(widthOf)(summary);
+    return w > 0 && w <= 320 ? w : 0;
+  }, { arg: [`(${remoteWidth})`, `(${inboundSummary})`], timeoutMs: 30_000, what: 'the received width to drop to the smallest layer' });
+  assert.ok(small < large, `received width dropped from ${large} to ${small}`);
+});
