@@ -47,6 +47,9 @@ pub struct ServeArgs {
     /// Address advertised in ICE candidates, for a server behind 1:1 NAT.
     #[arg(long)]
     pub public_ip: Option<IpAddr>,
+    /// How long a participant whose connection dropped can resume (e.g. 15s).
+    #[arg(long, value_parser = parse_duration)]
+    pub resume_window: Option<Duration>,
     /// TLS certificate chain (PEM); with --tls-key serves HTTPS and WSS.
     #[arg(long, requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,

@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::{bail, Context};
 use serde::Deserialize;
@@ -21,6 +22,7 @@ pub const MIN_SECRET_LEN: usize = 32;
 
 pub const DEFAULT_BIND: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 7880);
 pub const DEFAULT_MEDIA_PORT: u16 = 7882;
+pub const DEFAULT_RESUME_WINDOW: Duration = Duration::from_secs(15);
 
 /// API keys and their secrets.
 #[derive(Debug, Clone)]
@@ -62,6 +64,8 @@ pub struct FileConfig {
     pub bind: Option<SocketAddr>,
     pub media_port: Option<u16>,
     pub public_ip: Option<IpAddr>,
+    /// Seconds a dropped participant stays resumable.
+    pub resume_window_s: Option<u64>,
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
     /// API key -> secret.
@@ -118,6 +122,7 @@ pub struct ServerConfig {
     pub bind: SocketAddr,
     pub media_port: u16,
     pub public_ip: Option<IpAddr>,
+    pub resume_window: Duration,
     pub tls: Option<(PathBuf, PathBuf)>,
     pub keys: Keys,
     /// `None` allows any origin (development only).
@@ -171,6 +176,10 @@ impl ServerConfig {
                 .or(file.media_port)
                 .unwrap_or(DEFAULT_MEDIA_PORT),
             public_ip: args.public_ip.or(file.public_ip),
+            resume_window: args
+                .resume_window
+                .or(file.resume_window_s.map(Duration::from_secs))
+                .unwrap_or(DEFAULT_RESUME_WINDOW),
             tls,
             keys,
             cors_origins: if args.dev && file.cors_origins.is_empty() {

@@ -87,7 +87,8 @@ async fn serve(config: ServerConfig) -> anyhow::Result<()> {
     let media_port = sockets.local.port();
     let ips = advertised_ips(&config);
     let seed = rand::random();
-    let sfu_config = SfuConfig::new(candidates(&ips, media_port)?, seed);
+    let mut sfu_config = SfuConfig::new(candidates(&ips, media_port)?, seed);
+    sfu_config.resume_window = config.resume_window;
     let sfu = Sfu::new(sfu_config, Instant::now(), crate::auth::unix_now() * 1000);
 
     let webhooks = config
@@ -102,6 +103,7 @@ async fn serve(config: ServerConfig) -> anyhow::Result<()> {
         dev: config.dev,
         join_limiter: KeyedLimiter::new(30, Duration::from_secs(10)),
         next_conn: AtomicU64::new(1),
+        open_sessions: Default::default(),
     });
     let app = http::router(state, config.cors_origins.as_deref())
         .into_make_service_with_connect_info::<SocketAddr>();

@@ -2,6 +2,7 @@
 
 mod assets;
 mod dev;
+mod metrics;
 mod rooms;
 mod signal;
 
@@ -30,6 +31,8 @@ pub struct AppState {
     /// Signalling connections per client address, to blunt join floods.
     pub join_limiter: KeyedLimiter<std::net::IpAddr>,
     pub next_conn: AtomicU64,
+    /// Signalling sockets currently open (a leak shows here first).
+    pub open_sessions: std::sync::atomic::AtomicUsize,
 }
 
 pub type State = Arc<AppState>;
@@ -50,6 +53,7 @@ pub fn router(state: State, cors_origins: Option<&[String]>) -> Router {
     };
     let mut app = Router::new()
         .route("/healthz", get(|| async { "ok" }))
+        .route("/metrics", get(metrics::metrics))
         .route("/rtc", get(signal::upgrade))
         .route("/api/v1/rooms", get(rooms::list).post(rooms::create))
         .route("/api/v1/rooms/{room}", axum::routing::delete(rooms::delete))

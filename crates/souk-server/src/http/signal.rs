@@ -69,7 +69,18 @@ async fn fail(mut socket: WebSocket, req: Option<u32>, err: ProtoError) {
         .await;
 }
 
+/// Counts a socket as open for as long as it lives.
+struct OpenSession(super::State);
+
+impl Drop for OpenSession {
+    fn drop(&mut self) {
+        self.0.open_sessions.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 async fn session(mut socket: WebSocket, state: super::State, addr: SocketAddr) {
+    state.open_sessions.fetch_add(1, Ordering::Relaxed);
+    let _open = OpenSession(state.clone());
     let conn: ConnId = state.next_conn.fetch_add(1, Ordering::Relaxed);
     let join = match tokio::time::timeout(JOIN_DEADLINE, first_join(&mut socket)).await {
         Ok(Ok(join)) => join,

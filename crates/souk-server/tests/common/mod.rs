@@ -103,3 +103,119 @@ pub fn token(args: &[&str]) -> String {
         .trim()
         .to_owned()
 }
+
+/// A raw signalling socket, for sending exactly what a test wants.
+pub struct RawSignal {
+    ws: tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >,
+}
+
+impl RawSignal {
+    pub async fn connect(server: &TestServer) -> RawSignal {
+        let (ws, _) = tokio_tungstenite::connect_async(format!("ws://{}/rtc", server.http))
+            .await
+            .expect("signalling socket opens");
+        RawSignal { ws }
+    }
+
+    pub async fn send_text(&mut self, text: impl Into<String>) {
+        use futures_util::SinkExt;
+        let _ = self
+            .ws
+            .send(tokio_tungstenite::tungstenite::Message::text(text.into()))
+            .await;
+    }
+
+    pub async fn send_binary(&mut self, data: Vec<u8>) {
+        use futures_util::SinkExt;
+        let _ = self
+            .ws
+            .send(tokio_tungstenite::tungstenite::Message::binary(data))
+            .await;
+    }
+
+    pub async fn join(&mut self, token: &str) -> serde_json::Value {
+        self.send_text(
+            serde_json::json!({"type": "join", "protocol": 1, "token": token}).to_string(),
+        )
+        .await;
+        self.next_of("joined").await
+    }
+
+    /// The next JSON message, or `None` once the socket closed.
+    pub async fn next(&mut self) -> Option<serde_json::Value> {
+        use futures_util::StreamExt;
+        loop {
+            let msg = tokio::time::timeout(WAIT, self.ws.next())
+                .await
+                .expect("a message or a close in time");
+            match msg {
+                Some(Ok(tokio_tungstenite::tungstenite::Message::Text(t))) => {
+                    return Some(serde_json::from_str(&t).expect("server sends JSON"))
+                }
+                Some(Ok(tokio_tungstenite::tungstenite::Message::Close(_)))
+                | None
+                | Some(Err(_)) => return None,
+                Some(Ok(_)) => {}
+            }
+        }
+    }
+
+    /// Skips messages until one of `kind` arrives.
+    pub async fn next_of(&mut self, kind: &str) -> serde_json::Value {
+        loop {
+            let msg = self
+                .next()
+                .await
+                .unwrap_or_else(|| panic!("socket closed before a '{kind}'"));
+            if msg["type"] == kind {
+                return msg;
+            }
+        }
+    }
+
+    /// The error code of the next `error` message.
+    pub async fn next_error(&mut self) -> String {
+        self.next_of("error").await["code"]
+            .as_str()
+            .expect("a code")
+            .to_owned()
+    }
+
+    /// True once the server closed the socket (skipping any remaining messages).
+    pub async fn closed(&mut self) -> bool {
+        while self.next().await.is_some() {}
+        true
+    }
+}
+
+/// Reads one gauge from `/metrics`.
+pub async fn gauge(server: &TestServer, name: &str) -> u64 {
+    let body = reqwest::get(format!("{}/metrics", server.url))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    body.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name} ")))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no gauge {name} in:\n{body}"))
+}
+
+/// Polls `f` until true or the deadline, for conditions that settle asynchronously.
+pub async fn eventually<F, Fut>(what: &str, mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = std::time::Instant::now() + WAIT;
+    while std::time::Instant::now() < deadline {
+        if f().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
