@@ -52,7 +52,24 @@ pub(crate) struct Participant {
     pub level: LevelMeter,
 }
 
+/// Who a message or webhook is about, detached from the participant's state.
+pub(crate) struct Origin {
+    pub id: ParticipantId,
+    pub room: String,
+    pub sid: String,
+    pub identity: String,
+}
+
 impl Participant {
+    pub fn origin(&self) -> Origin {
+        Origin {
+            id: self.id,
+            room: self.room.clone(),
+            sid: self.sid.clone(),
+            identity: self.identity.clone(),
+        }
+    }
+
     pub fn info(&self) -> ParticipantInfo {
         ParticipantInfo {
             sid: self.sid.clone(),

@@ -4,6 +4,7 @@ use std::time::Instant;
 
 use souk_proto::error::{ErrorCode, ProtoError};
 use souk_proto::model::LeaveReason;
+use souk_proto::model::TrackInfo;
 use souk_proto::rest::WebhookKind;
 use souk_proto::signal::{
     Joined, LeaveNotice, ParticipantLeft, ParticipantRef, ServerMessage, TrackUnpublished,
@@ -12,7 +13,7 @@ use souk_proto::token::{validate_name, MAX_IDENTITY_BYTES, MAX_ROOM_NAME_BYTES};
 use souk_proto::PROTOCOL_VERSION;
 
 use super::{JoinRequest, Output, ResumeRequest, Sfu};
-use crate::participant::{DowntrackState, Participant};
+use crate::participant::{DowntrackState, Origin, Participant};
 use crate::room::Room;
 use crate::ParticipantId;
 
@@ -231,14 +232,7 @@ impl Sfu {
             for sub in &track.subscribers {
                 self.drop_downtrack(*sub, track.key);
             }
-            self.broadcast(
-                &p.room,
-                Some(id),
-                ServerMessage::TrackUnpublished(TrackUnpublished {
-                    participant_sid: p.sid.clone(),
-                    track_id: track.info.track_id.clone(),
-                }),
-            );
+            self.announce_unpublished(&p.origin(), track.info);
         }
         // Their subscriptions leave every publisher's fan-out list.
         for dt in &p.downtracks {
@@ -290,6 +284,24 @@ impl Sfu {
             }),
         );
         self.outputs.push_back(Output::Disconnect(id));
+    }
+
+    /// Tells the room and the webhook that `publisher` no longer publishes `track`.
+    pub(super) fn announce_unpublished(&mut self, publisher: &Origin, track: TrackInfo) {
+        self.broadcast(
+            &publisher.room,
+            Some(publisher.id),
+            ServerMessage::TrackUnpublished(TrackUnpublished {
+                participant_sid: publisher.sid.clone(),
+                track_id: track.track_id.clone(),
+            }),
+        );
+        self.webhook(WebhookKind::TrackUnpublished {
+            room: publisher.room.clone(),
+            participant_sid: publisher.sid.clone(),
+            identity: publisher.identity.clone(),
+            track,
+        });
     }
 
     /// Removes the subscription of `subscriber` to `track`: at once if it was never

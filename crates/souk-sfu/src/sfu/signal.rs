@@ -9,7 +9,7 @@ use souk_proto::rest::WebhookKind;
 use souk_proto::signal::{
     ClientMessage, Mute, Ping, PublishAnswer, PublishOffer, PublishedTrack as WirePublishedTrack,
     SdpMessage, ServerMessage, Subscribe, SubscriberOffer, TrackMuted, TrackPublished,
-    TrackSettings, TrackUnpublished,
+    TrackSettings,
 };
 use str0m::change::{SdpAnswer, SdpOffer};
 use str0m::media::{Direction, MediaKind, Mid};
@@ -243,26 +243,13 @@ impl Sfu {
             return Err(track_not_found(track_id));
         };
         let track = p.tracks.remove(index);
-        let (room, sid, identity) = (p.room.clone(), p.sid.clone(), p.identity.clone());
         self.track_owner.remove(&track.key);
         for sub in &track.subscribers {
             self.drop_downtrack(*sub, track.key);
             self.negotiate_subscriber(now, *sub);
         }
-        self.broadcast(
-            &room,
-            Some(id),
-            ServerMessage::TrackUnpublished(TrackUnpublished {
-                participant_sid: sid.clone(),
-                track_id: track_id.to_owned(),
-            }),
-        );
-        self.webhook(WebhookKind::TrackUnpublished {
-            room,
-            participant_sid: sid,
-            identity,
-            track: track.info,
-        });
+        let publisher = self.participants[&id].origin();
+        self.announce_unpublished(&publisher, track.info);
         Ok(())
     }
 
