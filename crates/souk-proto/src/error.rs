@@ -48,8 +48,6 @@ pub enum ErrorCode {
     ParticipantNotFound,
     /// The named track does not exist.
     TrackNotFound,
-    /// The same identity joined again elsewhere; this session was replaced.
-    DuplicateIdentity,
     /// A resume was asked for a session that no longer exists.
     SessionNotFound,
     /// Too many requests from one source; slow down.
@@ -85,7 +83,6 @@ impl ErrorCode {
             ErrorCode::RoomFull => "room_full",
             ErrorCode::ParticipantNotFound => "participant_not_found",
             ErrorCode::TrackNotFound => "track_not_found",
-            ErrorCode::DuplicateIdentity => "duplicate_identity",
             ErrorCode::SessionNotFound => "session_not_found",
             ErrorCode::RateLimited => "rate_limited",
             ErrorCode::Unauthorized => "unauthorized",
