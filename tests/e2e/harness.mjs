@@ -116,7 +116,7 @@ export const inboundSummary = async () => {
   if (!room) return null;
   const { inbound } = await room.getStats();
   return inbound.map((s) => ({
-    kind: s.kind, trackId: s.trackId, participantSid: s.participantSid,
+    kind: s.kind, codec: s.codec, trackId: s.trackId, participantSid: s.participantSid,
     framesDecoded: s.framesDecoded ?? 0, frameWidth: s.frameWidth ?? 0,
     bytesReceived: s.bytesReceived ?? 0,
   }));

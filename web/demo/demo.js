@@ -71,6 +71,7 @@ export async function joinAndPublish(opts) {
   const simulcast = q.has('simulcast') ? q.get('simulcast') !== '0' : (opts.simulcast ?? true);
   const width = Number(q.get('width') ?? 1280);
   const height = Number(q.get('height') ?? 720);
-  await room.publish({ simulcast, width, height });
+  const videoCodec = /** @type {'vp8' | 'h264' | undefined} */ (q.get('codec') ?? undefined);
+  await room.publish({ simulcast, width, height, videoCodec });
   return room;
 }

@@ -34,6 +34,8 @@ export const PROTOCOL_VERSION = 1;
  * @property {number} [width] Camera width to ask for (default 1280).
  * @property {number} [height] Camera height to ask for (default 720).
  * @property {MediaStream} [stream] Publish this stream instead of opening devices.
+ * @property {'vp8' | 'h264'} [videoCodec] Codec to prefer for video (default: the browser's
+ *   choice, VP8 in Chromium). H.264 suits Safari-heavy audiences and hardware encoders.
  */
 
 /** A remote track as this client receives it. */
@@ -78,6 +80,20 @@ export class SoukError extends Error {
     super(`${code}: ${message}`);
     this.code = code;
   }
+}
+
+/**
+ * Moves `codec` to the front of a video transceiver's preferences.
+ * @param {RTCRtpTransceiver} transceiver
+ * @param {string} codec
+ */
+function preferCodec(transceiver, codec) {
+  const caps = RTCRtpSender.getCapabilities('video') ?? RTCRtpReceiver.getCapabilities('video');
+  if (!caps) return;
+  const wanted = `video/${codec}`.toLowerCase();
+  const first = caps.codecs.filter((c) => c.mimeType.toLowerCase() === wanted);
+  if (first.length === 0) throw new SoukError('codec_unsupported', `this browser cannot send ${codec}`);
+  transceiver.setCodecPreferences([...first, ...caps.codecs.filter((c) => c.mimeType.toLowerCase() !== wanted)]);
 }
 
 const SIMULCAST_LAYERS = [
@@ -424,6 +440,7 @@ export class Room {
       const init = { direction: 'sendonly', streams: [stream] };
       if (simulcast) init.sendEncodings = SIMULCAST_LAYERS.map((l) => ({ ...l }));
       const transceiver = pc.addTransceiver(track, init);
+      if (track.kind === 'video' && o.videoCodec) preferCodec(transceiver, o.videoCodec);
       const layers = simulcast
         ? SIMULCAST_LAYERS.map((l) => ({ rid: l.rid, width: Math.round(width / l.scaleResolutionDownBy), height: Math.round(height / l.scaleResolutionDownBy) }))
         : [];
@@ -628,11 +645,12 @@ export class Room {
       if (!pc) continue;
       const report = await pc.getStats();
       report.forEach((s) => {
+        const codec = s.codecId ? report.get(s.codecId)?.mimeType : undefined;
         if (s.type === 'inbound-rtp') {
           const entry = this.subscribedMids.get(s.mid);
-          inbound.push({ ...s, trackId: entry?.track_id, participantSid: entry?.participant_sid });
+          inbound.push({ ...s, codec, trackId: entry?.track_id, participantSid: entry?.participant_sid });
         } else if (s.type === 'outbound-rtp') {
-          outbound.push(s);
+          outbound.push({ ...s, codec });
         } else if (s.type === 'candidate-pair' && s.nominated && s.currentRoundTripTime !== undefined) {
           rttMs = s.currentRoundTripTime * 1000;
         }

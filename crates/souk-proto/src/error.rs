@@ -38,6 +38,8 @@ pub enum ErrorCode {
     InvalidState,
     /// The SDP could not be parsed or negotiated.
     InvalidSdp,
+    /// A subscriber cannot decode the codec a publisher sends (no transcoding).
+    CodecUnsupported,
     /// The named room does not exist.
     RoomNotFound,
     /// A room with that name already exists.
@@ -78,6 +80,7 @@ impl ErrorCode {
             ErrorCode::UnsupportedProtocol => "unsupported_protocol",
             ErrorCode::InvalidState => "invalid_state",
             ErrorCode::InvalidSdp => "invalid_sdp",
+            ErrorCode::CodecUnsupported => "codec_unsupported",
             ErrorCode::RoomNotFound => "room_not_found",
             ErrorCode::RoomExists => "room_exists",
             ErrorCode::RoomFull => "room_full",

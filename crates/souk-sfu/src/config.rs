@@ -4,6 +4,8 @@ use std::time::Duration;
 
 use str0m::{Candidate, RtcConfig};
 
+use crate::keyframe::VideoCodec;
+
 #[derive(Debug, Clone)]
 pub struct SfuConfig {
     /// Our ICE host candidates (the media port over UDP and TCP, on each advertised address).
@@ -39,14 +41,18 @@ impl SfuConfig {
     }
 
     /// Every connection is ICE-lite (we have a public address and never initiate checks)
-    /// and in RTP mode (we forward packets, never frames).
-    pub(crate) fn rtc_config(&self) -> RtcConfig {
-        RtcConfig::new()
+    /// and in RTP mode (we forward packets, never frames). A browser sends in the first
+    /// codec of our answer, and str0m answers in its own codec order, so the order here
+    /// follows what the publisher prefers.
+    pub(crate) fn rtc_config(&self, video_first: VideoCodec) -> RtcConfig {
+        let config = RtcConfig::new()
             .set_ice_lite(true)
             .set_rtp_mode(true)
             .clear_codecs()
-            .enable_opus(true, false)
-            .enable_vp8(true)
-            .enable_h264(true)
+            .enable_opus(true, false);
+        match video_first {
+            VideoCodec::Vp8 => config.enable_vp8(true).enable_h264(true),
+            VideoCodec::H264 => config.enable_h264(true).enable_vp8(true),
+        }
     }
 }

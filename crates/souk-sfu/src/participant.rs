@@ -160,6 +160,8 @@ pub(crate) struct Downtrack {
     pub forwarder: Forwarder,
     /// Publisher payload type to ours, cached after the first match.
     pub pt_map: Option<(Pt, Pt)>,
+    /// The subscriber was told it cannot decode this track (told once).
+    pub codec_refused: bool,
 }
 
 impl Downtrack {
@@ -178,6 +180,7 @@ impl Downtrack {
             wanted: Wanted::default(),
             forwarder,
             pt_map: None,
+            codec_refused: false,
         }
     }
 }

@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 use std::time::Instant;
 
+use souk_proto::error::{ErrorCode, ProtoError};
 use souk_proto::model::{LeaveReason, SpeakerInfo};
 use souk_proto::signal::{ActiveSpeakers, ServerMessage};
 use str0m::media::KeyframeRequestKind;
@@ -267,6 +268,7 @@ impl Sfu {
         }
 
         let mut want_keyframe = Vec::new();
+        let mut refused = Vec::new();
         for &sub_id in &subscribers {
             let Some(sub) = self.participants.get_mut(&sub_id) else {
                 continue;
@@ -303,6 +305,9 @@ impl Sfu {
                 Some((from, to)) if from == pt => to,
                 _ => {
                     let Some(ours) = peer.rtc.codec_config().match_params(params) else {
+                        if !std::mem::replace(&mut dt.codec_refused, true) {
+                            refused.push((sub_id, dt.track_id.clone()));
+                        }
                         continue;
                     };
                     dt.pt_map = Some((pt, ours.pt()));
@@ -343,6 +348,15 @@ impl Sfu {
             .and_then(|p| p.track_mut(track_key))
         {
             track.subscribers = subscribers;
+        }
+        for (sub_id, track_id) in refused {
+            let codec = codec_name(&params);
+            let err = ProtoError::new(
+                ErrorCode::CodecUnsupported,
+                format!("track '{track_id}' is {codec}, which your connection did not accept; publish it in a codec every viewer decodes (VP8 or H.264)"),
+            );
+            warn!(subscriber = ?sub_id, %track_id, %codec, "subscriber cannot decode this codec");
+            self.signal(sub_id, ServerMessage::error(None, err));
         }
         for layer in want_keyframe {
             if self.request_keyframe(now, track_key, layer) {

@@ -16,9 +16,10 @@ use str0m::media::{Direction, MediaKind, Mid};
 
 use super::Sfu;
 use crate::demux::PeerKey;
+use crate::keyframe::VideoCodec;
 use crate::layer::{choose_layer, Wanted};
 use crate::participant::{Downtrack, DowntrackState};
-use crate::peer::{Peer, Side};
+use crate::peer::{preferred_video_codec, Peer, Side};
 use crate::track::{PublishedTrack, TrackKey};
 use crate::ParticipantId;
 
@@ -112,7 +113,10 @@ impl Sfu {
 
         let config = &self.config;
         let p = self.participants.get_mut(&id).expect("checked by caller");
-        let peer = p.publisher.get_or_insert_with(|| Peer::new(now, config));
+        let video_first = preferred_video_codec(&msg.sdp);
+        let peer = p
+            .publisher
+            .get_or_insert_with(|| Peer::new(now, config, video_first));
         let old_ufrag = peer.ufrag.clone();
         let answer = peer.rtc.sdp_api().accept_offer(offer).map_err(|e| {
             ProtoError::new(
@@ -468,7 +472,9 @@ impl Sfu {
         }
         p.renegotiate = false;
         let fresh = p.subscriber.is_none();
-        let peer = p.subscriber.get_or_insert_with(|| Peer::new(now, config));
+        let peer = p
+            .subscriber
+            .get_or_insert_with(|| Peer::new(now, config, VideoCodec::Vp8));
         let old_ufrag = peer.ufrag.clone();
         let mut api = peer.rtc.sdp_api();
         if std::mem::take(&mut p.ice_restart_requested) && !fresh {
