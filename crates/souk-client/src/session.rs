@@ -26,8 +26,7 @@ use tracing::debug;
 use crate::synthetic::{self, KEYFRAME_EVERY};
 use crate::{Client, ClientError, ClientOptions, Command, Stats, SyntheticMedia, TrackStats};
 
-type Ws =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+type Ws = tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>;
 
 pub(crate) async fn start(
     url: &str,
@@ -37,10 +36,7 @@ pub(crate) async fn start(
     static CRYPTO: std::sync::Once = std::sync::Once::new();
     CRYPTO.call_once(|| str0m::crypto::from_feature_flags().install_process_default());
 
-    let ws_url = signal_url(url)?;
-    let (mut ws, _) = tokio_tungstenite::connect_async(ws_url.as_str())
-        .await
-        .map_err(|e| ClientError::Connect(e.to_string()))?;
+    let mut ws = open_signalling(url, options.bind_ip).await?;
     let join = ClientMessage::Join(Join {
         req: None,
         protocol: PROTOCOL_VERSION,
@@ -82,22 +78,48 @@ pub(crate) async fn start(
     })
 }
 
-fn signal_url(url: &str) -> Result<String, ClientError> {
-    let rest = url
+/// Opens the signalling socket from `bind_ip`, so many bots on one machine can spread
+/// over several local addresses (the server limits connections per address).
+async fn open_signalling(url: &str, bind_ip: IpAddr) -> Result<Ws, ClientError> {
+    let Some(host) = url
         .strip_prefix("http://")
-        .map(|r| ("ws://", r))
-        .or_else(|| url.strip_prefix("https://").map(|r| ("wss://", r)))
-        .or_else(|| url.strip_prefix("ws://").map(|r| ("ws://", r)))
-        .or_else(|| url.strip_prefix("wss://").map(|r| ("wss://", r)));
-    let Some((scheme, host)) = rest else {
+        .or_else(|| url.strip_prefix("ws://"))
+    else {
         return Err(ClientError::Connect(format!(
-            "'{url}' is not an http(s) or ws(s) URL"
+            "'{url}' is not an http:// or ws:// URL (this client does not speak TLS; reach the server directly)"
         )));
     };
-    Ok(format!(
-        "{scheme}{}/rtc",
-        host.split('/').next().unwrap_or(host)
-    ))
+    let host = host.split('/').next().unwrap_or(host);
+    let server = tokio::net::lookup_host(host)
+        .await
+        .ok()
+        .and_then(|mut addrs| addrs.next())
+        .ok_or_else(|| ClientError::Connect(format!("cannot resolve '{host}'")))?;
+    let socket = if server.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()
+    } else {
+        tokio::net::TcpSocket::new_v6()
+    }
+    .map_err(|e| ClientError::Connect(e.to_string()))?;
+    socket
+        .bind(SocketAddr::new(bind_ip, 0))
+        .map_err(|e| ClientError::Connect(format!("binding {bind_ip}: {e}")))?;
+    let stream = socket
+        .connect(server)
+        .await
+        .map_err(|e| ClientError::Connect(format!("{server}: {e}")))?;
+    let (ws, _) = tokio_tungstenite::client_async(format!("ws://{host}/rtc"), stream)
+        .await
+        .map_err(|e| match e {
+            tokio_tungstenite::tungstenite::Error::Http(resp) if resp.status() == 429 => {
+                ClientError::Refused(ProtoError::new(
+                    souk_proto::error::ErrorCode::RateLimited,
+                    "too many connections from this address; retry shortly",
+                ))
+            }
+            e => ClientError::Connect(e.to_string()),
+        })?;
+    Ok(ws)
 }
 
 async fn send_ws(ws: &mut Ws, msg: &ClientMessage) -> Result<(), ClientError> {
