@@ -1,0 +1,51 @@
+// ICE-TCP fallback: a browser that may not use UDP still joins, over TCP on the media port.
+import { test, after, before } from 'node:test';
+import assert from 'node:assert/strict';
+import { startServer, devToken, launchBrowser, openPage, waitInPage, inboundSummary } from './harness.mjs';
+
+let server;
+let udpBrowser;
+let tcpBrowser;
+before(async () => {
+  server = await startServer();
+  udpBrowser = await launchBrowser();
+  // As on a network that blocks UDP: Chromium gathers no UDP candidates at all.
+  tcpBrowser = await launchBrowser(['--webrtc-ip-handling-policy=disable_non_proxied_udp', '--force-webrtc-ip-handling-policy']);
+});
+after(async () => {
+  await udpBrowser?.close();
+  await tcpBrowser?.close();
+  await server?.stop();
+});
+
+/** In-page: transport protocols of the selected candidate pairs of both connections. */
+const selectedProtocols = async () => {
+  const room = /** @type {any} */ (window).soukRoom;
+  const protocols = [];
+  for (const pc of [room.publisher, room.subscriber]) {
+    if (!pc) continue;
+    const report = await pc.getStats();
+    report.forEach((s) => {
+      if (s.type === 'transport' && s.selectedCandidatePairId) {
+        const pair = report.get(s.selectedCandidatePairId);
+        protocols.push(report.get(pair.localCandidateId).protocol);
+      }
+    });
+  }
+  return protocols;
+};
+
+test('a participant without UDP exchanges media over ICE-TCP', async () => {
+  const room = 'ice-tcp-e2e';
+  const url = async (identity) => `${server.url}/demo/consult.html?token=${await devToken(server.url, { room, identity, role: 'staff' })}&simulcast=0&width=640&height=360`;
+  const onUdp = await openPage(udpBrowser, await url('on-udp'));
+  const onTcp = await openPage(tcpBrowser, await url('on-tcp'));
+  for (const [name, page] of [['the TCP-only page', onTcp], ['the UDP page', onUdp]]) {
+    await waitInPage(page, async (summary) => {
+      const s = await eval(summary)();
+      return (s ?? []).some((x) => x.kind === 'video' && x.framesDecoded > 10);
+    }, { arg: `(${inboundSummary})`, what: `${name} to decode video` });
+  }
+  assert.deepEqual(await onTcp.evaluate(selectedProtocols), ['tcp', 'tcp'], 'both connections of the TCP-only page run over TCP');
+  assert.deepEqual(await onUdp.evaluate(selectedProtocols), ['udp', 'udp']);
+});
