@@ -28,8 +28,11 @@ pub fn run(config: ServerConfig) -> anyhow::Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
-    // str0m needs a process-wide crypto provider before the first Rtc.
+    // str0m needs a process-wide crypto provider before the first Rtc. TLS needs one too:
+    // two are linked (aws-lc-rs for serving, ring for webhook delivery), so rustls cannot
+    // guess and would panic at the first handshake.
     str0m::crypto::from_feature_flags().install_process_default();
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

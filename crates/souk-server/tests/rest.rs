@@ -389,3 +389,28 @@ async fn ctrl_c_tells_participants_and_exits_cleanly() {
         .expect("souk exits");
     assert!(exit.success(), "clean exit, got {exit:?}");
 }
+
+#[tokio::test]
+async fn tls_serves_https_with_the_given_certificate() {
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()]).unwrap();
+    let dir = std::env::temp_dir().join(format!("souk-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (cert_path, key_path) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert_path, cert.cert.pem()).unwrap();
+    std::fs::write(&key_path, cert.key_pair.serialize_pem()).unwrap();
+    let server = TestServer::start_with(&["--tls-cert", cert_path.to_str().unwrap(), "--tls-key", key_path.to_str().unwrap()]);
+    assert!(server.url.starts_with("https://"), "{}", server.url);
+
+    let trusting = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(cert.cert.pem().as_bytes()).unwrap())
+        .build()
+        .unwrap();
+    let body = trusting.get(format!("{}/healthz", server.url)).send().await.unwrap().text().await.unwrap();
+    assert_eq!(body, "ok");
+    let page = trusting.get(format!("{}/demo/consult.html", server.url)).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    // Plain HTTP on the TLS port gets nowhere.
+    let plain = reqwest::get(format!("http://{}/healthz", server.http.trim_start_matches("https://"))).await;
+    assert!(plain.is_err() || !plain.unwrap().status().is_success());
+    let _ = std::fs::remove_dir_all(dir);
+}
