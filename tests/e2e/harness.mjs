@@ -13,8 +13,10 @@ export const CHROMIUM_ARGS = [
   '--disable-background-networking', '--disable-component-update', '--disable-sync',
   '--use-fake-device-for-media-stream', '--use-fake-ui-for-media-stream',
   '--allow-loopback-in-peer-connection', '--disable-features=WebRtcHideLocalIpsWithMdns',
-  '--autoplay-policy=no-user-gesture-required',
 ];
+
+/** Lets pages play audio without a click, unless a test checks that path. */
+const AUTOPLAY = '--autoplay-policy=no-user-gesture-required';
 
 /** The souk binary under test: $SOUK_BIN, else the debug build. */
 export function soukBinary() {
@@ -69,8 +71,14 @@ export async function devToken(url, { room, identity, role = 'shopper' }) {
   return (await resp.json()).token;
 }
 
-export async function launchBrowser(extraArgs = []) {
-  return chromium.launch({ executablePath: '/usr/bin/chromium', headless: true, args: [...CHROMIUM_ARGS, ...extraArgs] });
+/**
+ * @param {string[]} [extraArgs]
+ * @param {{ autoplay?: boolean }} [opts] `autoplay: false` keeps Chromium's default policy,
+ *   under which audio needs a user gesture.
+ */
+export async function launchBrowser(extraArgs = [], { autoplay = true } = {}) {
+  const args = [...CHROMIUM_ARGS, ...(autoplay ? [AUTOPLAY] : []), ...extraArgs];
+  return chromium.launch({ executablePath: '/usr/bin/chromium', headless: true, args });
 }
 
 /**
