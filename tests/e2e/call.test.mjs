@@ -1,26 +1,17 @@
 // A 4-person group call: every page decodes the three others' video.
-import { test, after, before } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { startServer, devToken, launchBrowser, openPage, waitInPage, inboundSummary } from './harness.mjs';
+import { devToken, openPage, waitInPage, inboundSummary, useLab } from './harness.mjs';
 
-let server;
-let browser;
-before(async () => {
-  server = await startServer();
-  browser = await launchBrowser();
-});
-after(async () => {
-  await browser?.close();
-  await server?.stop();
-});
+const lab = useLab();
 
 test('four people in a call each decode three remote videos', async () => {
   const room = 'call-e2e';
   const pages = [];
   for (let i = 0; i < 4; i++) {
-    const token = await devToken(server.url, { room, identity: `person-${i}`, role: 'staff' });
+    const token = await devToken(lab.server.url, { room, identity: `person-${i}`, role: 'staff' });
     // 640x360 without simulcast keeps four encoders within two cores.
-    pages.push(await openPage(browser, `${server.url}/demo/call.html?token=${token}&simulcast=0&width=640&height=360`));
+    pages.push(await openPage(lab.browser, `${lab.server.url}/demo/call.html?token=${token}&simulcast=0&width=640&height=360`));
   }
   for (const [i, page] of pages.entries()) {
     const videos = await waitInPage(page, async (summary) => {

@@ -1,23 +1,14 @@
 // H.264, as Safari and OBS prefer it: a publisher sends H.264 and the other side decodes it.
-import { test, after, before } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { startServer, devToken, launchBrowser, openPage, waitInPage, inboundSummary } from './harness.mjs';
+import { devToken, openPage, waitInPage, inboundSummary, useLab } from './harness.mjs';
 
-let server;
-let browser;
-before(async () => {
-  server = await startServer();
-  browser = await launchBrowser();
-});
-after(async () => {
-  await browser?.close();
-  await server?.stop();
-});
+const lab = useLab();
 
 test('an H.264 publisher is decoded by a VP8 publisher, and the other way round', async () => {
   const room = 'codec-e2e';
-  const page = async (identity, codec) => openPage(browser,
-    `${server.url}/demo/consult.html?token=${await devToken(server.url, { room, identity, role: 'staff' })}&simulcast=0&width=640&height=360&codec=${codec}`);
+  const page = async (identity, codec) => openPage(lab.browser,
+    `${lab.server.url}/demo/consult.html?token=${await devToken(lab.server.url, { room, identity, role: 'staff' })}&simulcast=0&width=640&height=360&codec=${codec}`);
   const h264 = await page('h264-sender', 'h264');
   const vp8 = await page('vp8-sender', 'vp8');
   for (const [viewer, expected] of [[vp8, 'video/H264'], [h264, 'video/VP8']]) {

@@ -1,23 +1,14 @@
 // A 1:1 consultation through the SFU: each side decodes the other's video and receives audio.
-import { test, after, before } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { startServer, devToken, launchBrowser, openPage, waitInPage, inboundSummary } from './harness.mjs';
+import { devToken, openPage, waitInPage, inboundSummary, useLab } from './harness.mjs';
 
-let server;
-let browser;
-before(async () => {
-  server = await startServer();
-  browser = await launchBrowser();
-});
-after(async () => {
-  await browser?.close();
-  await server?.stop();
-});
+const lab = useLab();
 
 test('staff and shopper see and hear each other', async () => {
   const room = 'consult-e2e';
-  const staff = await openPage(browser, `${server.url}/demo/consult.html?token=${await devToken(server.url, { room, identity: 'staff-1', role: 'staff' })}`);
-  const shopper = await openPage(browser, `${server.url}/demo/consult.html?token=${await devToken(server.url, { room, identity: 'shopper-1', role: 'shopper' })}`);
+  const staff = await openPage(lab.browser, `${lab.server.url}/demo/consult.html?token=${await devToken(lab.server.url, { room, identity: 'staff-1', role: 'staff' })}`);
+  const shopper = await openPage(lab.browser, `${lab.server.url}/demo/consult.html?token=${await devToken(lab.server.url, { room, identity: 'shopper-1', role: 'shopper' })}`);
 
   for (const [name, page] of [['staff', staff], ['shopper', shopper]]) {
     const media = await waitInPage(page, async (summary) => {

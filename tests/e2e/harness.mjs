@@ -4,6 +4,7 @@ import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { existsSync } from 'node:fs';
 import path from 'node:path';
+import { after, before } from 'node:test';
 import { chromium } from 'playwright-core';
 
 const root = path.resolve(path.dirname(new URL(import.meta.url).pathname), '../..');
@@ -85,9 +86,11 @@ export async function launchBrowser(extraArgs = [], { autoplay = true } = {}) {
  * Opens a page in its own context (its own profile, as a separate person would have).
  * @param {import('playwright-core').Browser} browser
  * @param {string} url
+ * @param {{ initScript?: () => void }} [opts] code to run in every document before its own
  */
-export async function openPage(browser, url) {
+export async function openPage(browser, url, { initScript } = {}) {
   const context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
+  if (initScript) await context.addInitScript(initScript);
   const page = await context.newPage();
   page.on('pageerror', (e) => console.error(`[page error] ${e.message}`));
   page.on('console', (m) => { if (m.type() === 'error') console.error(`[page console] ${m.text()}`); });
@@ -129,3 +132,23 @@ export const inboundSummary = async () => {
     bytesReceived: s.bytesReceived ?? 0,
   }));
 };
+
+/**
+ * Registers hooks that start one server and the named browsers before a test file's tests
+ * and stop them after. Returns an object filled in by the time tests run.
+ * @param {Record<string, { args?: string[], autoplay?: boolean }>} [browsers]
+ * @returns {{ server: any } & Record<string, any>}
+ */
+export function useLab(browsers = { browser: {} }) {
+  /** @type {any} */
+  const lab = {};
+  before(async () => {
+    lab.server = await startServer();
+    for (const [name, opts] of Object.entries(browsers)) lab[name] = await launchBrowser(opts.args ?? [], opts);
+  });
+  after(async () => {
+    for (const name of Object.keys(browsers)) await lab[name]?.close();
+    await lab.server?.stop();
+  });
+  return lab;
+}

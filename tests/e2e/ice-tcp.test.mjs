@@ -1,21 +1,12 @@
 // ICE-TCP fallback: a browser that may not use UDP still joins, over TCP on the media port.
-import { test, after, before } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { startServer, devToken, launchBrowser, openPage, waitInPage, inboundSummary } from './harness.mjs';
+import { devToken, openPage, waitInPage, inboundSummary, useLab } from './harness.mjs';
 
-let server;
-let udpBrowser;
-let tcpBrowser;
-before(async () => {
-  server = await startServer();
-  udpBrowser = await launchBrowser();
+const lab = useLab({
+  udpBrowser: {},
   // As on a network that blocks UDP: Chromium gathers no UDP candidates at all.
-  tcpBrowser = await launchBrowser(['--webrtc-ip-handling-policy=disable_non_proxied_udp', '--force-webrtc-ip-handling-policy']);
-});
-after(async () => {
-  await udpBrowser?.close();
-  await tcpBrowser?.close();
-  await server?.stop();
+  tcpBrowser: { args: ['--webrtc-ip-handling-policy=disable_non_proxied_udp', '--force-webrtc-ip-handling-policy'] },
 });
 
 /** In-page: transport protocols of the selected candidate pairs of both connections. */
@@ -37,9 +28,9 @@ const selectedProtocols = async () => {
 
 test('a participant without UDP exchanges media over ICE-TCP', async () => {
   const room = 'ice-tcp-e2e';
-  const url = async (identity) => `${server.url}/demo/consult.html?token=${await devToken(server.url, { room, identity, role: 'staff' })}&simulcast=0&width=640&height=360`;
-  const onUdp = await openPage(udpBrowser, await url('on-udp'));
-  const onTcp = await openPage(tcpBrowser, await url('on-tcp'));
+  const url = async (identity) => `${lab.server.url}/demo/consult.html?token=${await devToken(lab.server.url, { room, identity, role: 'staff' })}&simulcast=0&width=640&height=360`;
+  const onUdp = await openPage(lab.udpBrowser, await url('on-udp'));
+  const onTcp = await openPage(lab.tcpBrowser, await url('on-tcp'));
   for (const [name, page] of [['the TCP-only page', onTcp], ['the UDP page', onUdp]]) {
     await waitInPage(page, async (summary) => {
       const s = await eval(summary)();

@@ -1,18 +1,9 @@
 // Session lifecycle in the browser: leave and rejoin, and resume after the socket is cut.
-import { test, after, before } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { startServer, devToken, launchBrowser, openPage, waitInPage, inboundSummary } from './harness.mjs';
+import { devToken, openPage, waitInPage, inboundSummary, useLab } from './harness.mjs';
 
-let server;
-let browser;
-before(async () => {
-  server = await startServer();
-  browser = await launchBrowser();
-});
-after(async () => {
-  await browser?.close();
-  await server?.stop();
-});
+const lab = useLab();
 
 /** In-page: frames decoded so far from the participant with this identity. */
 const framesFrom = async ([summary, identity]) => {
@@ -24,12 +15,12 @@ const framesFrom = async ([summary, identity]) => {
 };
 
 const consultUrl = async (room, identity, role) =>
-  `${server.url}/demo/consult.html?token=${await devToken(server.url, { room, identity, role })}&simulcast=0&width=640&height=360`;
+  `${lab.server.url}/demo/consult.html?token=${await devToken(lab.server.url, { room, identity, role })}&simulcast=0&width=640&height=360`;
 
 test('a participant leaves and rejoins, and video flows again both ways', async () => {
   const room = 'rejoin-e2e';
-  const staff = await openPage(browser, await consultUrl(room, 'staff', 'staff'));
-  const shopper = await openPage(browser, await consultUrl(room, 'shopper', 'shopper'));
+  const staff = await openPage(lab.browser, await consultUrl(room, 'staff', 'staff'));
+  const shopper = await openPage(lab.browser, await consultUrl(room, 'shopper', 'shopper'));
   await waitInPage(staff, framesFrom, { arg: [`(${inboundSummary})`, 'shopper'], what: 'staff to see the shopper' });
 
   await shopper.evaluate(() => /** @type {any} */ (window).soukRoom.leave());
@@ -46,8 +37,8 @@ test('a participant leaves and rejoins, and video flows again both ways', async 
 
 test('after the WebSocket is cut the page resumes as the same participant', async () => {
   const room = 'resume-e2e';
-  const staff = await openPage(browser, await consultUrl(room, 'staff', 'staff'));
-  const shopper = await openPage(browser, await consultUrl(room, 'shopper', 'shopper'));
+  const staff = await openPage(lab.browser, await consultUrl(room, 'staff', 'staff'));
+  const shopper = await openPage(lab.browser, await consultUrl(room, 'shopper', 'shopper'));
   await waitInPage(staff, framesFrom, { arg: [`(${inboundSummary})`, 'shopper'], what: 'staff to see the shopper' });
   const sidBefore = await shopper.evaluate(() => /** @type {any} */ (window).soukRoom.localParticipant.sid);
   const leftEvents = [];

@@ -1,23 +1,11 @@
 // Adaptive stream: a subscriber that shows a video small gets a smaller simulcast layer.
-import { test, after, before } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { startServer, devToken, launchBrowser, openPage, waitInPage, inboundSummary } from './harness.mjs';
+import { devToken, openPage, waitInPage, inboundSummary, useLab } from './harness.mjs';
 
-let server;
-let browser;
-let hostBrowser;
-before(async () => {
-  server = await startServer();
-  browser = await launchBrowser();
-  // Chromium shares one fake camera per browser process, opened at the first size asked
-  // for; the host needs 1280x720 (three layers), so it gets a browser of its own.
-  hostBrowser = await launchBrowser();
-});
-after(async () => {
-  await browser?.close();
-  await hostBrowser?.close();
-  await server?.stop();
-});
+// Chromium shares one fake camera per browser process, opened at the first size asked
+// for; the host needs 1280x720 (three layers), so it gets a browser of its own.
+const lab = useLab({ browser: {}, hostBrowser: {} });
 
 /** In-page: the decoded width of the remote video once frames flow, else 0. */
 const remoteWidth = async (summary) => {
@@ -28,8 +16,8 @@ const remoteWidth = async (summary) => {
 
 test('shrinking the video element switches to a smaller layer', async () => {
   const room = 'simulcast-e2e';
-  const host = await openPage(hostBrowser, `${server.url}/demo/consult.html?token=${await devToken(server.url, { room, identity: 'host', role: 'host' })}&simulcast=1&width=1280&height=720`);
-  const viewer = await openPage(browser, `${server.url}/demo/consult.html?token=${await devToken(server.url, { room, identity: 'viewer', role: 'shopper' })}&simulcast=0&width=320&height=180`);
+  const host = await openPage(lab.hostBrowser, `${lab.server.url}/demo/consult.html?token=${await devToken(lab.server.url, { room, identity: 'host', role: 'host' })}&simulcast=1&width=1280&height=720`);
+  const viewer = await openPage(lab.browser, `${lab.server.url}/demo/consult.html?token=${await devToken(lab.server.url, { room, identity: 'viewer', role: 'shopper' })}&simulcast=0&width=320&height=180`);
   await waitInPage(host, () => document.body.dataset.state === 'connected', { what: 'host to connect' });
 
   // Shown large: wait until the layer delivered is wider than the smallest (320).

@@ -51,7 +51,8 @@ export function makeTile(label, extraClass = '') {
 }
 
 /**
- * Joins with the page's token and publishes camera and microphone, no click needed.
+ * Joins with the page's token and publishes camera and microphone, no click needed
+ * (unless `?audio=0` / `?video=0` say otherwise).
  * `setup` attaches the page's handlers before joining, so no early track is missed.
  * @param {{ defaultRoom: string, defaultRole: string, simulcast?: boolean, setup: (room: Room) => void }} opts
  */
@@ -72,6 +73,9 @@ export async function joinAndPublish(opts) {
   const width = Number(q.get('width') ?? 1280);
   const height = Number(q.get('height') ?? 720);
   const videoCodec = /** @type {'vp8' | 'h264' | undefined} */ (q.get('codec') ?? undefined);
-  await room.publish({ simulcast, width, height, videoCodec });
+  // `?audio=0&video=0` joins without camera and microphone, e.g. to just listen first.
+  const audio = q.get('audio') !== '0';
+  const video = q.get('video') !== '0';
+  if (audio || video) await room.publish({ audio, video, simulcast, width, height, videoCodec });
   return room;
 }

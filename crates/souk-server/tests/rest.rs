@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::{eventually, TestServer, WAIT};
+use reqwest::Method;
 use souk_client::{Client, ClientOptions, SyntheticMedia};
 use souk_proto::model::LeaveReason;
 use souk_proto::signal::ServerMessage;
@@ -13,8 +14,48 @@ use souk_proto::signal::ServerMessage;
 const KEY: &str = "devkey";
 const SECRET: &str = "souk-dev-secret-0123456789abcdef";
 
-fn api(server: &TestServer, path: &str) -> String {
-    format!("{}/api/v1{path}", server.url)
+/// The room-service API as a merchant's backend calls it.
+struct Api {
+    http: reqwest::Client,
+    base: String,
+}
+
+impl Api {
+    fn new(server: &TestServer) -> Api {
+        Api {
+            http: reqwest::Client::new(),
+            base: format!("{}/api/v1", server.url),
+        }
+    }
+
+    /// Sends an authenticated request; returns the status and the JSON body (null if none).
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> (u16, serde_json::Value) {
+        self.send(
+            self.http
+                .request(method, format!("{}{path}", self.base))
+                .basic_auth(KEY, Some(SECRET)),
+            body,
+        )
+        .await
+    }
+
+    async fn send(
+        &self,
+        mut req: reqwest::RequestBuilder,
+        body: Option<serde_json::Value>,
+    ) -> (u16, serde_json::Value) {
+        if let Some(body) = body {
+            req = req.json(&body);
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status().as_u16();
+        (status, resp.json().await.unwrap_or(serde_json::Value::Null))
+    }
 }
 
 fn left_with(reason: LeaveReason) -> impl Fn(&souk_client::Stats) -> bool {
@@ -28,59 +69,35 @@ fn left_with(reason: LeaveReason) -> impl Fn(&souk_client::Stats) -> bool {
 #[tokio::test]
 async fn rooms_can_be_created_listed_inspected_and_deleted() {
     let server = TestServer::start();
-    let http = reqwest::Client::new();
+    let api = Api::new(&server);
 
-    let resp = http.get(api(&server, "/rooms")).send().await.unwrap();
-    assert_eq!(resp.status(), 401);
-    assert_eq!(
-        resp.json::<serde_json::Value>().await.unwrap()["code"],
-        "unauthorized"
-    );
-    let resp = http
-        .get(api(&server, "/rooms"))
-        .basic_auth(KEY, Some("wrong"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 401);
+    let (status, body) = api
+        .send(api.http.get(format!("{}/rooms", api.base)), None)
+        .await;
+    assert_eq!((status, body["code"].as_str()), (401, Some("unauthorized")));
+    let (status, _) = api
+        .send(
+            api.http
+                .get(format!("{}/rooms", api.base))
+                .basic_auth(KEY, Some("wrong")),
+            None,
+        )
+        .await;
+    assert_eq!(status, 401);
 
-    let body = serde_json::json!({"name": "sale-42", "max_participants": 2, "metadata": "{\"sku\":\"A1\"}"});
-    let resp = http
-        .post(api(&server, "/rooms"))
-        .basic_auth(KEY, Some(SECRET))
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 201);
-    let room: serde_json::Value = resp.json().await.unwrap();
-    assert_eq!(room["name"], "sale-42");
-    assert!(room["sid"].as_str().unwrap().starts_with("RM_"));
-
-    let resp = http
-        .post(api(&server, "/rooms"))
-        .basic_auth(KEY, Some(SECRET))
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 409);
+    let room = serde_json::json!({"name": "sale-42", "max_participants": 2, "metadata": "{\"sku\":\"A1\"}"});
+    let (status, body) = api.call(Method::POST, "/rooms", Some(room.clone())).await;
+    assert_eq!(status, 201);
+    assert_eq!(body["name"], "sale-42");
+    assert!(body["sid"].as_str().unwrap().starts_with("RM_"));
+    let (status, body) = api.call(Method::POST, "/rooms", Some(room)).await;
+    assert_eq!((status, body["code"].as_str()), (409, Some("room_exists")));
+    let (status, body) = api
+        .call(Method::POST, "/rooms", Some(serde_json::json!({"nme": 1})))
+        .await;
     assert_eq!(
-        resp.json::<serde_json::Value>().await.unwrap()["code"],
-        "room_exists"
-    );
-    let resp = http
-        .post(api(&server, "/rooms"))
-        .basic_auth(KEY, Some(SECRET))
-        .body("{\"nme\":1}")
-        .header("content-type", "application/json")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 400);
-    assert_eq!(
-        resp.json::<serde_json::Value>().await.unwrap()["code"],
-        "invalid_request"
+        (status, body["code"].as_str()),
+        (400, Some("invalid_request"))
     );
 
     let a = Client::connect(
@@ -105,25 +122,11 @@ async fn rooms_can_be_created_listed_inspected_and_deleted() {
     .await;
     assert!(full.err().unwrap().to_string().contains("room_full"));
 
-    let list: serde_json::Value = http
-        .get(api(&server, "/rooms"))
-        .basic_auth(KEY, Some(SECRET))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, list) = api.call(Method::GET, "/rooms", None).await;
     assert_eq!(list["rooms"][0]["num_participants"], 2);
-    let people: serde_json::Value = http
-        .get(api(&server, "/rooms/sale-42/participants"))
-        .basic_auth(KEY, Some(SECRET))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, people) = api
+        .call(Method::GET, "/rooms/sale-42/participants", None)
+        .await;
     let identities: Vec<&str> = people["participants"]
         .as_array()
         .unwrap()
@@ -131,25 +134,16 @@ async fn rooms_can_be_created_listed_inspected_and_deleted() {
         .map(|p| p["identity"].as_str().unwrap())
         .collect();
     assert_eq!(identities, ["alice", "bob"]);
-    let resp = http
-        .get(api(&server, "/rooms/nope/participants"))
-        .basic_auth(KEY, Some(SECRET))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 404);
+    let (status, body) = api
+        .call(Method::GET, "/rooms/nope/participants", None)
+        .await;
     assert_eq!(
-        resp.json::<serde_json::Value>().await.unwrap()["code"],
-        "room_not_found"
+        (status, body["code"].as_str()),
+        (404, Some("room_not_found"))
     );
 
-    let resp = http
-        .delete(api(&server, "/rooms/sale-42"))
-        .basic_auth(KEY, Some(SECRET))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 204);
+    let (status, _) = api.call(Method::DELETE, "/rooms/sale-42", None).await;
+    assert_eq!(status, 204);
     a.wait_for(
         "alice to be told the room closed",
         WAIT,
@@ -157,22 +151,14 @@ async fn rooms_can_be_created_listed_inspected_and_deleted() {
     )
     .await
     .unwrap();
-    let list: serde_json::Value = http
-        .get(api(&server, "/rooms"))
-        .basic_auth(KEY, Some(SECRET))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, list) = api.call(Method::GET, "/rooms", None).await;
     assert_eq!(list["rooms"].as_array().unwrap().len(), 0);
 }
 
 #[tokio::test]
 async fn moderators_remove_participants_and_mute_tracks() {
     let server = TestServer::start();
-    let http = reqwest::Client::new();
+    let api = Api::new(&server);
     let host = Client::connect(
         &server.url,
         &server.token("mod", "host", "host"),
@@ -193,21 +179,18 @@ async fn moderators_remove_participants_and_mute_tracks() {
         .iter()
         .find(|t| t.kind == souk_proto::model::TrackKind::Video)
         .unwrap();
-    let url = api(
-        &server,
-        &format!(
-            "/rooms/mod/participants/host/tracks/{}/mute",
-            video.track_id
-        ),
-    );
-    let resp = http
-        .post(&url)
-        .basic_auth(KEY, Some(SECRET))
-        .json(&serde_json::json!({"muted": true}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 204);
+    let mute = Some(serde_json::json!({"muted": true}));
+    let (status, _) = api
+        .call(
+            Method::POST,
+            &format!(
+                "/rooms/mod/participants/host/tracks/{}/mute",
+                video.track_id
+            ),
+            mute.clone(),
+        )
+        .await;
+    assert_eq!(status, 204);
     for (who, c) in [("host", &host), ("troll", &troll)] {
         c.wait_for(&format!("{who} to see the mute"), WAIT, |s| {
             s.messages
@@ -217,28 +200,19 @@ async fn moderators_remove_participants_and_mute_tracks() {
         .await
         .unwrap();
     }
-    let resp = http
-        .post(api(
-            &server,
+    let (_, body) = api
+        .call(
+            Method::POST,
             "/rooms/mod/participants/host/tracks/TR_x/mute",
-        ))
-        .basic_auth(KEY, Some(SECRET))
-        .json(&serde_json::json!({"muted": true}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(
-        resp.json::<serde_json::Value>().await.unwrap()["code"],
-        "track_not_found"
-    );
+            mute,
+        )
+        .await;
+    assert_eq!(body["code"], "track_not_found");
 
-    let resp = http
-        .delete(api(&server, "/rooms/mod/participants/troll"))
-        .basic_auth(KEY, Some(SECRET))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 204);
+    let (status, _) = api
+        .call(Method::DELETE, "/rooms/mod/participants/troll", None)
+        .await;
+    assert_eq!(status, 204);
     troll
         .wait_for(
             "the troll to be removed",
@@ -247,16 +221,10 @@ async fn moderators_remove_participants_and_mute_tracks() {
         )
         .await
         .unwrap();
-    let resp = http
-        .delete(api(&server, "/rooms/mod/participants/troll"))
-        .basic_auth(KEY, Some(SECRET))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(
-        resp.json::<serde_json::Value>().await.unwrap()["code"],
-        "participant_not_found"
-    );
+    let (_, body) = api
+        .call(Method::DELETE, "/rooms/mod/participants/troll", None)
+        .await;
+    assert_eq!(body["code"], "participant_not_found");
 }
 
 /// Records webhook deliveries; refuses the first one to exercise retries.
@@ -392,25 +360,46 @@ async fn ctrl_c_tells_participants_and_exits_cleanly() {
 
 #[tokio::test]
 async fn tls_serves_https_with_the_given_certificate() {
-    let cert = rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()]).unwrap();
+    let cert =
+        rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()]).unwrap();
     let dir = std::env::temp_dir().join(format!("souk-tls-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let (cert_path, key_path) = (dir.join("cert.pem"), dir.join("key.pem"));
     std::fs::write(&cert_path, cert.cert.pem()).unwrap();
     std::fs::write(&key_path, cert.key_pair.serialize_pem()).unwrap();
-    let server = TestServer::start_with(&["--tls-cert", cert_path.to_str().unwrap(), "--tls-key", key_path.to_str().unwrap()]);
+    let server = TestServer::start_with(&[
+        "--tls-cert",
+        cert_path.to_str().unwrap(),
+        "--tls-key",
+        key_path.to_str().unwrap(),
+    ]);
     assert!(server.url.starts_with("https://"), "{}", server.url);
 
     let trusting = reqwest::Client::builder()
         .add_root_certificate(reqwest::Certificate::from_pem(cert.cert.pem().as_bytes()).unwrap())
         .build()
         .unwrap();
-    let body = trusting.get(format!("{}/healthz", server.url)).send().await.unwrap().text().await.unwrap();
+    let body = trusting
+        .get(format!("{}/healthz", server.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert_eq!(body, "ok");
-    let page = trusting.get(format!("{}/demo/consult.html", server.url)).send().await.unwrap();
+    let page = trusting
+        .get(format!("{}/demo/consult.html", server.url))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(page.status(), 200);
     // Plain HTTP on the TLS port gets nowhere.
-    let plain = reqwest::get(format!("http://{}/healthz", server.http.trim_start_matches("https://"))).await;
+    let plain = reqwest::get(format!(
+        "http://{}/healthz",
+        server.http.trim_start_matches("https://")
+    ))
+    .await;
     assert!(plain.is_err() || !plain.unwrap().status().is_success());
     let _ = std::fs::remove_dir_all(dir);
 }

@@ -13,12 +13,46 @@ use souk_proto::signal::{ClientMessage, ServerMessage, Subscribe};
 #[tokio::test]
 async fn the_loud_participant_is_the_active_speaker() {
     let server = TestServer::start();
-    let loud = Client::connect(&server.url, &server.token("talk", "loud", "staff"), ClientOptions::default()).await.unwrap();
-    let quiet = Client::connect(&server.url, &server.token("talk", "quiet", "staff"), ClientOptions::default()).await.unwrap();
-    let listener = Client::connect(&server.url, &server.token("talk", "listener", "staff"), ClientOptions::default()).await.unwrap();
-    loud.publish(SyntheticMedia { video: false, audio_level: 10, ..Default::default() }).await.unwrap();
-    quiet.publish(SyntheticMedia { video: false, audio_level: 127, ..Default::default() }).await.unwrap();
-    let (loud_sid, quiet_sid) = (loud.participant().sid.clone(), quiet.participant().sid.clone());
+    let loud = Client::connect(
+        &server.url,
+        &server.token("talk", "loud", "staff"),
+        ClientOptions::default(),
+    )
+    .await
+    .unwrap();
+    let quiet = Client::connect(
+        &server.url,
+        &server.token("talk", "quiet", "staff"),
+        ClientOptions::default(),
+    )
+    .await
+    .unwrap();
+    let listener = Client::connect(
+        &server.url,
+        &server.token("talk", "listener", "staff"),
+        ClientOptions::default(),
+    )
+    .await
+    .unwrap();
+    loud.publish(SyntheticMedia {
+        video: false,
+        audio_level: 10,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    quiet
+        .publish(SyntheticMedia {
+            video: false,
+            audio_level: 127,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let (loud_sid, quiet_sid) = (
+        loud.participant().sid.clone(),
+        quiet.participant().sid.clone(),
+    );
     let stats = listener
         .wait_for("an active-speaker list naming the loud one", WAIT, |s| {
             s.messages.iter().any(|m| matches!(m, ServerMessage::ActiveSpeakers(a) if a.speakers.first().is_some_and(|sp| sp.sid == loud_sid)))
@@ -27,7 +61,10 @@ async fn the_loud_participant_is_the_active_speaker() {
         .unwrap();
     for m in &stats.messages {
         if let ServerMessage::ActiveSpeakers(a) = m {
-            assert!(a.speakers.iter().all(|s| s.sid != quiet_sid), "silence never counts as speaking");
+            assert!(
+                a.speakers.iter().all(|s| s.sid != quiet_sid),
+                "silence never counts as speaking"
+            );
         }
     }
 }
@@ -35,55 +72,125 @@ async fn the_loud_participant_is_the_active_speaker() {
 #[tokio::test]
 async fn without_auto_subscribe_only_requested_tracks_arrive() {
     let server = TestServer::start();
-    let host = Client::connect(&server.url, &server.token("pick", "host", "host"), ClientOptions::default()).await.unwrap();
+    let host = Client::connect(
+        &server.url,
+        &server.token("pick", "host", "host"),
+        ClientOptions::default(),
+    )
+    .await
+    .unwrap();
     let tracks = host.publish(SyntheticMedia::default()).await.unwrap();
-    let options = ClientOptions { auto_subscribe: false, ..Default::default() };
-    let picky = Client::connect(&server.url, &server.token("pick", "picky", "audience"), options).await.unwrap();
+    let options = ClientOptions {
+        auto_subscribe: false,
+        ..Default::default()
+    };
+    let picky = Client::connect(
+        &server.url,
+        &server.token("pick", "picky", "audience"),
+        options,
+    )
+    .await
+    .unwrap();
     tokio::time::sleep(std::time::Duration::from_secs(1)).await;
     assert!(picky.stats().tracks.is_empty(), "nothing arrives unasked");
 
     let video = tracks.iter().find(|t| t.kind == TrackKind::Video).unwrap();
     picky
-        .send(ClientMessage::Subscribe(Subscribe { req: None, track_ids: vec![video.track_id.clone()], subscribe: true }))
+        .send(ClientMessage::Subscribe(Subscribe {
+            req: None,
+            track_ids: vec![video.track_id.clone()],
+            subscribe: true,
+        }))
         .await
         .unwrap();
-    let stats = picky.wait_for("the chosen video", WAIT, |s| s.frames_of(TrackKind::Video) >= 20).await.unwrap();
-    assert_eq!(stats.frames_of(TrackKind::Audio), 0, "audio was not asked for");
+    let stats = picky
+        .wait_for("the chosen video", WAIT, |s| {
+            s.frames_of(TrackKind::Video) >= 20
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        stats.frames_of(TrackKind::Audio),
+        0,
+        "audio was not asked for"
+    );
 }
 
 #[tokio::test]
 async fn an_expired_token_does_not_end_a_live_session_and_the_refreshed_one_resumes() {
     let server = TestServer::start();
-    let short = common::token(&["--room", "long-sale", "--identity", "host", "--role", "host", "--ttl", "2s"]);
+    let short = common::token(&[
+        "--room",
+        "long-sale",
+        "--identity",
+        "host",
+        "--role",
+        "host",
+        "--ttl",
+        "2s",
+    ]);
     let mut ws = RawSignal::connect(&server).await;
     let joined = ws.join(&short).await;
-    let refreshed = ws.next_of("refresh_token").await["token"].as_str().unwrap().to_owned();
+    let refreshed = ws.next_of("refresh_token").await["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     tokio::time::sleep(std::time::Duration::from_secs(8)).await;
     ws.send_text(r#"{"type":"ping","ts":5}"#).await;
-    assert_eq!(ws.next_of("pong").await["ts"], 5, "the session outlives its token");
+    assert_eq!(
+        ws.next_of("pong").await["ts"],
+        5,
+        "the session outlives its token"
+    );
     drop(ws);
 
     let resume = serde_json::json!({"sid": joined["participant"]["sid"], "resume_secret": joined["resume_secret"]});
     let mut ws = RawSignal::connect(&server).await;
-    ws.send_text(serde_json::json!({"type":"join","protocol":1,"token": short, "resume": resume}).to_string()).await;
-    assert_eq!(ws.next_error().await, "token_expired", "an expired token cannot resume");
+    ws.send_text(
+        serde_json::json!({"type":"join","protocol":1,"token": short, "resume": resume})
+            .to_string(),
+    )
+    .await;
+    assert_eq!(
+        ws.next_error().await,
+        "token_expired",
+        "an expired token cannot resume"
+    );
     let mut ws = RawSignal::connect(&server).await;
-    ws.send_text(serde_json::json!({"type":"join","protocol":1,"token": refreshed, "resume": resume}).to_string()).await;
+    ws.send_text(
+        serde_json::json!({"type":"join","protocol":1,"token": refreshed, "resume": resume})
+            .to_string(),
+    )
+    .await;
     let resumed = ws.next_of("resumed").await;
     assert_eq!(resumed["participant"]["sid"], joined["participant"]["sid"]);
 
     let mut ws = RawSignal::connect(&server).await;
     let wrong = serde_json::json!({"sid": joined["participant"]["sid"], "resume_secret": "guess"});
-    ws.send_text(serde_json::json!({"type":"join","protocol":1,"token": refreshed, "resume": wrong}).to_string()).await;
-    assert_eq!(ws.next_error().await, "session_not_found", "a wrong secret cannot take over a session");
+    ws.send_text(
+        serde_json::json!({"type":"join","protocol":1,"token": refreshed, "resume": wrong})
+            .to_string(),
+    )
+    .await;
+    assert_eq!(
+        ws.next_error().await,
+        "session_not_found",
+        "a wrong secret cannot take over a session"
+    );
 }
 
 #[test]
 fn serving_without_configuration_is_a_clear_error() {
-    let out = Command::new(env!("CARGO_BIN_EXE_souk")).args(["serve", "--bind", "127.0.0.1:0"]).output().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_souk"))
+        .args(["serve", "--bind", "127.0.0.1:0"])
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("--config") && stderr.contains("--dev"), "{stderr}");
+    assert!(
+        stderr.contains("--config") && stderr.contains("--dev"),
+        "{stderr}"
+    );
 
     let dir = std::env::temp_dir().join(format!("souk-badcfg-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -94,7 +201,10 @@ fn serving_without_configuration_is_a_clear_error() {
     ] {
         let path = dir.join("souk.toml");
         std::fs::write(&path, text).unwrap();
-        let out = Command::new(env!("CARGO_BIN_EXE_souk")).args(["serve", "--config", path.to_str().unwrap()]).output().unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_souk"))
+            .args(["serve", "--config", path.to_str().unwrap()])
+            .output()
+            .unwrap();
         assert!(!out.status.success());
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(stderr.contains(expect), "expected '{expect}' in: {stderr}");

@@ -19,7 +19,7 @@ use souk_sfu::{JoinRequest, ParticipantId, ResumeRequest};
 
 use super::{ApiError, ClientAddr};
 use crate::auth;
-use crate::media::{session_channel, ConnId, SessionEvent, SessionReceiver};
+use crate::media::{session_channel, ConnId, Entry, SessionEvent, SessionReceiver};
 use crate::ratelimit::Bucket;
 
 /// How long a new socket has to send `join`.
@@ -105,7 +105,7 @@ async fn session(mut socket: WebSocket, state: super::State, addr: SocketAddr) {
                 resume_secret: resume.resume_secret.clone(),
                 req: join.req,
             };
-            state.media.resume(req, conn, tx).await
+            state.media.enter(Entry::Resume(req), conn, tx).await
         }
         None => {
             let req = JoinRequest {
@@ -118,7 +118,7 @@ async fn session(mut socket: WebSocket, state: super::State, addr: SocketAddr) {
                 auto_subscribe: join.auto_subscribe,
                 req: join.req,
             };
-            state.media.join(req, conn, tx).await
+            state.media.enter(Entry::Join(req), conn, tx).await
         }
     };
     let id = match joined {

@@ -47,15 +47,15 @@ pub type ConnId = u64;
 
 type Call = Box<dyn FnOnce(&mut Sfu, Instant) + Send>;
 
+/// How a signalling socket enters a session.
+pub enum Entry {
+    Join(JoinRequest),
+    Resume(ResumeRequest),
+}
+
 enum Command {
-    Join {
-        req: JoinRequest,
-        conn: ConnId,
-        session: SessionSender,
-        reply: oneshot::Sender<Result<ParticipantId, ProtoError>>,
-    },
-    Resume {
-        req: ResumeRequest,
+    Enter {
+        entry: Entry,
         conn: ConnId,
         session: SessionSender,
         reply: oneshot::Sender<Result<ParticipantId, ProtoError>>,
@@ -82,32 +82,16 @@ fn stopped() -> ProtoError {
 }
 
 impl MediaHandle {
-    pub async fn join(
+    /// Joins or resumes; from then on the session's messages arrive on `session`.
+    pub async fn enter(
         &self,
-        req: JoinRequest,
+        entry: Entry,
         conn: ConnId,
         session: SessionSender,
     ) -> Result<ParticipantId, ProtoError> {
         let (reply, rx) = oneshot::channel();
-        self.send(Command::Join {
-            req,
-            conn,
-            session,
-            reply,
-        })
-        .await?;
-        rx.await.map_err(|_| stopped())?
-    }
-
-    pub async fn resume(
-        &self,
-        req: ResumeRequest,
-        conn: ConnId,
-        session: SessionSender,
-    ) -> Result<ParticipantId, ProtoError> {
-        let (reply, rx) = oneshot::channel();
-        self.send(Command::Resume {
-            req,
+        self.send(Command::Enter {
+            entry,
             conn,
             session,
             reply,
@@ -251,27 +235,18 @@ impl Driver {
     fn handle_command(&mut self, cmd: Command) {
         let now = Instant::now();
         match cmd {
-            Command::Join {
-                req,
+            Command::Enter {
+                entry,
                 conn,
                 session,
                 reply,
             } => {
-                let result = self.sfu.join(now, req);
+                let result = match entry {
+                    Entry::Join(req) => self.sfu.join(now, req),
+                    Entry::Resume(req) => self.sfu.resume(now, req),
+                };
                 if let Ok(id) = result {
-                    self.sessions.insert(id, (conn, session));
-                }
-                let _ = reply.send(result);
-            }
-            Command::Resume {
-                req,
-                conn,
-                session,
-                reply,
-            } => {
-                let result = self.sfu.resume(now, req);
-                if let Ok(id) = result {
-                    // The old socket, if still half-open, is told to close.
+                    // A socket still half-open from before a resume is told to close.
                     if let Some((_, old)) = self.sessions.insert(id, (conn, session)) {
                         let _ = old.try_send(SessionEvent::Close);
                     }

@@ -54,7 +54,10 @@ impl TestServer {
         };
         // Keep draining stdout so the server never blocks on a full pipe.
         std::thread::spawn(move || for _ in lines {});
-        let http = url.trim_start_matches("http://").trim_start_matches("https://").to_owned();
+        let http = url
+            .trim_start_matches("http://")
+            .trim_start_matches("https://")
+            .to_owned();
         TestServer { url, http, child }
     }
 
