@@ -108,7 +108,7 @@ async fn serve(config: ServerConfig) -> anyhow::Result<()> {
         next_conn: AtomicU64::new(1),
         open_sessions: Default::default(),
     });
-    let app = http::router(state, config.cors_origins.as_deref())
+    let app = http::router(state.clone(), config.cors_origins.as_deref())
         .into_make_service_with_connect_info::<SocketAddr>();
 
     let listener = std::net::TcpListener::bind(config.bind)
@@ -169,11 +169,23 @@ async fn serve(config: ServerConfig) -> anyhow::Result<()> {
 
     cancel.cancel();
     tracker.close();
-    if tokio::time::timeout(Duration::from_secs(5), tracker.wait())
+    // Signalling sockets are upgraded HTTP connections the server no longer tracks; wait
+    // for them to deliver their `leave` notices, or the runtime would drop them mid-write.
+    let drained = async {
+        tracker.wait().await;
+        while state
+            .open_sessions
+            .load(std::sync::atomic::Ordering::Relaxed)
+            > 0
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    if tokio::time::timeout(Duration::from_secs(5), drained)
         .await
         .is_err()
     {
-        warn!("some tasks did not stop within 5 s");
+        warn!("some tasks or sockets did not stop within 5 s");
     }
     info!("stopped");
     Ok(())

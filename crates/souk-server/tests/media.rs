@@ -129,3 +129,93 @@ async fn leaving_is_announced_and_cleans_up() {
     .await
     .unwrap();
 }
+
+#[tokio::test]
+async fn a_publisher_mutes_and_unpublishes_its_own_tracks() {
+    use souk_proto::signal::{ClientMessage, Mute, TrackRef};
+    let server = TestServer::start();
+    let host = Client::connect(
+        &server.url,
+        &server.token("own", "host", "host"),
+        ClientOptions::default(),
+    )
+    .await
+    .unwrap();
+    let tracks = host.publish(SyntheticMedia::default()).await.unwrap();
+    let viewer = Client::connect(
+        &server.url,
+        &server.token("own", "viewer", "audience"),
+        ClientOptions::default(),
+    )
+    .await
+    .unwrap();
+    viewer
+        .wait_for("video", WAIT, |s| s.frames_of(TrackKind::Video) >= 10)
+        .await
+        .unwrap();
+    let audio = tracks
+        .iter()
+        .find(|t| t.kind == TrackKind::Audio)
+        .unwrap()
+        .track_id
+        .clone();
+    let video = tracks
+        .iter()
+        .find(|t| t.kind == TrackKind::Video)
+        .unwrap()
+        .track_id
+        .clone();
+
+    host.send(ClientMessage::Mute(Mute {
+        req: None,
+        track_id: audio.clone(),
+        muted: true,
+    }))
+    .await
+    .unwrap();
+    viewer
+        .wait_for("the mute", WAIT, |s| {
+            s.messages.iter().any(
+                |m| matches!(m, ServerMessage::TrackMuted(t) if t.track_id == audio && t.muted),
+            )
+        })
+        .await
+        .unwrap();
+    // A muted track is not forwarded.
+    let muted_at = viewer.stats().frames_of(TrackKind::Audio);
+    let later = viewer
+        .wait_for("more video", WAIT, |s| s.frames_of(TrackKind::Video) >= 60)
+        .await
+        .unwrap();
+    assert!(
+        later.frames_of(TrackKind::Audio) <= muted_at + 2,
+        "muted audio stopped flowing"
+    );
+
+    host.send(ClientMessage::Unpublish(TrackRef {
+        req: None,
+        track_id: video.clone(),
+    }))
+    .await
+    .unwrap();
+    viewer
+        .wait_for("the unpublish", WAIT, |s| {
+            s.messages
+                .iter()
+                .any(|m| matches!(m, ServerMessage::TrackUnpublished(t) if t.track_id == video))
+        })
+        .await
+        .unwrap();
+    // The subscriber connection was renegotiated without the track.
+    viewer
+        .wait_for("an offer without the video", WAIT, |s| {
+            s.messages.iter().rev().find_map(|m| match m {
+                ServerMessage::SubscriberOffer(o) => {
+                    Some(o.tracks.iter().all(|t| t.track_id != video))
+                }
+                _ => None,
+            }) == Some(true)
+        })
+        .await
+        .unwrap();
+}

@@ -403,3 +403,30 @@ async fn tls_serves_https_with_the_given_certificate() {
     assert!(plain.is_err() || !plain.unwrap().status().is_success());
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[tokio::test]
+async fn cors_allows_only_the_configured_origins() {
+    let dir = std::env::temp_dir().join(format!("souk-cors-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("souk.toml");
+    std::fs::write(&config, "cors_origins = [\"https://shop.example\"]\n").unwrap();
+    let server = TestServer::start_with(&["--config", config.to_str().unwrap()]);
+    let http = reqwest::Client::new();
+    let preflight = |origin: &'static str| {
+        http.request(Method::OPTIONS, format!("{}/api/v1/rooms", server.url))
+            .header("origin", origin)
+            .header("access-control-request-method", "POST")
+            .send()
+    };
+    let allowed = preflight("https://shop.example").await.unwrap();
+    assert_eq!(
+        allowed
+            .headers()
+            .get("access-control-allow-origin")
+            .unwrap(),
+        "https://shop.example"
+    );
+    let other = preflight("https://evil.example").await.unwrap();
+    assert!(other.headers().get("access-control-allow-origin").is_none());
+    let _ = std::fs::remove_dir_all(dir);
+}
