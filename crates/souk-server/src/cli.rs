@@ -50,6 +50,10 @@ pub struct ServeArgs {
     /// How long a participant whose connection dropped can resume (e.g. 15s).
     #[arg(long, value_parser = parse_duration)]
     pub resume_window: Option<Duration>,
+    /// Loss and bandwidth resilience (audio RED, full retransmission, bandwidth-driven
+    /// layers); `off` keeps plain forwarding, for side-by-side measurement.
+    #[arg(long, value_parser = ["on", "off"], default_value = "on")]
+    pub resilience: String,
     /// TLS certificate chain (PEM); with --tls-key serves HTTPS and WSS.
     #[arg(long, requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,

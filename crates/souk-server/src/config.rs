@@ -123,6 +123,7 @@ pub struct ServerConfig {
     pub media_port: u16,
     pub public_ip: Option<IpAddr>,
     pub resume_window: Duration,
+    pub resilience: bool,
     pub tls: Option<(PathBuf, PathBuf)>,
     pub keys: Keys,
     /// `None` allows any origin (development only).
@@ -180,6 +181,7 @@ impl ServerConfig {
                 .resume_window
                 .or(file.resume_window_s.map(Duration::from_secs))
                 .unwrap_or(DEFAULT_RESUME_WINDOW),
+            resilience: args.resilience == "on",
             tls,
             keys,
             cors_origins: if args.dev && file.cors_origins.is_empty() {

@@ -2,6 +2,11 @@
 
 use std::time::Duration;
 
+/// Retransmission cache per outgoing video stream: enough for a second of 2 Mbps video.
+/// Payloads are shared with every other subscriber's cache, so this costs pointers.
+pub(crate) const RTX_CACHE_PACKETS: usize = 1024;
+pub(crate) const RTX_CACHE_AGE: Duration = Duration::from_secs(2);
+
 use str0m::{Candidate, RtcConfig};
 
 use crate::keyframe::VideoCodec;
@@ -24,6 +29,10 @@ pub struct SfuConfig {
     pub seed: u64,
     /// Rooms appear on first join when true; otherwise they must be created first.
     pub auto_create_rooms: bool,
+    /// Loss and bandwidth resilience: audio redundancy (RED) per subscriber, uncapped
+    /// retransmission, and layers chosen within each subscriber's bandwidth estimate.
+    /// Off leaves str0m's defaults, for side-by-side measurement.
+    pub resilience: bool,
 }
 
 impl SfuConfig {
@@ -37,6 +46,7 @@ impl SfuConfig {
             layer_idle_after: Duration::from_millis(1500),
             seed,
             auto_create_rooms: true,
+            resilience: true,
         }
     }
 
@@ -49,7 +59,7 @@ impl SfuConfig {
             .set_ice_lite(true)
             .set_rtp_mode(true)
             .clear_codecs()
-            .enable_opus(true, false);
+            .enable_opus(true, self.resilience);
         match video_first {
             VideoCodec::Vp8 => config.enable_vp8(true).enable_h264(true),
             VideoCodec::H264 => config.enable_h264(true).enable_vp8(true),

@@ -20,6 +20,7 @@ mod keyframe;
 mod layer;
 mod participant;
 mod peer;
+mod red;
 mod rewrite;
 mod room;
 pub mod sfu;

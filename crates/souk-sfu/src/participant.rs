@@ -14,6 +14,7 @@ use str0m::rtp::Ssrc;
 use crate::forward::{Forwarder, Layer};
 use crate::layer::Wanted;
 use crate::peer::Peer;
+use crate::red::RedEncoder;
 use crate::speaker::LevelMeter;
 use crate::track::{PublishedTrack, TrackKey};
 use crate::ParticipantId;
@@ -48,6 +49,8 @@ pub(crate) struct Participant {
     /// Something changed while an offer was out; offer again after the answer.
     pub renegotiate: bool,
     pub ice_restart_requested: bool,
+    /// The subscriber's answer accepted redundant audio (RFC 2198).
+    pub accepts_red: bool,
 
     pub level: LevelMeter,
 }
@@ -158,8 +161,11 @@ pub(crate) struct Downtrack {
     pub state: DowntrackState,
     pub wanted: Wanted,
     pub forwarder: Forwarder,
-    /// Publisher payload type to ours, cached after the first match.
-    pub pt_map: Option<(Pt, Pt)>,
+    /// Publisher payload type to ours (and our RED type, when this subscriber gets RED),
+    /// worked out on the first packet.
+    pub pt_map: Option<(Pt, Pt, Option<Pt>)>,
+    /// Redundancy for audio, when the subscriber negotiated RED.
+    pub red: RedEncoder,
     /// The subscriber was told it cannot decode this track (told once).
     pub codec_refused: bool,
 }
@@ -180,6 +186,7 @@ impl Downtrack {
             wanted: Wanted::default(),
             forwarder,
             pt_map: None,
+            red: RedEncoder::default(),
             codec_refused: false,
         }
     }

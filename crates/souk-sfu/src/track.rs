@@ -27,8 +27,9 @@ pub(crate) struct PublishedTrack {
     pub active: Vec<bool>,
     /// Participants that have this track in their subscriber connection.
     pub subscribers: Vec<ParticipantId>,
-    /// The payload type last seen and what it means, to avoid a lookup per packet.
-    pub last_pt: Option<(Pt, PayloadParams)>,
+    /// The payload type last seen, what it means, and whether it is RED around that codec,
+    /// to avoid a lookup per packet.
+    pub last_pt: Option<(Pt, PayloadParams, bool)>,
     /// Last keyframe request per layer, for rate limiting.
     pub keyframe_requested: Vec<(Layer, Instant)>,
     /// Muted by the publisher or by a moderator: nothing is forwarded.

@@ -18,6 +18,7 @@ use crate::forward::{Layer, Verdict};
 use crate::keyframe::starts_keyframe;
 use crate::participant::DowntrackState;
 use crate::peer::{Peer, Side};
+use crate::red;
 use crate::speaker;
 use crate::track::{codec_name, video_codec, TrackKey};
 use crate::ParticipantId;
@@ -229,7 +230,7 @@ impl Sfu {
         }
 
         let pt = packet.header.payload_type;
-        let params = {
+        let lookup = {
             let peer = p
                 .publisher
                 .as_ref()
@@ -240,24 +241,36 @@ impl Sfu {
                 .find(|t| t.key == track_key)
                 .expect("route is current");
             match track.last_pt {
-                Some((last, params)) if last == pt => Some(params),
-                _ => peer.rtc.codec_config().find(|c| c.pt() == pt).copied(),
+                Some((last, params, is_red)) if last == pt => Some((params, is_red)),
+                _ => {
+                    let config = peer.rtc.codec_config();
+                    // str0m leaves RED whole in RTP mode: note it, and unwrap below.
+                    let plain = config.find(|c| c.pt() == pt).map(|c| (*c, false));
+                    plain.or_else(|| config.find(|c| c.red() == Some(pt)).map(|c| (*c, true)))
+                }
             }
         };
-        let Some(params) = params else {
+        let Some((params, is_red)) = lookup else {
             return;
+        };
+        let payload: std::sync::Arc<[u8]> = if is_red {
+            match red::primary(&packet.payload) {
+                Some(primary) => primary.into(),
+                None => return,
+            }
+        } else {
+            packet.payload.clone()
         };
         let track = p.track_mut(track_key).expect("route is current");
         if track.last_pt.is_none() {
             track.info.codec = Some(codec_name(&params));
         }
-        track.last_pt = Some((pt, params));
+        track.last_pt = Some((pt, params, is_red));
         let layer_started = track.note_packet(layer, now);
         if track.muted {
             return;
         }
-        let keyframe =
-            video_codec(&params).is_some_and(|codec| starts_keyframe(codec, &packet.payload));
+        let keyframe = video_codec(&params).is_some_and(|codec| starts_keyframe(codec, &payload));
         // Take the list to fan out over other participants without cloning it per packet.
         let subscribers = std::mem::take(&mut track.subscribers);
 
@@ -301,8 +314,8 @@ impl Sfu {
             let Verdict::Forward { seq, ts } = verdict else {
                 continue;
             };
-            let out_pt = match dt.pt_map {
-                Some((from, to)) if from == pt => to,
+            let (out_pt, red_pt) = match dt.pt_map {
+                Some((from, to, red)) if from == pt => (to, red),
                 _ => {
                     let Some(ours) = peer.rtc.codec_config().match_params(params) else {
                         if !std::mem::replace(&mut dt.codec_refused, true) {
@@ -310,9 +323,15 @@ impl Sfu {
                         }
                         continue;
                     };
-                    dt.pt_map = Some((pt, ours.pt()));
-                    ours.pt()
+                    // RED only where this subscriber's answer accepted it.
+                    let red = ours.red().filter(|_| sub.accepts_red);
+                    dt.pt_map = Some((pt, ours.pt(), red));
+                    (ours.pt(), red)
                 }
+            };
+            let (write_pt, payload) = match red_pt {
+                Some(red) => (red, dt.red.encode(*out_pt, ts, &payload).into()),
+                None => (out_pt, payload.clone()),
             };
             let mut api = peer.rtc.direct_api();
             let Some(stream) = api.stream_tx_by_mid(mid, None) else {
@@ -325,16 +344,10 @@ impl Sfu {
                 ..Default::default()
             };
             stream.write_rtp(
-                RtpWrite::new(
-                    out_pt,
-                    seq.into(),
-                    ts,
-                    packet.timestamp,
-                    packet.payload.clone(),
-                )
-                .marker(packet.header.marker)
-                .ext_vals(ext_vals)
-                .nackable(dt.kind.is_video()),
+                RtpWrite::new(write_pt, seq.into(), ts, packet.timestamp, payload)
+                    .marker(packet.header.marker)
+                    .ext_vals(ext_vals)
+                    .nackable(dt.kind.is_video()),
             );
             dirty.push(PeerKey {
                 participant: sub_id,

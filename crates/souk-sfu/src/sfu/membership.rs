@@ -80,6 +80,7 @@ impl Sfu {
             last_offer: None,
             renegotiate: false,
             ice_restart_requested: false,
+            accepts_red: false,
             level: Default::default(),
         };
         let info = participant.info();

@@ -15,6 +15,7 @@ use str0m::change::{SdpAnswer, SdpOffer};
 use str0m::media::{Direction, MediaKind, Mid};
 
 use super::Sfu;
+use crate::config::{RTX_CACHE_AGE, RTX_CACHE_PACKETS};
 use crate::demux::PeerKey;
 use crate::keyframe::VideoCodec;
 use crate::layer::{choose_layer, Wanted};
@@ -398,9 +399,22 @@ impl Sfu {
                     .map_err(|e| format!("answer was refused: {e}"))
             });
         let accepted = result.is_ok();
+        if accepted {
+            // str0m folds RED into its primary codec, so the answer text is where to see it.
+            p.accepts_red = msg
+                .sdp
+                .lines()
+                .any(|l| l.starts_with("a=rtpmap:") && l.contains(" red/48000"));
+        }
+        let mut opened_video = Vec::new();
         for dt in &mut p.downtracks {
             dt.state = match (dt.state, accepted) {
-                (DowntrackState::Negotiating(mid), true) => DowntrackState::Open(mid),
+                (DowntrackState::Negotiating(mid), true) => {
+                    if dt.kind.is_video() {
+                        opened_video.push(mid);
+                    }
+                    DowntrackState::Open(mid)
+                }
                 (DowntrackState::Negotiating(_), false) => DowntrackState::ToOpen,
                 (DowntrackState::NegotiatingStop(mid), false) => DowntrackState::ToStop(mid),
                 (state, _) => state,
@@ -410,6 +424,16 @@ impl Sfu {
             .retain(|dt| !matches!(dt.state, DowntrackState::NegotiatingStop(_)));
         if let Err(e) = result {
             return Err(ProtoError::new(ErrorCode::InvalidSdp, e));
+        }
+        if self.config.resilience {
+            // str0m drops queued retransmissions past 15% of what was sent, which leaves
+            // holes at 20% loss; the cache holds shared payloads, so keep it and send them all.
+            let mut api = peer.rtc.direct_api();
+            for mid in opened_video {
+                if let Some(stream) = api.stream_tx_by_mid(mid, None) {
+                    stream.set_rtx_cache(RTX_CACHE_PACKETS, RTX_CACHE_AGE, None);
+                }
+            }
         }
         let opened: Vec<TrackKey> = p.downtracks.iter().map(|d| d.track).collect();
         for key in opened {
