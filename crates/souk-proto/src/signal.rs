@@ -59,6 +59,8 @@ pub enum ServerMessage {
     TrackUnpublished(TrackUnpublished),
     TrackMuted(TrackMuted),
     ActiveSpeakers(ActiveSpeakers),
+    /// A subscribed video stopped or resumed because of the subscriber's bandwidth.
+    StreamState(StreamState),
     /// A fresh token with the same grants, to resume with after the original expired.
     RefreshToken(RefreshToken),
     Pong(Ping),
@@ -282,6 +284,14 @@ pub struct TrackMuted {
 pub struct ActiveSpeakers {
     /// Loudest first; empty when nobody speaks.
     pub speakers: Vec<SpeakerInfo>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StreamState {
+    pub track_id: String,
+    /// True while the server holds this video back: the connection cannot carry even its
+    /// lowest layer. Audio keeps flowing.
+    pub paused: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

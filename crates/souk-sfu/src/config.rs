@@ -6,6 +6,9 @@ use std::time::Duration;
 /// Payloads are shared with every other subscriber's cache, so this costs pointers.
 pub(crate) const RTX_CACHE_PACKETS: usize = 1024;
 pub(crate) const RTX_CACHE_AGE: Duration = Duration::from_secs(2);
+/// Where a subscriber's bandwidth estimate starts: enough for a middle layer, low enough
+/// not to flood a weak link before the estimator has learnt anything.
+const INITIAL_ESTIMATE_KBPS: u64 = 1000;
 
 use str0m::{Candidate, RtcConfig};
 
@@ -54,12 +57,19 @@ impl SfuConfig {
     /// and in RTP mode (we forward packets, never frames). A browser sends in the first
     /// codec of our answer, and str0m answers in its own codec order, so the order here
     /// follows what the publisher prefers.
-    pub(crate) fn rtc_config(&self, video_first: VideoCodec) -> RtcConfig {
-        let config = RtcConfig::new()
+    pub(crate) fn rtc_config(
+        &self,
+        video_first: VideoCodec,
+        estimate_bandwidth: bool,
+    ) -> RtcConfig {
+        let mut config = RtcConfig::new()
             .set_ice_lite(true)
             .set_rtp_mode(true)
             .clear_codecs()
             .enable_opus(true, self.resilience);
+        if estimate_bandwidth && self.resilience {
+            config = config.enable_bwe(Some(str0m::bwe::Bitrate::kbps(INITIAL_ESTIMATE_KBPS)));
+        }
         match video_first {
             VideoCodec::Vp8 => config.enable_vp8(true).enable_h264(true),
             VideoCodec::H264 => config.enable_h264(true).enable_vp8(true),

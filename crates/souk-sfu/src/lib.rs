@@ -13,6 +13,7 @@
 //! - `demux`, `stun`: which connection a datagram belongs to;
 //! - `speaker`: audio levels and active speakers.
 
+mod allocate;
 mod config;
 mod demux;
 mod forward;

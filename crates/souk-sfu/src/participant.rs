@@ -51,6 +51,8 @@ pub(crate) struct Participant {
     pub ice_restart_requested: bool,
     /// The subscriber's answer accepted redundant audio (RFC 2198).
     pub accepts_red: bool,
+    /// The subscriber connection's bandwidth estimate (bits/s), once str0m has one.
+    pub estimate_bps: Option<u64>,
 
     pub level: LevelMeter,
 }
@@ -166,6 +168,9 @@ pub(crate) struct Downtrack {
     pub pt_map: Option<(Pt, Pt, Option<Pt>)>,
     /// Redundancy for audio, when the subscriber negotiated RED.
     pub red: RedEncoder,
+    /// The highest layer the subscriber's bandwidth allows: unset until estimated, `None`
+    /// when not even the lowest fits (video paused, the client told).
+    pub bandwidth_cap: Option<Option<usize>>,
     /// The subscriber was told it cannot decode this track (told once).
     pub codec_refused: bool,
 }
@@ -187,6 +192,7 @@ impl Downtrack {
             forwarder,
             pt_map: None,
             red: RedEncoder::default(),
+            bandwidth_cap: None,
             codec_refused: false,
         }
     }

@@ -57,8 +57,11 @@ pub(crate) struct Peer {
 }
 
 impl Peer {
-    pub fn new(now: Instant, config: &SfuConfig, video_first: VideoCodec) -> Peer {
-        let mut rtc = config.rtc_config(video_first).build(now);
+    pub fn new(now: Instant, config: &SfuConfig, side: Side, video_first: VideoCodec) -> Peer {
+        // Only what we send needs estimating: the subscriber connection.
+        let mut rtc = config
+            .rtc_config(video_first, side == Side::Subscriber)
+            .build(now);
         for candidate in &config.candidates {
             // A candidate str0m itself built cannot be refused; if it were, the peer would
             // simply not be reachable on that address, which ICE reports.

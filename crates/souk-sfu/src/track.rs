@@ -25,6 +25,9 @@ pub(crate) struct PublishedTrack {
     pub last_packet: Vec<Option<Instant>>,
     /// Which layers counted as flowing at the last check.
     pub active: Vec<bool>,
+    /// Bytes per layer since the last rate update, and the smoothed rates (bits/s).
+    pub layer_bytes: Vec<u64>,
+    pub layer_bps: Vec<u64>,
     /// Participants that have this track in their subscriber connection.
     pub subscribers: Vec<ParticipantId>,
     /// The payload type last seen, what it means, and whether it is RED around that codec,
@@ -54,6 +57,8 @@ impl PublishedTrack {
             rids,
             last_packet: vec![None; slots],
             active: vec![false; slots],
+            layer_bytes: vec![0; slots],
+            layer_bps: vec![0; slots],
             subscribers: Vec::new(),
             last_pt: None,
             keyframe_requested: Vec::new(),
@@ -91,11 +96,12 @@ impl PublishedTrack {
 
     /// Notes a packet on `layer`. True when the layer just started flowing, which may
     /// change what subscribers should get.
-    pub fn note_packet(&mut self, layer: Layer, now: Instant) -> bool {
+    pub fn note_packet(&mut self, layer: Layer, bytes: usize, now: Instant) -> bool {
         let Some(i) = self.layer_index(layer) else {
             return false;
         };
         self.last_packet[i] = Some(now);
+        self.layer_bytes[i] += bytes as u64;
         let started = !self.active[i];
         self.active[i] = true;
         started
@@ -110,6 +116,23 @@ impl PublishedTrack {
             *active = flowing;
         }
         changed
+    }
+
+    /// Folds the bytes counted over `elapsed` into each layer's smoothed bitrate. A layer
+    /// that stopped keeps its last rate: it is what resuming it would cost.
+    pub fn update_rates(&mut self, elapsed: std::time::Duration) {
+        let secs = elapsed.as_secs_f64().max(1e-3);
+        for (bytes, bps) in self.layer_bytes.iter_mut().zip(&mut self.layer_bps) {
+            if *bytes > 0 {
+                let now = (*bytes * 8) as f64 / secs;
+                *bps = if *bps == 0 {
+                    now as u64
+                } else {
+                    (*bps as f64 * 0.8 + now * 0.2) as u64
+                };
+            }
+            *bytes = 0;
+        }
     }
 
     /// True when a keyframe request for `layer` is allowed now (and records it).
@@ -198,8 +221,10 @@ mod tests {
     fn activity_follows_packets() {
         let now = Instant::now();
         let mut t = PublishedTrack::new(TrackKey(1), Mid::from("0"), info(vec![]));
-        assert!(t.note_packet(None, now));
-        assert!(!t.note_packet(None, now));
+        assert!(t.note_packet(None, 100, now));
+        assert!(!t.note_packet(None, 100, now));
+        t.update_rates(Duration::from_secs(1));
+        assert_eq!(t.layer_bps, vec![1600]);
         assert!(!t.refresh_active(now + Duration::from_millis(100), Duration::from_secs(1)));
         assert!(t.refresh_active(now + Duration::from_secs(2), Duration::from_secs(1)));
         assert_eq!(t.active, vec![false]);

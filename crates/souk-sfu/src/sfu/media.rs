@@ -6,6 +6,7 @@ use std::time::Instant;
 use souk_proto::error::{ErrorCode, ProtoError};
 use souk_proto::model::{LeaveReason, SpeakerInfo};
 use souk_proto::signal::{ActiveSpeakers, ServerMessage};
+use str0m::bwe::BweKind;
 use str0m::media::KeyframeRequestKind;
 use str0m::net::{Protocol, Receive};
 use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite};
@@ -182,6 +183,13 @@ impl Sfu {
                     self.request_keyframe(now, track, layer);
                 }
             }
+            Event::EgressBitrateEstimate(BweKind::Twcc { estimate, .. })
+                if key.side == Side::Subscriber =>
+            {
+                if let Some(p) = self.participants.get_mut(&key.participant) {
+                    p.estimate_bps = Some(estimate.as_u64());
+                }
+            }
             Event::IceConnectionStateChange(state) => {
                 debug!(participant = ?key.participant, side = ?key.side, ?state, "ICE state");
             }
@@ -266,7 +274,7 @@ impl Sfu {
             track.info.codec = Some(codec_name(&params));
         }
         track.last_pt = Some((pt, params, is_red));
-        let layer_started = track.note_packet(layer, now);
+        let layer_started = track.note_packet(layer, packet.payload.len(), now);
         if track.muted {
             return;
         }
@@ -486,6 +494,7 @@ impl Sfu {
         let mut reselect = Vec::new();
         for p in self.participants.values_mut() {
             for t in &mut p.tracks {
+                t.update_rates(self.config.tick_interval);
                 if t.refresh_active(now, idle) {
                     reselect.extend(t.subscribers.iter().map(|s| (*s, t.key)));
                 }
@@ -493,6 +502,13 @@ impl Sfu {
         }
         for (sub, key) in reselect {
             self.select_layer(sub, key);
+        }
+
+        if self.config.resilience {
+            let ids: Vec<ParticipantId> = self.participants.keys().copied().collect();
+            for id in ids {
+                self.allocate_bandwidth(now, id);
+            }
         }
 
         // Nobody should wait for a keyframe on the browser's own (slow) timer.

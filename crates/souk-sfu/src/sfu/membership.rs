@@ -81,6 +81,7 @@ impl Sfu {
             renegotiate: false,
             ice_restart_requested: false,
             accepts_red: false,
+            estimate_bps: None,
             level: Default::default(),
         };
         let info = participant.info();

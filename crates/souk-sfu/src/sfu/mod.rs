@@ -5,6 +5,7 @@
 //! [`Sfu::handle_timeout`] from the clock, and the room-service calls in `service`.
 //! After any input, drain [`Sfu::poll_output`] and sleep until [`Sfu::poll_timeout`].
 
+mod bandwidth;
 mod media;
 mod membership;
 mod service;

@@ -117,7 +117,7 @@ impl Sfu {
         let video_first = preferred_video_codec(&msg.sdp);
         let peer = p
             .publisher
-            .get_or_insert_with(|| Peer::new(now, config, video_first));
+            .get_or_insert_with(|| Peer::new(now, config, Side::Publisher, video_first));
         let old_ufrag = peer.ufrag.clone();
         let answer = peer.rtc.sdp_api().accept_offer(offer).map_err(|e| {
             ProtoError::new(
@@ -498,7 +498,7 @@ impl Sfu {
         let fresh = p.subscriber.is_none();
         let peer = p
             .subscriber
-            .get_or_insert_with(|| Peer::new(now, config, VideoCodec::Vp8));
+            .get_or_insert_with(|| Peer::new(now, config, Side::Subscriber, VideoCodec::Vp8));
         let old_ufrag = peer.ufrag.clone();
         let mut api = peer.rtc.sdp_api();
         if std::mem::take(&mut p.ice_restart_requested) && !fresh {
@@ -569,7 +569,12 @@ impl Sfu {
         else {
             return;
         };
-        let target = choose_layer(&sizes, &active, &dt.wanted).map(|i| layers[i]);
+        let ideal = choose_layer(&sizes, &active, &dt.wanted);
+        let index = match dt.bandwidth_cap {
+            None => ideal,
+            Some(cap) => ideal.zip(cap).map(|(i, cap)| i.min(cap)),
+        };
+        let target = index.map(|i| layers[i]);
         if dt.forwarder.target() != target {
             tracing::debug!(subscriber = ?sub, track = ?key, ?target, wanted = ?dt.wanted, ?active, "layer target");
             dt.forwarder.set_target(target);

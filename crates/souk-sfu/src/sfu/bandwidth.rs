@@ -1,0 +1,125 @@
+//! Fitting each subscriber's videos into its bandwidth estimate, every tick.
+
+use std::time::Instant;
+
+use souk_proto::signal::{ServerMessage, StreamState};
+use str0m::bwe::Bitrate;
+
+use super::Sfu;
+use crate::allocate::{allocate, VideoDemand, AUDIO_BPS};
+use crate::layer::choose_layer;
+use crate::participant::DowntrackState;
+use crate::track::PublishedTrack;
+use crate::ParticipantId;
+
+/// Priority of the active speaker's video over the others.
+const SPEAKER_PRIORITY: u32 = 10;
+
+/// A layer's bitrate: as measured, or before any packet a guess from its size
+/// (about 1.5 bits per pixel per second, what browsers send at 30 fps).
+fn layer_rates(track: &PublishedTrack) -> Vec<u64> {
+    track
+        .layer_sizes()
+        .iter()
+        .zip(&track.layer_bps)
+        .map(|(&(w, h), &bps)| {
+            if bps > 0 {
+                bps
+            } else {
+                (w as u64 * h as u64 * 3 / 2).max(100_000)
+            }
+        })
+        .collect()
+}
+
+impl Sfu {
+    /// Re-divides `id`'s estimate among its videos, pauses what does not fit (telling the
+    /// client), and asks str0m to probe for what would fit them all.
+    pub(super) fn allocate_bandwidth(&mut self, _now: Instant, id: ParticipantId) {
+        let Some(p) = self.participants.get(&id) else {
+            return;
+        };
+        let Some(estimate) = p.estimate_bps else {
+            return;
+        };
+        let speaker = self
+            .rooms
+            .get(&p.room)
+            .and_then(|r| r.last_speakers.first().copied());
+        let mut videos = Vec::new();
+        let mut demands = Vec::new();
+        let mut audio_tracks = 0;
+        for dt in p
+            .downtracks
+            .iter()
+            .filter(|d| matches!(d.state, DowntrackState::Open(_)))
+        {
+            let Some(&owner) = self.track_owner.get(&dt.track) else {
+                continue;
+            };
+            let Some(track) = self
+                .participants
+                .get(&owner)
+                .and_then(|o| o.track(dt.track))
+            else {
+                continue;
+            };
+            if !track.is_video() {
+                audio_tracks += 1;
+                continue;
+            }
+            let ceiling = choose_layer(&track.layer_sizes(), &track.active, &dt.wanted);
+            let priority = if speaker == Some(owner) {
+                SPEAKER_PRIORITY
+            } else {
+                0
+            };
+            videos.push((dt.track, dt.track_id.clone(), ceiling.is_some()));
+            let paused = dt.bandwidth_cap == Some(None);
+            demands.push(VideoDemand {
+                layer_bps: layer_rates(track),
+                ceiling,
+                priority,
+                paused,
+            });
+        }
+        if videos.is_empty() {
+            return;
+        }
+        let (caps, wanted) = allocate(estimate, audio_tracks, &demands);
+        let allocated: u64 = audio_tracks as u64 * AUDIO_BPS
+            + caps
+                .iter()
+                .zip(&demands)
+                .filter_map(|(cap, d)| cap.map(|i| d.layer_bps[i]))
+                .sum::<u64>();
+
+        let sub = self.participants.get_mut(&id).expect("looked up above");
+        let mut notices = Vec::new();
+        for ((key, track_id, shown), cap) in videos.iter().zip(&caps) {
+            let Some(dt) = sub.downtrack_mut(*key) else {
+                continue;
+            };
+            let was_paused = dt.bandwidth_cap == Some(None);
+            dt.bandwidth_cap = Some(*cap);
+            let paused = cap.is_none() && *shown;
+            if paused != was_paused {
+                notices.push(StreamState {
+                    track_id: track_id.clone(),
+                    paused,
+                });
+            }
+        }
+        if let Some(peer) = sub.subscriber.as_mut() {
+            peer.rtc
+                .bwe()
+                .set_bitrate(Bitrate::bps(allocated), Bitrate::bps(wanted.max(allocated)));
+        }
+        for (key, ..) in &videos {
+            self.select_layer(id, *key);
+        }
+        for notice in notices {
+            self.signal(id, ServerMessage::StreamState(notice));
+        }
+    }
+}
