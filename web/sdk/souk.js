@@ -108,6 +108,7 @@ const SIMULCAST_LAYERS = [
  *
  * Events: `participant_joined`, `participant_left`,
  * `track_subscribed`, `track_unsubscribed`, `track_muted`, `active_speakers`,
+ * `stream_state` (a video held back, or resumed, for lack of bandwidth),
  * `connection_state` ('connected' | 'reconnecting' | 'resumed' | 'disconnected'),
  * `audio_blocked`, `error`, `left`.
  */
@@ -362,6 +363,9 @@ export class Room {
       }
       case 'active_speakers':
         this.emit('active_speakers', msg.speakers);
+        break;
+      case 'stream_state':
+        this.emit('stream_state', { trackId: msg.track_id, paused: msg.paused });
         break;
       case 'refresh_token':
         this.token = msg.token;

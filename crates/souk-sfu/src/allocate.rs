@@ -16,24 +16,38 @@ pub struct VideoDemand {
     pub ceiling: Option<usize>,
     /// Higher goes first.
     pub priority: u32,
-    /// Paused for bandwidth now. A flowing video keeps its lowest layer until the budget
-    /// falls below half its cost; a paused one resumes only when it fits whole. Without
-    /// this gap an estimate hovering near the lowest layer would flap it on and off.
-    pub paused: bool,
+    /// What it gets now: `None` when new, `Some(None)` when paused for bandwidth,
+    /// `Some(Some(layer))` when flowing. Moving up needs headroom that staying put does
+    /// not: a flowing video keeps its lowest layer until the budget falls below half its
+    /// cost, and a layer above the current one needs [`RAISE_HEADROOM`] more than its cost.
+    /// Without that gap an estimate hovering near a layer's cost would flap it.
+    pub current: Option<Option<usize>>,
 }
+
+/// Extra share of a layer's cost needed before moving up to it.
+pub const RAISE_HEADROOM: f64 = 0.25;
 
 /// Headroom kept below the estimate, so a small misjudgement does not cause loss.
 pub const USABLE_SHARE: f64 = 0.85;
 /// Set aside per audio track, with RED (bits per second).
 pub const AUDIO_BPS: u64 = 70_000;
 
-/// The layer each video gets (`None`: paused for lack of bandwidth), in input order, and
-/// the bitrate the subscriber would need for every video at its ceiling.
-pub fn allocate(
-    estimate_bps: u64,
-    audio_tracks: usize,
-    videos: &[VideoDemand],
-) -> (Vec<Option<usize>>, u64) {
+/// What the subscriber gets and what to probe for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Allocation {
+    /// The layer each video gets (`None`: paused for lack of bandwidth), in input order.
+    pub layers: Vec<Option<usize>>,
+    /// Bits per second the allocation sends.
+    pub allocated_bps: u64,
+    /// Bits per second that would allow the next step up (the allocated rate when there is
+    /// none): the rate to keep the link busy at, with padding, so the estimate can grow.
+    pub next_step_bps: u64,
+    /// Bits per second for every video at its ceiling.
+    pub wanted_bps: u64,
+}
+
+/// Shares `estimate_bps` as described in the module documentation.
+pub fn allocate(estimate_bps: u64, audio_tracks: usize, videos: &[VideoDemand]) -> Allocation {
     let mut budget =
         (estimate_bps as f64 * USABLE_SHARE) as i64 - (audio_tracks as u64 * AUDIO_BPS) as i64;
     let mut order: Vec<usize> = (0..videos.len()).collect();
@@ -46,7 +60,8 @@ pub fn allocate(
             continue;
         }
         let cost = v.layer_bps[0] as i64;
-        let needed = if v.paused { cost } else { cost / 2 };
+        let flowing = matches!(v.current, Some(Some(_)));
+        let needed = if flowing { cost / 2 } else { cost };
         if needed <= budget {
             budget -= cost;
             chosen[i] = Some(0);
@@ -64,7 +79,13 @@ pub fn allocate(
                 continue;
             }
             let extra = v.layer_bps[current + 1] as i64 - v.layer_bps[current] as i64;
-            if extra <= budget {
+            let already_there = matches!(v.current, Some(Some(l)) if l > current);
+            let needed = if already_there {
+                extra
+            } else {
+                (extra as f64 * (1.0 + RAISE_HEADROOM)) as i64
+            };
+            if needed <= budget {
                 budget -= extra;
                 chosen[i] = Some(current + 1);
                 raised = true;
@@ -74,19 +95,41 @@ pub fn allocate(
             break;
         }
     }
-    let wanted: u64 = audio_tracks as u64 * AUDIO_BPS
+    let audio_bps = audio_tracks as u64 * AUDIO_BPS;
+    let top_of = |v: &VideoDemand| Some(v.ceiling?.min(v.layer_bps.len().checked_sub(1)?));
+    let allocated_bps = audio_bps
+        + chosen
+            .iter()
+            .zip(videos)
+            .filter_map(|(c, v)| c.map(|i| v.layer_bps[i]))
+            .sum::<u64>();
+    // The cheapest next step: a paused video's lowest layer, or one layer up.
+    let next_step = order
+        .iter()
+        .filter_map(|&i| {
+            let v = &videos[i];
+            let top = top_of(v)?;
+            match chosen[i] {
+                None => Some(v.layer_bps[0]),
+                Some(c) if c < top => Some(
+                    ((v.layer_bps[c + 1] - v.layer_bps[c]) as f64 * (1.0 + RAISE_HEADROOM)) as u64,
+                ),
+                Some(_) => None,
+            }
+        })
+        .min()
+        .unwrap_or(0);
+    let wanted_bps = audio_bps
         + videos
             .iter()
-            .filter_map(|v| {
-                v.ceiling.map(|c| {
-                    v.layer_bps
-                        .get(c.min(v.layer_bps.len().saturating_sub(1)))
-                        .copied()
-                        .unwrap_or(0)
-                })
-            })
+            .filter_map(|v| top_of(v).map(|t| v.layer_bps[t]))
             .sum::<u64>();
-    (chosen, wanted)
+    Allocation {
+        layers: chosen,
+        allocated_bps,
+        next_step_bps: allocated_bps + next_step,
+        wanted_bps,
+    }
 }
 
 #[cfg(test)]
@@ -98,26 +141,34 @@ mod tests {
             layer_bps: vec![150_000, 500_000, 1_500_000],
             ceiling,
             priority,
-            paused: false,
+            current: Some(Some(2)),
         }
     }
 
     #[test]
     fn plenty_of_bandwidth_gives_every_video_its_ceiling() {
-        let (layers, wanted) = allocate(10_000_000, 1, &[video(Some(2), 0), video(Some(1), 0)]);
+        let Allocation {
+            layers,
+            wanted_bps: wanted,
+            ..
+        } = allocate(10_000_000, 1, &[video(Some(2), 0), video(Some(1), 0)]);
         assert_eq!(layers, vec![Some(2), Some(1)]);
         assert_eq!(wanted, AUDIO_BPS + 1_500_000 + 500_000);
     }
 
     #[test]
     fn a_300k_link_gets_the_lowest_layer() {
-        let (layers, _) = allocate(300_000, 1, &[video(Some(2), 0)]);
+        let Allocation { layers, .. } = allocate(300_000, 1, &[video(Some(2), 0)]);
         assert_eq!(layers, vec![Some(0)]);
     }
 
     #[test]
     fn below_the_lowest_layer_video_pauses_and_audio_stays() {
-        let (layers, wanted) = allocate(150_000, 1, &[video(Some(2), 0)]);
+        let Allocation {
+            layers,
+            wanted_bps: wanted,
+            ..
+        } = allocate(150_000, 1, &[video(Some(2), 0)]);
         assert_eq!(layers, vec![None]);
         assert!(
             wanted > 200_000,
@@ -128,12 +179,52 @@ mod tests {
     #[test]
     fn a_flowing_video_is_not_paused_by_a_dip_but_a_paused_one_waits_for_room() {
         let estimate = ((AUDIO_BPS + 100_000) as f64 / USABLE_SHARE) as u64;
-        assert_eq!(allocate(estimate, 1, &[video(Some(2), 0)]).0, vec![Some(0)]);
+        assert_eq!(
+            allocate(estimate, 1, &[video(Some(2), 0)]).layers,
+            vec![Some(0)]
+        );
         let paused = VideoDemand {
-            paused: true,
+            current: Some(None),
             ..video(Some(2), 0)
         };
-        assert_eq!(allocate(estimate, 1, &[paused]).0, vec![None]);
+        assert_eq!(allocate(estimate, 1, &[paused]).layers, vec![None]);
+    }
+
+    #[test]
+    fn moving_up_needs_headroom_that_staying_does_not() {
+        // Exactly enough for the top layer: kept if already there, not entered from below.
+        let estimate = ((AUDIO_BPS + 1_500_000) as f64 / USABLE_SHARE) as u64 + 1;
+        assert_eq!(
+            allocate(estimate, 1, &[video(Some(2), 0)]).layers,
+            vec![Some(2)]
+        );
+        let from_middle = VideoDemand {
+            current: Some(Some(1)),
+            ..video(Some(2), 0)
+        };
+        assert_eq!(
+            allocate(estimate, 1, &[from_middle.clone()]).layers,
+            vec![Some(1)]
+        );
+        let roomy = ((AUDIO_BPS + 1_800_000) as f64 / USABLE_SHARE) as u64;
+        assert_eq!(allocate(roomy, 1, &[from_middle]).layers, vec![Some(2)]);
+    }
+
+    #[test]
+    fn the_next_step_is_what_one_more_layer_would_need() {
+        let a = allocate(
+            ((AUDIO_BPS + 500_000) as f64 / USABLE_SHARE) as u64 + 1,
+            1,
+            &[video(Some(2), 0)],
+        );
+        assert_eq!(a.layers, vec![Some(1)]);
+        assert_eq!(a.allocated_bps, AUDIO_BPS + 500_000);
+        assert_eq!(a.next_step_bps, a.allocated_bps + 1_250_000);
+        let top = allocate(10_000_000, 1, &[video(Some(2), 0)]);
+        assert_eq!(
+            top.next_step_bps, top.allocated_bps,
+            "nothing left to probe for"
+        );
     }
 
     #[test]
@@ -142,21 +233,25 @@ mod tests {
         let estimate = ((AUDIO_BPS * 2 + 250_000) as f64 / USABLE_SHARE) as u64;
         let both_paused = [
             VideoDemand {
-                paused: true,
+                current: Some(None),
                 ..video(Some(2), 0)
             },
             VideoDemand {
-                paused: true,
+                current: Some(None),
                 ..video(Some(2), 10)
             },
         ];
-        let (layers, _) = allocate(estimate, 2, &both_paused);
+        let Allocation { layers, .. } = allocate(estimate, 2, &both_paused);
         assert_eq!(layers, vec![None, Some(0)]);
     }
 
     #[test]
     fn a_video_the_subscriber_paused_costs_nothing() {
-        let (layers, wanted) = allocate(1_000_000, 0, &[video(None, 0), video(Some(1), 0)]);
+        let Allocation {
+            layers,
+            wanted_bps: wanted,
+            ..
+        } = allocate(1_000_000, 0, &[video(None, 0), video(Some(1), 0)]);
         assert_eq!(layers, vec![None, Some(1)]);
         assert_eq!(wanted, 500_000);
     }

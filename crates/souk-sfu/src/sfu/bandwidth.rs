@@ -6,7 +6,7 @@ use souk_proto::signal::{ServerMessage, StreamState};
 use str0m::bwe::Bitrate;
 
 use super::Sfu;
-use crate::allocate::{allocate, VideoDemand, AUDIO_BPS};
+use crate::allocate::{allocate, VideoDemand};
 use crate::layer::choose_layer;
 use crate::participant::DowntrackState;
 use crate::track::PublishedTrack;
@@ -75,28 +75,20 @@ impl Sfu {
                 0
             };
             videos.push((dt.track, dt.track_id.clone(), ceiling.is_some()));
-            let paused = dt.bandwidth_cap == Some(None);
             demands.push(VideoDemand {
                 layer_bps: layer_rates(track),
                 ceiling,
                 priority,
-                paused,
+                current: dt.bandwidth_cap,
             });
         }
         if videos.is_empty() {
             return;
         }
-        let (caps, wanted) = allocate(estimate, audio_tracks, &demands);
-        let allocated: u64 = audio_tracks as u64 * AUDIO_BPS
-            + caps
-                .iter()
-                .zip(&demands)
-                .filter_map(|(cap, d)| cap.map(|i| d.layer_bps[i]))
-                .sum::<u64>();
-
+        let allocation = allocate(estimate, audio_tracks, &demands);
         let sub = self.participants.get_mut(&id).expect("looked up above");
         let mut notices = Vec::new();
-        for ((key, track_id, shown), cap) in videos.iter().zip(&caps) {
+        for ((key, track_id, shown), cap) in videos.iter().zip(&allocation.layers) {
             let Some(dt) = sub.downtrack_mut(*key) else {
                 continue;
             };
@@ -111,9 +103,11 @@ impl Sfu {
             }
         }
         if let Some(peer) = sub.subscriber.as_mut() {
-            peer.rtc
-                .bwe()
-                .set_bitrate(Bitrate::bps(allocated), Bitrate::bps(wanted.max(allocated)));
+            // Pad up to what the next step needs, so the estimate can grow to reach it.
+            peer.rtc.bwe().set_bitrate(
+                Bitrate::bps(allocation.next_step_bps),
+                Bitrate::bps(allocation.wanted_bps.max(allocation.next_step_bps)),
+            );
         }
         for (key, ..) in &videos {
             self.select_layer(id, *key);
