@@ -50,10 +50,13 @@ pub struct ServeArgs {
     /// How long a participant whose connection dropped can resume (e.g. 15s).
     #[arg(long, value_parser = parse_duration)]
     pub resume_window: Option<Duration>,
-    /// Loss and bandwidth resilience (audio RED, full retransmission, bandwidth-driven
-    /// layers); `off` keeps plain forwarding, for side-by-side measurement.
+    /// Loss resilience (audio RED, full retransmission); `off` keeps plain forwarding,
+    /// for side-by-side measurement.
     #[arg(long, value_parser = ["on", "off"], default_value = "on")]
     pub resilience: String,
+    /// Per-subscriber bandwidth estimation and layer allocation (experimental).
+    #[arg(long, value_parser = ["on", "off"], default_value = "off")]
+    pub bwe: String,
     /// TLS certificate chain (PEM); with --tls-key serves HTTPS and WSS.
     #[arg(long, requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,

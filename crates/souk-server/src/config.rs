@@ -124,6 +124,7 @@ pub struct ServerConfig {
     pub public_ip: Option<IpAddr>,
     pub resume_window: Duration,
     pub resilience: bool,
+    pub estimate_bandwidth: bool,
     pub tls: Option<(PathBuf, PathBuf)>,
     pub keys: Keys,
     /// `None` allows any origin (development only).
@@ -182,6 +183,7 @@ impl ServerConfig {
                 .or(file.resume_window_s.map(Duration::from_secs))
                 .unwrap_or(DEFAULT_RESUME_WINDOW),
             resilience: args.resilience == "on",
+            estimate_bandwidth: args.bwe == "on",
             tls,
             keys,
             cors_origins: if args.dev && file.cors_origins.is_empty() {

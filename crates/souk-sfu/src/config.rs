@@ -32,10 +32,13 @@ pub struct SfuConfig {
     pub seed: u64,
     /// Rooms appear on first join when true; otherwise they must be created first.
     pub auto_create_rooms: bool,
-    /// Loss and bandwidth resilience: audio redundancy (RED) per subscriber, uncapped
-    /// retransmission, and layers chosen within each subscriber's bandwidth estimate.
+    /// Loss resilience: audio redundancy (RED) per subscriber and uncapped retransmission.
     /// Off leaves str0m's defaults, for side-by-side measurement.
     pub resilience: bool,
+    /// Estimate each subscriber's downlink (TWCC) and fit its videos into it. Off by
+    /// default: str0m paces at the estimate, and under random loss or a busy CPU the
+    /// estimate falls far below what the link carries (see bench/RESULTS.md).
+    pub estimate_bandwidth: bool,
 }
 
 impl SfuConfig {
@@ -50,6 +53,7 @@ impl SfuConfig {
             seed,
             auto_create_rooms: true,
             resilience: true,
+            estimate_bandwidth: false,
         }
     }
 
@@ -67,7 +71,7 @@ impl SfuConfig {
             .set_rtp_mode(true)
             .clear_codecs()
             .enable_opus(true, self.resilience);
-        if estimate_bandwidth && self.resilience {
+        if estimate_bandwidth && self.estimate_bandwidth {
             config = config.enable_bwe(Some(str0m::bwe::Bitrate::kbps(INITIAL_ESTIMATE_KBPS)));
         }
         match video_first {

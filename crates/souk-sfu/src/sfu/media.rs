@@ -504,7 +504,7 @@ impl Sfu {
             self.select_layer(sub, key);
         }
 
-        if self.config.resilience {
+        if self.config.estimate_bandwidth {
             let ids: Vec<ParticipantId> = self.participants.keys().copied().collect();
             for id in ids {
                 self.allocate_bandwidth(now, id);
