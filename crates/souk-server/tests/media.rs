@@ -10,20 +10,8 @@ use souk_proto::signal::ServerMessage;
 #[tokio::test]
 async fn two_bots_exchange_audio_and_video() {
     let server = TestServer::start();
-    let a = Client::connect(
-        &server.url,
-        &server.token("duo", "alice", "staff"),
-        ClientOptions::default(),
-    )
-    .await
-    .unwrap();
-    let b = Client::connect(
-        &server.url,
-        &server.token("duo", "bob", "shopper"),
-        ClientOptions::default(),
-    )
-    .await
-    .unwrap();
+    let a = server.bot("duo", "alice", "staff").await;
+    let b = server.bot("duo", "bob", "shopper").await;
     a.publish(SyntheticMedia::default()).await.unwrap();
     b.publish(SyntheticMedia::default()).await.unwrap();
 
@@ -55,13 +43,7 @@ async fn two_bots_exchange_audio_and_video() {
 #[tokio::test]
 async fn many_subscribers_receive_one_publisher() {
     let server = TestServer::start();
-    let host = Client::connect(
-        &server.url,
-        &server.token("live", "host", "host"),
-        ClientOptions::default(),
-    )
-    .await
-    .unwrap();
+    let host = server.bot("live", "host", "host").await;
     host.publish(SyntheticMedia {
         audio: true,
         video: true,
@@ -96,20 +78,8 @@ async fn many_subscribers_receive_one_publisher() {
 #[tokio::test]
 async fn leaving_is_announced_and_cleans_up() {
     let server = TestServer::start();
-    let a = Client::connect(
-        &server.url,
-        &server.token("bye", "alice", "staff"),
-        ClientOptions::default(),
-    )
-    .await
-    .unwrap();
-    let b = Client::connect(
-        &server.url,
-        &server.token("bye", "bob", "staff"),
-        ClientOptions::default(),
-    )
-    .await
-    .unwrap();
+    let a = server.bot("bye", "alice", "staff").await;
+    let b = server.bot("bye", "bob", "staff").await;
     a.publish(SyntheticMedia::default()).await.unwrap();
     b.wait_for("bob to receive video", WAIT, |s| {
         s.frames_of(TrackKind::Video) >= 10
@@ -134,21 +104,9 @@ async fn leaving_is_announced_and_cleans_up() {
 async fn a_publisher_mutes_and_unpublishes_its_own_tracks() {
     use souk_proto::signal::{ClientMessage, Mute, TrackRef};
     let server = TestServer::start();
-    let host = Client::connect(
-        &server.url,
-        &server.token("own", "host", "host"),
-        ClientOptions::default(),
-    )
-    .await
-    .unwrap();
+    let host = server.bot("own", "host", "host").await;
     let tracks = host.publish(SyntheticMedia::default()).await.unwrap();
-    let viewer = Client::connect(
-        &server.url,
-        &server.token("own", "viewer", "audience"),
-        ClientOptions::default(),
-    )
-    .await
-    .unwrap();
+    let viewer = server.bot("own", "viewer", "audience").await;
     viewer
         .wait_for("video", WAIT, |s| s.frames_of(TrackKind::Video) >= 10)
         .await

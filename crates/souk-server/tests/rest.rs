@@ -100,20 +100,8 @@ async fn rooms_can_be_created_listed_inspected_and_deleted() {
         (400, Some("invalid_request"))
     );
 
-    let a = Client::connect(
-        &server.url,
-        &server.token("sale-42", "alice", "host"),
-        ClientOptions::default(),
-    )
-    .await
-    .unwrap();
-    let _b = Client::connect(
-        &server.url,
-        &server.token("sale-42", "bob", "audience"),
-        ClientOptions::default(),
-    )
-    .await
-    .unwrap();
+    let a = server.bot("sale-42", "alice", "host").await;
+    let _b = server.bot("sale-42", "bob", "audience").await;
     let full = Client::connect(
         &server.url,
         &server.token("sale-42", "carol", "audience"),
@@ -159,21 +147,9 @@ async fn rooms_can_be_created_listed_inspected_and_deleted() {
 async fn moderators_remove_participants_and_mute_tracks() {
     let server = TestServer::start();
     let api = Api::new(&server);
-    let host = Client::connect(
-        &server.url,
-        &server.token("mod", "host", "host"),
-        ClientOptions::default(),
-    )
-    .await
-    .unwrap();
+    let host = server.bot("mod", "host", "host").await;
     let tracks = host.publish(SyntheticMedia::default()).await.unwrap();
-    let troll = Client::connect(
-        &server.url,
-        &server.token("mod", "troll", "audience"),
-        ClientOptions::default(),
-    )
-    .await
-    .unwrap();
+    let troll = server.bot("mod", "troll", "audience").await;
 
     let video = tracks
         .iter()
@@ -292,13 +268,7 @@ async fn webhooks_are_signed_retried_and_cover_the_lifecycle() {
     std::fs::write(&config, format!("[webhooks]\nurls = [\"{url}\"]\n")).unwrap();
     let server = TestServer::start_with(&["--config", config.to_str().unwrap()]);
 
-    let a = Client::connect(
-        &server.url,
-        &server.token("hooks", "alice", "staff"),
-        ClientOptions::default(),
-    )
-    .await
-    .unwrap();
+    let a = server.bot("hooks", "alice", "staff").await;
     a.publish(SyntheticMedia::default()).await.unwrap();
     a.leave().await;
 
@@ -332,13 +302,7 @@ async fn webhooks_are_signed_retried_and_cover_the_lifecycle() {
 #[tokio::test]
 async fn ctrl_c_tells_participants_and_exits_cleanly() {
     let mut server = TestServer::start();
-    let a = Client::connect(
-        &server.url,
-        &server.token("bye", "alice", "staff"),
-        ClientOptions::default(),
-    )
-    .await
-    .unwrap();
+    let a = server.bot("bye", "alice", "staff").await;
     let status = std::process::Command::new("kill")
         .args(["-INT", &server.pid().to_string()])
         .status()

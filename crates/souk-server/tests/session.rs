@@ -13,27 +13,9 @@ use souk_proto::signal::{ClientMessage, ServerMessage, Subscribe};
 #[tokio::test]
 async fn the_loud_participant_is_the_active_speaker() {
     let server = TestServer::start();
-    let loud = Client::connect(
-        &server.url,
-        &server.token("talk", "loud", "staff"),
-        ClientOptions::default(),
-    )
-    .await
-    .unwrap();
-    let quiet = Client::connect(
-        &server.url,
-        &server.token("talk", "quiet", "staff"),
-        ClientOptions::default(),
-    )
-    .await
-    .unwrap();
-    let listener = Client::connect(
-        &server.url,
-        &server.token("talk", "listener", "staff"),
-        ClientOptions::default(),
-    )
-    .await
-    .unwrap();
+    let loud = server.bot("talk", "loud", "staff").await;
+    let quiet = server.bot("talk", "quiet", "staff").await;
+    let listener = server.bot("talk", "listener", "staff").await;
     loud.publish(SyntheticMedia {
         video: false,
         audio_level: 10,
@@ -72,13 +54,7 @@ async fn the_loud_participant_is_the_active_speaker() {
 #[tokio::test]
 async fn without_auto_subscribe_only_requested_tracks_arrive() {
     let server = TestServer::start();
-    let host = Client::connect(
-        &server.url,
-        &server.token("pick", "host", "host"),
-        ClientOptions::default(),
-    )
-    .await
-    .unwrap();
+    let host = server.bot("pick", "host", "host").await;
     let tracks = host.publish(SyntheticMedia::default()).await.unwrap();
     let options = ClientOptions {
         auto_subscribe: false,

@@ -190,21 +190,9 @@ async fn a_message_flood_is_throttled_then_cut() {
 #[tokio::test]
 async fn a_join_flood_from_one_address_is_refused_while_other_rooms_carry_on() {
     let server = TestServer::start();
-    let host = Client::connect(
-        &server.url,
-        &server.token("calm", "host", "host"),
-        ClientOptions::default(),
-    )
-    .await
-    .unwrap();
+    let host = server.bot("calm", "host", "host").await;
     host.publish(SyntheticMedia::default()).await.unwrap();
-    let viewer = Client::connect(
-        &server.url,
-        &server.token("calm", "viewer", "audience"),
-        ClientOptions::default(),
-    )
-    .await
-    .unwrap();
+    let viewer = server.bot("calm", "viewer", "audience").await;
     viewer
         .wait_for("the viewer to receive video", WAIT, |s| {
             s.frames_of(TrackKind::Video) >= 10
@@ -247,13 +235,7 @@ async fn a_join_flood_from_one_address_is_refused_while_other_rooms_carry_on() {
 #[tokio::test]
 async fn a_client_that_vanishes_mid_negotiation_is_cleaned_up() {
     let server = TestServer::start_with(&["--resume-window", "2s"]);
-    let watcher = Client::connect(
-        &server.url,
-        &server.token("r", "watcher", "staff"),
-        ClientOptions::default(),
-    )
-    .await
-    .unwrap();
+    let watcher = server.bot("r", "watcher", "staff").await;
     {
         let mut ws = RawSignal::connect(&server).await;
         ws.join(&server.token("r", "ghost", "staff")).await;
@@ -273,13 +255,7 @@ async fn a_client_that_vanishes_mid_negotiation_is_cleaned_up() {
 #[tokio::test]
 async fn many_joins_and_leaves_leave_nothing_behind() {
     let server = TestServer::start();
-    let host = Client::connect(
-        &server.url,
-        &server.token("churn", "host", "host"),
-        ClientOptions::default(),
-    )
-    .await
-    .unwrap();
+    let host = server.bot("churn", "host", "host").await;
     host.publish(SyntheticMedia::default()).await.unwrap();
     for round in 0..10 {
         let c = Client::connect(

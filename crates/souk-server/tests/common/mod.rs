@@ -61,6 +61,14 @@ impl TestServer {
         TestServer { url, http, child }
     }
 
+    /// A bot joined to `room` as `identity` with `role`, subscribing to everything.
+    pub async fn bot(&self, room: &str, identity: &str, role: &str) -> souk_client::Client {
+        let token = self.token(room, identity, role);
+        souk_client::Client::connect(&self.url, &token, souk_client::ClientOptions::default())
+            .await
+            .unwrap_or_else(|e| panic!("{identity} could not join {room}: {e}"))
+    }
+
     pub fn token(&self, room: &str, identity: &str, role: &str) -> String {
         token(&["--room", room, "--identity", identity, "--role", role])
     }
