@@ -63,6 +63,14 @@ export async function joinAndPublish(opts) {
   const room = new Room();
   opts.setup(room);
   room.on('connection_state', showStatus);
+  room.on('connection_quality', ({ quality, mos }) => {
+    const el = document.querySelector('header .quality');
+    if (el) {
+      el.textContent = `connection: ${quality}`;
+      el.title = `MOS ${mos}`;
+      el.className = `quality ${quality}`;
+    }
+  });
   room.on('error', (e) => console.error(`souk: ${e.message ?? e}`));
   room.on('audio_blocked', () => document.querySelector('.notice.audio')?.classList.add('shown'));
   // Exposed for tests and for poking at from the console.

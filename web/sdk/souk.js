@@ -109,6 +109,7 @@ const SIMULCAST_LAYERS = [
  * Events: `participant_joined`, `participant_left`,
  * `track_subscribed`, `track_unsubscribed`, `track_muted`, `active_speakers`,
  * `stream_state` (a video held back, or resumed, for lack of bandwidth),
+ * `connection_quality` ('excellent' | 'good' | 'poor', with MOS, RTT, jitter and loss),
  * `connection_state` ('connected' | 'reconnecting' | 'resumed' | 'disconnected'),
  * `audio_blocked`, `error`, `left`.
  */
@@ -366,6 +367,9 @@ export class Room {
         break;
       case 'stream_state':
         this.emit('stream_state', { trackId: msg.track_id, paused: msg.paused });
+        break;
+      case 'connection_quality':
+        this.emit('connection_quality', { quality: msg.quality, mos: msg.mos, rttMs: msg.rtt_ms, jitterMs: msg.jitter_ms, loss: msg.loss });
         break;
       case 'refresh_token':
         this.token = msg.token;

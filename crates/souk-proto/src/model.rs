@@ -97,6 +97,16 @@ pub struct SpeakerInfo {
     pub level: f32,
 }
 
+/// How a participant's connection is doing, from its E-model MOS estimate
+/// (excellent ≥ 4.0, good ≥ 3.5, poor below).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum QualityGrade {
+    Excellent,
+    Good,
+    Poor,
+}
+
 /// Why a participant left or was made to leave.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

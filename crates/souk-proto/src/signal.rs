@@ -10,8 +10,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{ErrorCode, ProtoError};
 use crate::model::{
-    LayerInfo, LeaveReason, ParticipantInfo, RoomInfo, SpeakerInfo, TrackInfo, TrackKind,
-    TrackSource,
+    LayerInfo, LeaveReason, ParticipantInfo, QualityGrade, RoomInfo, SpeakerInfo, TrackInfo,
+    TrackKind, TrackSource,
 };
 use crate::MAX_SIGNAL_MESSAGE_BYTES;
 
@@ -61,6 +61,8 @@ pub enum ServerMessage {
     ActiveSpeakers(ActiveSpeakers),
     /// A subscribed video stopped or resumed because of the subscriber's bandwidth.
     StreamState(StreamState),
+    /// This participant's connection quality changed grade.
+    ConnectionQuality(ConnectionQuality),
     /// A fresh token with the same grants, to resume with after the original expired.
     RefreshToken(RefreshToken),
     Pong(Ping),
@@ -284,6 +286,17 @@ pub struct TrackMuted {
 pub struct ActiveSpeakers {
     /// Loudest first; empty when nobody speaks.
     pub speakers: Vec<SpeakerInfo>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ConnectionQuality {
+    pub quality: QualityGrade,
+    /// E-model mean opinion score, 1.0 to 4.5.
+    pub mos: f64,
+    pub rtt_ms: f64,
+    pub jitter_ms: f64,
+    /// Fraction of our packets the client reports lost, 0.0 to 1.0.
+    pub loss: f64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

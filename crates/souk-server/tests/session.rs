@@ -187,3 +187,46 @@ fn serving_without_configuration_is_a_clear_error() {
     }
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[tokio::test]
+async fn subscribers_are_told_their_connection_quality_and_it_is_exported() {
+    let server = TestServer::start();
+    let host = server.bot("q", "host", "host").await;
+    host.publish(SyntheticMedia::default()).await.unwrap();
+    let viewer = server.bot("q", "viewer", "audience").await;
+    let stats = viewer
+        .wait_for("a connection-quality grade", WAIT, |s| {
+            s.messages
+                .iter()
+                .any(|m| matches!(m, ServerMessage::ConnectionQuality(_)))
+        })
+        .await
+        .unwrap();
+    let quality = stats
+        .messages
+        .iter()
+        .find_map(|m| match m {
+            ServerMessage::ConnectionQuality(q) => Some(q.clone()),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(
+        quality.quality,
+        souk_proto::model::QualityGrade::Excellent,
+        "loopback: {quality:?}"
+    );
+    assert!(quality.mos > 4.0 && quality.loss < 0.01, "{quality:?}");
+    let sid = viewer.participant().sid.clone();
+    let metrics = reqwest::get(format!("{}/metrics", server.url))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("souk_participant_mos{") && l.contains(&sid)),
+        "{metrics}"
+    );
+}

@@ -61,17 +61,17 @@ impl SfuConfig {
     /// and in RTP mode (we forward packets, never frames). A browser sends in the first
     /// codec of our answer, and str0m answers in its own codec order, so the order here
     /// follows what the publisher prefers.
-    pub(crate) fn rtc_config(
-        &self,
-        video_first: VideoCodec,
-        estimate_bandwidth: bool,
-    ) -> RtcConfig {
+    pub(crate) fn rtc_config(&self, video_first: VideoCodec, subscriber: bool) -> RtcConfig {
         let mut config = RtcConfig::new()
             .set_ice_lite(true)
             .set_rtp_mode(true)
             .clear_codecs()
             .enable_opus(true, self.resilience);
-        if estimate_bandwidth && self.estimate_bandwidth {
+        if subscriber {
+            // Receiver reports become path quality (RTT, jitter, loss) once a second.
+            config = config.set_stats_interval(Some(Duration::from_secs(1)));
+        }
+        if subscriber && self.estimate_bandwidth {
             config = config.enable_bwe(Some(str0m::bwe::Bitrate::kbps(INITIAL_ESTIMATE_KBPS)));
         }
         match video_first {

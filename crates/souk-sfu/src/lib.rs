@@ -21,6 +21,7 @@ mod keyframe;
 mod layer;
 mod participant;
 mod peer;
+mod quality;
 mod red;
 mod rewrite;
 mod room;
@@ -31,6 +32,7 @@ mod track;
 
 pub use config::SfuConfig;
 pub use peer::Side;
+pub use quality::PathQuality;
 pub use sfu::{JoinRequest, Output, ResumeRequest, Sfu, Transmit};
 
 /// Internal handle of a participant session (the wire id is its `sid`).

@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::time::Instant;
 
-use souk_proto::model::{ParticipantInfo, TrackKind};
+use souk_proto::model::{ParticipantInfo, QualityGrade, TrackKind};
 use souk_proto::signal::{SubscribedTrack, SubscriberOffer};
 use souk_proto::token::{Grants, Role};
 use str0m::change::SdpPendingOffer;
@@ -14,6 +14,7 @@ use str0m::rtp::Ssrc;
 use crate::forward::{Forwarder, Layer};
 use crate::layer::Wanted;
 use crate::peer::Peer;
+use crate::quality::PathQuality;
 use crate::red::RedEncoder;
 use crate::speaker::LevelMeter;
 use crate::track::{PublishedTrack, TrackKey};
@@ -53,6 +54,10 @@ pub(crate) struct Participant {
     pub accepts_red: bool,
     /// The subscriber connection's bandwidth estimate (bits/s), once str0m has one.
     pub estimate_bps: Option<u64>,
+    /// The path to the client as its receiver reports describe it, and the grade last
+    /// told to the client.
+    pub path: Option<PathQuality>,
+    pub grade_told: Option<QualityGrade>,
 
     pub level: LevelMeter,
 }

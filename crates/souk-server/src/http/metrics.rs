@@ -10,9 +10,15 @@ use axum::response::IntoResponse;
 use super::ApiError;
 
 pub async fn metrics(State(state): State<super::State>) -> Result<impl IntoResponse, ApiError> {
-    let (rooms, participants) = state
+    let (rooms, participants, paths) = state
         .media
-        .call(|sfu, _| (sfu.room_count(), sfu.participant_count()))
+        .call(|sfu, _| {
+            (
+                sfu.room_count(),
+                sfu.participant_count(),
+                sfu.path_qualities(),
+            )
+        })
         .await?;
     let mut body = String::new();
     let mut gauge = |name: &str, help: &str, value: usize| {
@@ -32,5 +38,39 @@ pub async fn metrics(State(state): State<super::State>) -> Result<impl IntoRespo
         "Open signalling WebSockets.",
         state.open_sessions.load(Ordering::Relaxed),
     );
+    // Per participant: the path from this server to the client, from its receiver reports.
+    let per_path: [(&str, &str, fn(&souk_sfu::PathQuality) -> f64); 4] = [
+        (
+            "souk_participant_mos",
+            "E-model MOS estimate of the path to the participant (1 to 4.5).",
+            |q| q.mos(),
+        ),
+        (
+            "souk_participant_rtt_seconds",
+            "Round-trip time to the participant.",
+            |q| q.rtt_ms / 1000.0,
+        ),
+        (
+            "souk_participant_jitter_seconds",
+            "Interarrival jitter the participant reports.",
+            |q| q.jitter_ms / 1000.0,
+        ),
+        (
+            "souk_participant_loss_ratio",
+            "Fraction of packets the participant reports lost.",
+            |q| q.loss,
+        ),
+    ];
+    for (name, help, value) in per_path {
+        let _ = writeln!(body, "# HELP {name} {help}\n# TYPE {name} gauge");
+        for (room, sid, path) in &paths {
+            let room = room.replace(['"', '\\', '\n'], "_");
+            let _ = writeln!(
+                body,
+                "{name}{{room=\"{room}\",participant=\"{sid}\"}} {}",
+                value(path)
+            );
+        }
+    }
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body))
 }

@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use souk_proto::error::{ErrorCode, ProtoError};
 use souk_proto::model::{LeaveReason, SpeakerInfo};
-use souk_proto::signal::{ActiveSpeakers, ServerMessage};
+use souk_proto::signal::{ActiveSpeakers, ConnectionQuality, ServerMessage};
 use str0m::bwe::BweKind;
 use str0m::media::KeyframeRequestKind;
 use str0m::net::{Protocol, Receive};
@@ -19,6 +19,7 @@ use crate::forward::{Layer, Verdict};
 use crate::keyframe::starts_keyframe;
 use crate::participant::DowntrackState;
 use crate::peer::{Peer, Side};
+use crate::quality::PathQuality;
 use crate::red;
 use crate::speaker;
 use crate::track::{codec_name, video_codec, TrackKey};
@@ -188,6 +189,31 @@ impl Sfu {
             {
                 if let Some(p) = self.participants.get_mut(&key.participant) {
                     p.estimate_bps = Some(estimate.as_u64());
+                }
+            }
+            Event::PeerStats(stats) if key.side == Side::Subscriber => {
+                if let Some(p) = self.participants.get_mut(&key.participant) {
+                    let path = p.path.get_or_insert_with(Default::default);
+                    if let Some(rtt) = stats.rtt {
+                        path.rtt_ms = rtt.as_secs_f64() * 1000.0;
+                    }
+                    if let Some(loss) = stats.egress_loss_fraction {
+                        path.loss = loss as f64;
+                    }
+                }
+            }
+            Event::MediaEgressStats(stats) if key.side == Side::Subscriber => {
+                let Some(p) = self.participants.get_mut(&key.participant) else {
+                    return;
+                };
+                let clock = match p.downtrack_by_mid(stats.mid).map(|d| d.kind) {
+                    Some(kind) if kind.is_audio() => 48_000.0,
+                    Some(_) => 90_000.0,
+                    None => return,
+                };
+                if let Some(remote) = stats.remote {
+                    let path = p.path.get_or_insert_with(Default::default);
+                    path.jitter_ms = remote.jitter as f64 / clock * 1000.0;
                 }
             }
             Event::IceConnectionStateChange(state) => {
@@ -518,6 +544,40 @@ impl Sfu {
         }
 
         self.announce_speakers();
+        self.announce_quality();
+    }
+
+    /// Tells each participant when its connection's grade changes.
+    fn announce_quality(&mut self) {
+        let mut changed = Vec::new();
+        for p in self.participants.values_mut() {
+            let Some(path) = p.path else { continue };
+            let grade = path.grade();
+            if p.grade_told != Some(grade) {
+                p.grade_told = Some(grade);
+                changed.push((
+                    p.id,
+                    ConnectionQuality {
+                        quality: grade,
+                        mos: (path.mos() * 100.0).round() / 100.0,
+                        rtt_ms: path.rtt_ms.round(),
+                        jitter_ms: (path.jitter_ms * 10.0).round() / 10.0,
+                        loss: (path.loss * 1000.0).round() / 1000.0,
+                    },
+                ));
+            }
+        }
+        for (id, quality) in changed {
+            self.signal(id, ServerMessage::ConnectionQuality(quality));
+        }
+    }
+
+    /// Every participant's path quality, for metrics: (room, sid, path).
+    pub fn path_qualities(&self) -> Vec<(String, String, PathQuality)> {
+        self.participants
+            .values()
+            .filter_map(|p| Some((p.room.clone(), p.sid.clone(), p.path?)))
+            .collect()
     }
 
     fn announce_speakers(&mut self) {

@@ -82,6 +82,8 @@ impl Sfu {
             ice_restart_requested: false,
             accepts_red: false,
             estimate_bps: None,
+            path: None,
+            grade_told: None,
             level: Default::default(),
         };
         let info = participant.info();
