@@ -20,6 +20,10 @@ test('staff and shopper see and hear each other', async () => {
     assert.ok(media.video.framesDecoded > 0, `${name} decoded frames`);
     assert.ok(media.audio.bytesReceived > 0, `${name} received audio`);
   }
+  // Each side is told how its connection is doing; on loopback, excellent.
+  for (const page of [staff, shopper]) {
+    await page.waitForFunction(() => document.querySelector('header .quality')?.textContent === 'connection: excellent', null, { timeout: 30_000 });
+  }
   // The page shows who is on the other side.
   assert.equal(await staff.textContent('#remote .label'), 'shopper-1', 'staff page names the shopper');
   assert.equal(await shopper.textContent('#remote .label'), 'staff-1', 'shopper page names staff');
