@@ -10,6 +10,9 @@
 //! - [`sfu`]: the state machine and its inputs and outputs;
 //! - `participant`, `track`, `room`, `peer`: the state it keeps;
 //! - `forward`, `rewrite`, `layer`, `keyframe`: what one subscriber gets of one track;
+//! - `allocate`: sharing a subscriber's bandwidth estimate among its videos;
+//! - `red`: redundant audio per subscriber;
+//! - `quality`: the E-model MOS of the path to a client;
 //! - `demux`, `stun`: which connection a datagram belongs to;
 //! - `speaker`: audio levels and active speakers.
 

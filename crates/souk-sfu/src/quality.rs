@@ -44,7 +44,11 @@ mod tests {
     #[test]
     fn a_clean_path_is_excellent() {
         // EL = 20 + 4 + 10 = 34; R = 94.768 - 0.85 = 93.918; MOS = 4.4227.
-        let q = PathQuality { rtt_ms: 20.0, jitter_ms: 2.0, loss: 0.0 };
+        let q = PathQuality {
+            rtt_ms: 20.0,
+            jitter_ms: 2.0,
+            loss: 0.0,
+        };
         assert!((q.mos() - 4.4227).abs() < 0.001, "{}", q.mos());
         assert_eq!(q.grade(), QualityGrade::Excellent);
     }
@@ -52,13 +56,25 @@ mod tests {
     #[test]
     fn latency_and_loss_lower_the_grade() {
         // EL = 250 + 20 + 10 = 280; R = 94.768 - 16 - 2.5 = 76.268; MOS = 3.875.
-        let far = PathQuality { rtt_ms: 250.0, jitter_ms: 10.0, loss: 0.01 };
+        let far = PathQuality {
+            rtt_ms: 250.0,
+            jitter_ms: 10.0,
+            loss: 0.01,
+        };
         assert!((far.mos() - 3.875).abs() < 0.001, "{}", far.mos());
         assert_eq!(far.grade(), QualityGrade::Good);
         // 20% loss costs 50 points of R on its own.
-        let lossy = PathQuality { rtt_ms: 50.0, jitter_ms: 5.0, loss: 0.2 };
+        let lossy = PathQuality {
+            rtt_ms: 50.0,
+            jitter_ms: 5.0,
+            loss: 0.2,
+        };
         assert_eq!(lossy.grade(), QualityGrade::Poor, "{}", lossy.mos());
-        let hopeless = PathQuality { rtt_ms: 2000.0, jitter_ms: 500.0, loss: 0.5 };
+        let hopeless = PathQuality {
+            rtt_ms: 2000.0,
+            jitter_ms: 500.0,
+            loss: 0.5,
+        };
         assert_eq!(hopeless.mos(), 1.0);
     }
 }
