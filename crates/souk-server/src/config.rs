@@ -74,6 +74,10 @@ pub struct FileConfig {
     /// Origins allowed to call the API from a browser; empty allows none.
     #[serde(default)]
     pub cors_origins: Vec<String>,
+    /// Reverse proxies whose `X-Forwarded-For` is believed (e.g. `["127.0.0.1"]` behind
+    /// a proxy on the same host); without it every client would share the proxy's address.
+    #[serde(default)]
+    pub trusted_proxies: Vec<IpAddr>,
     #[serde(default)]
     pub webhooks: Option<WebhookFileConfig>,
 }
@@ -129,6 +133,7 @@ pub struct ServerConfig {
     pub keys: Keys,
     /// `None` allows any origin (development only).
     pub cors_origins: Option<Vec<String>>,
+    pub trusted_proxies: Vec<IpAddr>,
     pub webhooks: Option<WebhookConfig>,
 }
 
@@ -186,6 +191,7 @@ impl ServerConfig {
             estimate_bandwidth: args.bwe == "on",
             tls,
             keys,
+            trusted_proxies: file.trusted_proxies.clone(),
             cors_origins: if args.dev && file.cors_origins.is_empty() {
                 None
             } else {

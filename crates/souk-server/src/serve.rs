@@ -107,6 +107,7 @@ async fn serve(config: ServerConfig) -> anyhow::Result<()> {
         keys: config.keys.clone(),
         dev: config.dev,
         join_limiter: KeyedLimiter::new(30, Duration::from_secs(10)),
+        trusted_proxies: config.trusted_proxies.clone(),
         next_conn: AtomicU64::new(1),
         open_sessions: Default::default(),
     });

@@ -276,3 +276,37 @@ async fn many_joins_and_leaves_leave_nothing_behind() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn behind_a_trusted_proxy_the_join_limit_applies_per_real_client() {
+    let dir = std::env::temp_dir().join(format!("souk-proxy-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("souk.toml");
+    std::fs::write(&config, "trusted_proxies = [\"127.0.0.1\"]\n").unwrap();
+    let server = TestServer::start_with(&["--config", config.to_str().unwrap()]);
+    let client = reqwest::Client::new();
+    let upgrade = |forwarded_for: String| {
+        client
+            .get(format!("{}/rtc", server.url))
+            .header("connection", "upgrade")
+            .header("upgrade", "websocket")
+            .header("sec-websocket-version", "13")
+            .header("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==")
+            .header("x-forwarded-for", forwarded_for)
+            .send()
+    };
+    // Sixty shoppers arriving through the proxy at once: none is throttled.
+    for i in 0..60 {
+        let resp = upgrade(format!("203.0.113.{i}")).await.unwrap();
+        assert_eq!(resp.status(), 101, "shopper {i}");
+    }
+    // One of them flooding is still throttled.
+    let mut refused = 0;
+    for _ in 0..60 {
+        if upgrade("198.51.100.7".into()).await.unwrap().status() == 429 {
+            refused += 1;
+        }
+    }
+    assert!(refused > 0);
+    let _ = std::fs::remove_dir_all(dir);
+}

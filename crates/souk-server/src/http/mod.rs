@@ -30,6 +30,8 @@ pub struct AppState {
     pub dev: bool,
     /// Signalling connections per client address, to blunt join floods.
     pub join_limiter: KeyedLimiter<std::net::IpAddr>,
+    /// Proxies whose `X-Forwarded-For` names the real client.
+    pub trusted_proxies: Vec<std::net::IpAddr>,
     pub next_conn: AtomicU64,
     /// Signalling sockets currently open (a leak shows here first).
     pub open_sessions: std::sync::atomic::AtomicUsize,
@@ -119,3 +121,61 @@ impl IntoResponse for ApiError {
 
 /// Address a request came from, for rate limiting.
 pub type ClientAddr = axum::extract::ConnectInfo<SocketAddr>;
+
+/// The client's address: the peer, or, when the peer is a trusted proxy, the nearest
+/// address in `X-Forwarded-For` that is not itself a trusted proxy.
+pub fn client_ip(
+    peer: std::net::IpAddr,
+    headers: &axum::http::HeaderMap,
+    trusted: &[std::net::IpAddr],
+) -> std::net::IpAddr {
+    if !trusted.contains(&peer) {
+        return peer;
+    }
+    let forwarded = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|a| a.trim().parse::<std::net::IpAddr>().ok())
+        .collect::<Vec<_>>();
+    forwarded
+        .into_iter()
+        .rev()
+        .find(|ip| !trusted.contains(ip))
+        .unwrap_or(peer)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forwarded_for_is_believed_only_from_trusted_proxies() {
+        let proxy: std::net::IpAddr = "127.0.0.1".parse().unwrap();
+        let mut headers = axum::http::HeaderMap::new();
+        headers.insert(
+            "x-forwarded-for",
+            "203.0.113.9, 198.51.100.7".parse().unwrap(),
+        );
+        assert_eq!(
+            client_ip(proxy, &headers, &[proxy]),
+            "198.51.100.7".parse::<std::net::IpAddr>().unwrap()
+        );
+        assert_eq!(
+            client_ip(proxy, &headers, &[]),
+            proxy,
+            "untrusted peers are taken as they are"
+        );
+        assert_eq!(
+            client_ip(proxy, &axum::http::HeaderMap::new(), &[proxy]),
+            proxy
+        );
+        let spoofed: std::net::IpAddr = "192.0.2.1".parse().unwrap();
+        assert_eq!(
+            client_ip(spoofed, &headers, &[proxy]),
+            spoofed,
+            "a client cannot claim another address"
+        );
+    }
+}

@@ -40,9 +40,11 @@ pub async fn upgrade(
     ws: WebSocketUpgrade,
     State(state): State<super::State>,
     addr: ClientAddr,
+    headers: axum::http::HeaderMap,
 ) -> Response {
     let addr = addr.0;
-    if !state.join_limiter.try_take(&addr.ip(), Instant::now()) {
+    let client = super::client_ip(addr.ip(), &headers, &state.trusted_proxies);
+    if !state.join_limiter.try_take(&client, Instant::now()) {
         return ApiError(ProtoError::new(
             ErrorCode::RateLimited,
             "too many signalling connections from your address; retry in a few seconds",

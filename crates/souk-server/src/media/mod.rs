@@ -284,8 +284,19 @@ impl Driver {
                 },
                 Output::Signal(id, msg) => {
                     if let Some((_, session)) = self.sessions.get(&id) {
-                        if session.try_send(SessionEvent::Message(msg)).is_err() {
-                            warn!(?id, "signalling queue full or closed; dropping the socket");
+                        if let Err(e) = session.try_send(SessionEvent::Message(msg)) {
+                            match e {
+                                mpsc::error::TrySendError::Full(_) => {
+                                    warn!(
+                                        ?id,
+                                        "client is not reading its signalling; dropping the socket"
+                                    )
+                                }
+                                // The socket closed and its task has not told us yet.
+                                mpsc::error::TrySendError::Closed(_) => {
+                                    debug!(?id, "signalling socket already closed")
+                                }
+                            }
                             if let Some((_, session)) = self.sessions.remove(&id) {
                                 let _ = session.try_send(SessionEvent::Close);
                             }
