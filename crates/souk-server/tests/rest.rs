@@ -262,11 +262,7 @@ fn verify(sig_header: &str, body: &str) -> bool {
 #[tokio::test]
 async fn webhooks_are_signed_retried_and_cover_the_lifecycle() {
     let (url, receiver) = start_receiver().await;
-    let dir = std::env::temp_dir().join(format!("souk-webhook-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let config = dir.join("souk.toml");
-    std::fs::write(&config, format!("[webhooks]\nurls = [\"{url}\"]\n")).unwrap();
-    let server = TestServer::start_with(&["--config", config.to_str().unwrap()]);
+    let server = TestServer::start_with_config(&format!("[webhooks]\nurls = [\"{url}\"]\n"));
 
     let a = server.bot("hooks", "alice", "staff").await;
     a.publish(SyntheticMedia::default()).await.unwrap();
@@ -296,7 +292,6 @@ async fn webhooks_are_signed_retried_and_cover_the_lifecycle() {
     }
     // The refused first delivery was retried: room_started arrived anyway.
     assert!(*receiver.refused_once.lock().unwrap());
-    let _ = std::fs::remove_dir_all(dir);
 }
 
 #[tokio::test]
@@ -370,11 +365,7 @@ async fn tls_serves_https_with_the_given_certificate() {
 
 #[tokio::test]
 async fn cors_allows_only_the_configured_origins() {
-    let dir = std::env::temp_dir().join(format!("souk-cors-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let config = dir.join("souk.toml");
-    std::fs::write(&config, "cors_origins = [\"https://shop.example\"]\n").unwrap();
-    let server = TestServer::start_with(&["--config", config.to_str().unwrap()]);
+    let server = TestServer::start_with_config(&"cors_origins = [\"https://shop.example\"]\n");
     let http = reqwest::Client::new();
     let preflight = |origin: &'static str| {
         http.request(Method::OPTIONS, format!("{}/api/v1/rooms", server.url))
@@ -392,5 +383,4 @@ async fn cors_allows_only_the_configured_origins() {
     );
     let other = preflight("https://evil.example").await.unwrap();
     assert!(other.headers().get("access-control-allow-origin").is_none());
-    let _ = std::fs::remove_dir_all(dir);
 }

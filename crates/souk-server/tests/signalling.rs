@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{eventually, gauge, RawSignal, TestServer, WAIT};
+use common::{eventually, gauge, upgrade_request, RawSignal, TestServer, WAIT};
 use souk_client::{Client, ClientOptions, SyntheticMedia};
 use souk_proto::model::TrackKind;
 
@@ -203,15 +203,7 @@ async fn a_join_flood_from_one_address_is_refused_while_other_rooms_carry_on() {
     let client = reqwest::Client::new();
     let mut refused = 0;
     for _ in 0..60 {
-        let resp = client
-            .get(format!("{}/rtc", server.url))
-            .header("connection", "upgrade")
-            .header("upgrade", "websocket")
-            .header("sec-websocket-version", "13")
-            .header("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==")
-            .send()
-            .await
-            .unwrap();
+        let resp = upgrade_request(&client, &server).send().await.unwrap();
         if resp.status() == 429 {
             let body: serde_json::Value = resp.json().await.unwrap();
             assert_eq!(body["code"], "rate_limited");
@@ -279,19 +271,10 @@ async fn many_joins_and_leaves_leave_nothing_behind() {
 
 #[tokio::test]
 async fn behind_a_trusted_proxy_the_join_limit_applies_per_real_client() {
-    let dir = std::env::temp_dir().join(format!("souk-proxy-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let config = dir.join("souk.toml");
-    std::fs::write(&config, "trusted_proxies = [\"127.0.0.1\"]\n").unwrap();
-    let server = TestServer::start_with(&["--config", config.to_str().unwrap()]);
+    let server = TestServer::start_with_config(&"trusted_proxies = [\"127.0.0.1\"]\n");
     let client = reqwest::Client::new();
     let upgrade = |forwarded_for: String| {
-        client
-            .get(format!("{}/rtc", server.url))
-            .header("connection", "upgrade")
-            .header("upgrade", "websocket")
-            .header("sec-websocket-version", "13")
-            .header("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==")
+        upgrade_request(&client, &server)
             .header("x-forwarded-for", forwarded_for)
             .send()
     };
@@ -308,5 +291,4 @@ async fn behind_a_trusted_proxy_the_join_limit_applies_per_real_client() {
         }
     }
     assert!(refused > 0);
-    let _ = std::fs::remove_dir_all(dir);
 }

@@ -13,7 +13,7 @@ use str0m::rtp::Ssrc;
 
 use crate::forward::{Forwarder, Layer};
 use crate::layer::Wanted;
-use crate::peer::Peer;
+use crate::peer::{Peer, Side};
 use crate::quality::PathQuality;
 use crate::red::RedEncoder;
 use crate::speaker::LevelMeter;
@@ -90,6 +90,14 @@ impl Participant {
             grants: self.grants,
             tracks: self.tracks.iter().map(|t| t.info.clone()).collect(),
             joined_at_ms: self.joined_at_ms,
+        }
+    }
+
+    /// The publisher or subscriber connection, if it exists yet.
+    pub fn peer_mut(&mut self, side: Side) -> Option<&mut Peer> {
+        match side {
+            Side::Publisher => self.publisher.as_mut(),
+            Side::Subscriber => self.subscriber.as_mut(),
         }
     }
 

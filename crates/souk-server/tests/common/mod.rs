@@ -18,6 +18,18 @@ impl TestServer {
         Self::start_with(&[])
     }
 
+    /// Starts with a configuration file holding `toml` (written to a temporary file, read
+    /// at start, then removed), plus `--dev` for the published key.
+    pub fn start_with_config(toml: &str) -> TestServer {
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let path = std::env::temp_dir().join(format!("souk-test-{}-{n}.toml", std::process::id()));
+        std::fs::write(&path, toml).expect("temporary config written");
+        let server = Self::start_with(&["--config", path.to_str().expect("utf-8 temp path")]);
+        let _ = std::fs::remove_file(path);
+        server
+    }
+
     pub fn start_with(extra: &[&str]) -> TestServer {
         let mut child = Command::new(env!("CARGO_BIN_EXE_souk"))
             .args([
@@ -95,6 +107,16 @@ impl Drop for TestServer {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A raw WebSocket upgrade of `/rtc`, for tests that count refusals without a session.
+pub fn upgrade_request(client: &reqwest::Client, server: &TestServer) -> reqwest::RequestBuilder {
+    client
+        .get(format!("{}/rtc", server.url))
+        .header("connection", "upgrade")
+        .header("upgrade", "websocket")
+        .header("sec-websocket-version", "13")
+        .header("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==")
 }
 
 /// `souk token --dev ARGS`.

@@ -110,11 +110,9 @@ impl Sfu {
     }
 
     fn peer_mut(&mut self, key: PeerKey) -> Option<&mut Peer> {
-        let p = self.participants.get_mut(&key.participant)?;
-        match key.side {
-            Side::Publisher => p.publisher.as_mut(),
-            Side::Subscriber => p.subscriber.as_mut(),
-        }
+        self.participants
+            .get_mut(&key.participant)?
+            .peer_mut(key.side)
     }
 
     /// Collects what a connection has to say and acts on it; forwarding makes other
@@ -150,11 +148,10 @@ impl Sfu {
         &mut self,
         key: PeerKey,
     ) -> Option<(&mut Peer, &mut std::collections::VecDeque<super::Output>)> {
-        let p = self.participants.get_mut(&key.participant)?;
-        let peer = match key.side {
-            Side::Publisher => p.publisher.as_mut(),
-            Side::Subscriber => p.subscriber.as_mut(),
-        }?;
+        let peer = self
+            .participants
+            .get_mut(&key.participant)?
+            .peer_mut(key.side)?;
         Some((peer, &mut self.outputs))
     }
 

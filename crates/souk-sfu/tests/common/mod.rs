@@ -12,7 +12,7 @@ use souk_proto::model::{LayerInfo, TrackKind, TrackSource};
 use souk_proto::signal::{
     ClientMessage, PublishOffer, PublishTrack, SdpMessage, ServerMessage, TrackSettings,
 };
-use souk_proto::token::{Grants, Role};
+use souk_proto::token::Role;
 use souk_sfu::{JoinRequest, Output, ParticipantId, Sfu, SfuConfig};
 use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
 use str0m::format::Codec;
@@ -166,10 +166,6 @@ impl Room {
         });
         self.pump_outputs();
         self.clients.len() - 1
-    }
-
-    pub fn grants_of(role: Role) -> Grants {
-        role.default_grants()
     }
 
     /// Publishes a synthetic video track (simulcast or not) from client `i`.
