@@ -14,6 +14,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod chat;
 mod session;
 pub mod synthetic;
 

@@ -26,7 +26,7 @@ use tracing::debug;
 use crate::synthetic::{self, KEYFRAME_EVERY};
 use crate::{Client, ClientError, ClientOptions, Command, Stats, SyntheticMedia, TrackStats};
 
-type Ws = tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>;
+pub(crate) type Ws = tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>;
 
 pub(crate) async fn start(
     url: &str,
@@ -80,7 +80,7 @@ pub(crate) async fn start(
 
 /// Opens the signalling socket from `bind_ip`, so many bots on one machine can spread
 /// over several local addresses (the server limits connections per address).
-async fn open_signalling(url: &str, bind_ip: IpAddr) -> Result<Ws, ClientError> {
+pub(crate) async fn open_signalling(url: &str, bind_ip: IpAddr) -> Result<Ws, ClientError> {
     let Some(host) = url
         .strip_prefix("http://")
         .or_else(|| url.strip_prefix("ws://"))

@@ -58,6 +58,32 @@ pub enum ErrorCode {
     Unauthorized,
     /// A request body or parameter is invalid.
     InvalidRequest,
+    /// The named conversation does not exist.
+    ConversationNotFound,
+    /// The user is not a member of the conversation.
+    NotAMember,
+    /// The named message does not exist in the conversation.
+    MessageNotFound,
+    /// A sync or history cursor lies beyond the conversation's last event.
+    InvalidCursor,
+    /// The edit or recall window for the message has passed.
+    EditWindowClosed,
+    /// The text contains a blocked keyword.
+    ContentBlocked,
+    /// The user is muted in this group.
+    Muted,
+    /// The user is banned from this group.
+    Banned,
+    /// The recipient has blocked the sender.
+    Blocked,
+    /// The group is at its member limit.
+    GroupFull,
+    /// The same idempotency key came with a different request.
+    IdempotencyConflict,
+    /// No translator is configured on this server.
+    TranslatorUnavailable,
+    /// The translator failed or answered nonsense; retry later.
+    TranslationFailed,
     /// Something went wrong inside the server; the message says what.
     Internal,
 }
@@ -90,6 +116,19 @@ impl ErrorCode {
             ErrorCode::RateLimited => "rate_limited",
             ErrorCode::Unauthorized => "unauthorized",
             ErrorCode::InvalidRequest => "invalid_request",
+            ErrorCode::ConversationNotFound => "conversation_not_found",
+            ErrorCode::NotAMember => "not_a_member",
+            ErrorCode::MessageNotFound => "message_not_found",
+            ErrorCode::InvalidCursor => "invalid_cursor",
+            ErrorCode::EditWindowClosed => "edit_window_closed",
+            ErrorCode::ContentBlocked => "content_blocked",
+            ErrorCode::Muted => "muted",
+            ErrorCode::Banned => "banned",
+            ErrorCode::Blocked => "blocked",
+            ErrorCode::GroupFull => "group_full",
+            ErrorCode::IdempotencyConflict => "idempotency_conflict",
+            ErrorCode::TranslatorUnavailable => "translator_unavailable",
+            ErrorCode::TranslationFailed => "translation_failed",
             ErrorCode::Internal => "internal",
         }
     }
@@ -129,6 +168,8 @@ mod tests {
             ErrorCode::TokenWrongRoom,
             ErrorCode::MalformedMessage,
             ErrorCode::InvalidSdp,
+            ErrorCode::NotAMember,
+            ErrorCode::TranslatorUnavailable,
             ErrorCode::Internal,
         ] {
             let json = serde_json::to_string(&code).unwrap();

@@ -6,6 +6,7 @@
 //! The server, the Rust client and (by hand, see `docs/PROTOCOL.md`) the browser SDK
 //! all speak these types, so a change here is a protocol change.
 
+pub mod chat;
 pub mod error;
 pub mod model;
 pub mod rest;

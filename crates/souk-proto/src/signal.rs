@@ -346,38 +346,47 @@ impl ClientMessage {
     /// Parses one text frame, telling apart the three ways it can be wrong: too large,
     /// not the shape of any message, or a `type` this version does not know.
     pub fn parse(text: &str) -> Result<ClientMessage, ProtoError> {
-        if text.len() > MAX_SIGNAL_MESSAGE_BYTES {
-            return Err(ProtoError::new(
-                ErrorCode::MessageTooLarge,
-                format!(
-                    "message is {} bytes; the limit is {MAX_SIGNAL_MESSAGE_BYTES}",
-                    text.len()
-                ),
-            ));
-        }
-        let value: serde_json::Value = serde_json::from_str(text).map_err(|e| {
-            ProtoError::new(ErrorCode::MalformedMessage, format!("not valid JSON: {e}"))
-        })?;
-        let Some(kind) = value.get("type").and_then(|t| t.as_str()) else {
-            return Err(ProtoError::new(
-                ErrorCode::MalformedMessage,
-                "message has no string field 'type'",
-            ));
-        };
-        if !CLIENT_MESSAGE_TYPES.contains(&kind) {
-            return Err(ProtoError::new(
-                ErrorCode::UnknownMessageType,
-                format!("unknown message type '{kind}'"),
-            ));
-        }
-        let kind = kind.to_owned();
-        serde_json::from_value(value).map_err(|e| {
-            ProtoError::new(
-                ErrorCode::MalformedMessage,
-                format!("invalid '{kind}' message: {e}"),
-            )
-        })
+        parse_tagged(text, CLIENT_MESSAGE_TYPES)
     }
+}
+
+/// Parses a `type`-tagged JSON message, telling an oversized, malformed or unknown one
+/// apart so the client learns which mistake it made.
+pub(crate) fn parse_tagged<T: serde::de::DeserializeOwned>(
+    text: &str,
+    known_types: &[&str],
+) -> Result<T, ProtoError> {
+    if text.len() > MAX_SIGNAL_MESSAGE_BYTES {
+        return Err(ProtoError::new(
+            ErrorCode::MessageTooLarge,
+            format!(
+                "message is {} bytes; the limit is {MAX_SIGNAL_MESSAGE_BYTES}",
+                text.len()
+            ),
+        ));
+    }
+    let value: serde_json::Value = serde_json::from_str(text).map_err(|e| {
+        ProtoError::new(ErrorCode::MalformedMessage, format!("not valid JSON: {e}"))
+    })?;
+    let Some(kind) = value.get("type").and_then(|t| t.as_str()) else {
+        return Err(ProtoError::new(
+            ErrorCode::MalformedMessage,
+            "message has no string field 'type'",
+        ));
+    };
+    if !known_types.contains(&kind) {
+        return Err(ProtoError::new(
+            ErrorCode::UnknownMessageType,
+            format!("unknown message type '{kind}'"),
+        ));
+    }
+    let kind = kind.to_owned();
+    serde_json::from_value(value).map_err(|e| {
+        ProtoError::new(
+            ErrorCode::MalformedMessage,
+            format!("invalid '{kind}' message: {e}"),
+        )
+    })
 }
 
 /// The `type` values of [`ClientMessage`], for telling unknown types from malformed ones.

@@ -81,7 +81,7 @@ pub struct Grants {
     pub data: bool,
 }
 
-/// The claims of a room access token.
+/// The claims of an access token: a room token, a chat token, or both.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RoomClaims {
     /// The API key whose secret signed this token.
@@ -96,7 +96,8 @@ pub struct RoomClaims {
     /// Expiry, seconds since the Unix epoch. Limits joining and resuming; a live
     /// session outlives it.
     pub exp: u64,
-    /// The room this token admits to.
+    /// The room this token admits to; empty in a chat-only token.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub room: String,
     /// Display name shown to others.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -108,6 +109,12 @@ pub struct RoomClaims {
     /// Opaque application metadata shown to other participants.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metadata: Option<String>,
+    /// May use chat (a user-scoped grant, independent of any room).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub chat: bool,
+    /// Shops whose shared inbox this user answers for (a seller's team).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub shops: Vec<String>,
 }
 
 impl RoomClaims {
@@ -176,6 +183,8 @@ mod tests {
                 data: false,
             }),
             metadata: None,
+            chat: false,
+            shops: Vec::new(),
         };
         assert!(claims.effective_grants().publish);
         assert!(!claims.effective_grants().data);

@@ -34,6 +34,10 @@ pub struct TokenSpec {
     pub ttl: Duration,
     pub grants: Option<Grants>,
     pub metadata: Option<String>,
+    /// Grants chat (a user-scoped token when `room` is empty).
+    pub chat: bool,
+    /// Shops whose inbox the user answers for.
+    pub shops: Vec<String>,
 }
 
 pub fn sign(
@@ -53,6 +57,8 @@ pub fn sign(
         role: spec.role,
         grants: spec.grants,
         metadata: spec.metadata.clone(),
+        chat: spec.chat,
+        shops: spec.shops.clone(),
     };
     sign_claims(secret, &claims)
 }
@@ -153,6 +159,8 @@ mod tests {
             ttl: Duration::from_secs(60),
             grants: None,
             metadata: None,
+            chat: false,
+            shops: Vec::new(),
         }
     }
 

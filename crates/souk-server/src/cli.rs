@@ -57,6 +57,12 @@ pub struct ServeArgs {
     /// Per-subscriber bandwidth estimation and layer allocation (experimental).
     #[arg(long, value_parser = ["on", "off"], default_value = "off")]
     pub bwe: String,
+    /// Directory for the embedded SQLite database (default ./souk-data).
+    #[arg(long, env = "SOUK_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Database URL (postgres://...) instead of the embedded SQLite.
+    #[arg(long, env = "SOUK_DB")]
+    pub db: Option<String>,
     /// TLS certificate chain (PEM); with --tls-key serves HTTPS and WSS.
     #[arg(long, requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,
@@ -76,10 +82,17 @@ struct TokenArgs {
     /// Which API key of the configuration to sign with (default: the only one).
     #[arg(long)]
     api_key: Option<String>,
-    #[arg(long)]
-    room: String,
+    /// The room the token admits to (not needed with --chat).
+    #[arg(long, required_unless_present = "chat")]
+    room: Option<String>,
     #[arg(long)]
     identity: String,
+    /// A user-scoped chat token (combine with --room for both).
+    #[arg(long)]
+    chat: bool,
+    /// A shop whose shared inbox the user answers for (repeatable).
+    #[arg(long = "shop")]
+    shops: Vec<String>,
     /// Display name (default: the identity).
     #[arg(long)]
     name: Option<String>,
@@ -109,13 +122,15 @@ impl Cli {
                 };
                 let (api_key, secret) = keys.pick(args.api_key.as_deref())?;
                 let spec = TokenSpec {
-                    room: args.room,
+                    room: args.room.unwrap_or_default(),
                     identity: args.identity.clone(),
                     name: args.name.unwrap_or(args.identity),
                     role: args.role,
                     ttl: args.ttl,
                     grants: None,
                     metadata: None,
+                    chat: args.chat,
+                    shops: args.shops,
                 };
                 let token = auth::sign(api_key, secret, &spec, auth::unix_now())
                     .context("signing the token")?;

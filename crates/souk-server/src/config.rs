@@ -80,6 +80,37 @@ pub struct FileConfig {
     pub trusted_proxies: Vec<IpAddr>,
     #[serde(default)]
     pub webhooks: Option<WebhookFileConfig>,
+    /// Where the embedded database lives (default `./souk-data`).
+    pub data_dir: Option<PathBuf>,
+    #[serde(default)]
+    pub store: StoreFileConfig,
+    #[serde(default)]
+    pub chat: ChatFileConfig,
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreFileConfig {
+    /// `postgres://...` to use PostgreSQL; default: SQLite in the data directory.
+    pub url: Option<String>,
+    /// `normal` (survives a crash) or `full` (also survives power loss; slower).
+    pub sqlite_sync: Option<String>,
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChatFileConfig {
+    /// Seconds after sending that a message can be edited or recalled (default 120).
+    pub edit_window_s: Option<u64>,
+    /// Keyword lists per locale; replaces the built-in samples when given.
+    pub blocklist: Option<BTreeMap<String, Vec<String>>>,
+    /// Where to POST offline notifications, so the merchant's app can send a push.
+    #[serde(default)]
+    pub push_urls: Vec<String>,
+    /// Whose secret signs them (default: the only key).
+    pub push_api_key: Option<String>,
+    /// An OpenAI-compatible endpoint for translation on request.
+    pub translator: Option<souk_chat::translate::OpenAiConfig>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -135,6 +166,29 @@ pub struct ServerConfig {
     pub cors_origins: Option<Vec<String>>,
     pub trusted_proxies: Vec<IpAddr>,
     pub webhooks: Option<WebhookConfig>,
+    pub data_dir: PathBuf,
+    /// A database URL; `None` uses SQLite in `data_dir`.
+    pub db_url: Option<String>,
+    pub sqlite_sync: souk_store::SqliteSync,
+    pub chat: ChatConfig,
+}
+
+/// How chat runs.
+#[derive(Debug, Clone)]
+pub struct ChatConfig {
+    pub edit_window: Duration,
+    pub blocklist: Option<BTreeMap<String, Vec<String>>>,
+    pub push: Option<WebhookConfig>,
+    pub translator: Option<souk_chat::translate::OpenAiConfig>,
+}
+
+fn check_urls(what: &str, urls: &[String]) -> anyhow::Result<()> {
+    for url in urls {
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            bail!("{what} URL '{url}' must start with http:// or https://");
+        }
+    }
+    Ok(())
 }
 
 impl ServerConfig {
@@ -153,11 +207,7 @@ impl ServerConfig {
         };
         let webhooks = match &file.webhooks {
             Some(w) if !w.urls.is_empty() => {
-                for url in &w.urls {
-                    if !(url.starts_with("http://") || url.starts_with("https://")) {
-                        bail!("webhook URL '{url}' must start with http:// or https://");
-                    }
-                }
+                check_urls("webhook", &w.urls)?;
                 let (api_key, secret) = keys.pick(w.api_key.as_deref())?;
                 Some(WebhookConfig {
                     urls: w.urls.clone(),
@@ -166,6 +216,25 @@ impl ServerConfig {
                 })
             }
             _ => None,
+        };
+        let push = if file.chat.push_urls.is_empty() {
+            None
+        } else {
+            check_urls("push", &file.chat.push_urls)?;
+            let (api_key, secret) = keys.pick(file.chat.push_api_key.as_deref())?;
+            Some(WebhookConfig {
+                urls: file.chat.push_urls.clone(),
+                api_key: api_key.to_owned(),
+                secret: secret.to_owned(),
+            })
+        };
+        if let Some(t) = &file.chat.translator {
+            check_urls("translator", std::slice::from_ref(&t.base_url))?;
+        }
+        let sqlite_sync = match file.store.sqlite_sync.as_deref() {
+            None | Some("normal") => souk_store::SqliteSync::Normal,
+            Some("full") => souk_store::SqliteSync::Full,
+            Some(other) => bail!("store.sqlite_sync is 'normal' or 'full', not '{other}'"),
         };
         let tls = match (
             args.tls_cert.clone().or(file.tls_cert.clone()),
@@ -198,6 +267,19 @@ impl ServerConfig {
                 Some(file.cors_origins)
             },
             webhooks,
+            data_dir: args
+                .data_dir
+                .clone()
+                .or(file.data_dir.clone())
+                .unwrap_or_else(|| PathBuf::from("souk-data")),
+            db_url: args.db.clone().or(file.store.url.clone()),
+            sqlite_sync,
+            chat: ChatConfig {
+                edit_window: Duration::from_secs(file.chat.edit_window_s.unwrap_or(120)),
+                blocklist: file.chat.blocklist.clone(),
+                push,
+                translator: file.chat.translator.clone(),
+            },
         })
     }
 }

@@ -1,6 +1,7 @@
 //! `souk`: the Souk server and its companion commands.
 
 mod auth;
+mod chat_push;
 mod cli;
 mod config;
 mod http;

@@ -14,6 +14,12 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
+use souk_chat::moderation::Blocklist;
+use souk_chat::translate::{OpenAiTranslator, Translator};
+use souk_chat::{Chat, ChatSettings, ChatStore};
+use souk_store::Db;
+
+use crate::chat_push;
 use crate::config::{ServerConfig, DEV_API_KEY, DEV_API_SECRET};
 use crate::http::{self, AppState};
 use crate::media::{self, MediaSockets};
@@ -101,6 +107,10 @@ async fn serve(config: ServerConfig) -> anyhow::Result<()> {
         .clone()
         .map(|w| webhook::spawn(w, cancel.clone(), &tracker));
     let media = media::spawn(sfu, sockets, webhooks, cancel.clone(), &tracker);
+    let chat = open_chat(&config).await?;
+    if let Some(push) = config.chat.push.clone() {
+        chat_push::spawn(chat.clone(), push, cancel.clone(), &tracker);
+    }
 
     let state = Arc::new(AppState {
         media,
@@ -110,6 +120,8 @@ async fn serve(config: ServerConfig) -> anyhow::Result<()> {
         trusted_proxies: config.trusted_proxies.clone(),
         next_conn: AtomicU64::new(1),
         open_sessions: Default::default(),
+        chat: chat.clone(),
+        chat_send_limiter: KeyedLimiter::new(CHAT_SENDS_PER_10S, Duration::from_secs(10)),
     });
     let app = http::router(state.clone(), config.cors_origins.as_deref())
         .into_make_service_with_connect_info::<SocketAddr>();
@@ -190,8 +202,45 @@ async fn serve(config: ServerConfig) -> anyhow::Result<()> {
     {
         warn!("some tasks or sockets did not stop within 5 s");
     }
+    chat.store().db().close().await;
     info!("stopped");
     Ok(())
+}
+
+/// Messages one user may send per 10 s, across all their devices.
+const CHAT_SENDS_PER_10S: u32 = 100;
+
+/// Opens the database (SQLite in the data directory unless a URL is configured) and
+/// the chat service on it.
+async fn open_chat(config: &ServerConfig) -> anyhow::Result<Arc<Chat>> {
+    let db = match &config.db_url {
+        Some(url) => Db::open(url, config.sqlite_sync)
+            .await
+            .with_context(|| "opening the database given by --db / store.url".to_string())?,
+        None => {
+            let path = config.data_dir.join("souk.db");
+            Db::open_sqlite(&path, config.sqlite_sync)
+                .await
+                .with_context(|| format!("opening the database {}", path.display()))?
+        }
+    };
+    let store = ChatStore::open(db)
+        .await
+        .context("preparing the chat tables")?;
+    let settings = ChatSettings {
+        edit_window: config.chat.edit_window,
+        blocklist: match &config.chat.blocklist {
+            Some(lists) => Blocklist::from_config(lists),
+            None => Blocklist::samples(),
+        },
+        push: config.chat.push.is_some(),
+    };
+    let translator = config
+        .chat
+        .translator
+        .clone()
+        .map(|t| Arc::new(OpenAiTranslator::new(t)) as Arc<dyn Translator>);
+    Ok(Arc::new(Chat::new(store, settings, translator)))
 }
 
 async fn shutdown_signal(cancel: CancellationToken) {

@@ -84,22 +84,9 @@ async fn deliver(
 ) {
     let mut backoff = Duration::from_millis(500);
     for attempt in 1..=MAX_ATTEMPTS {
-        let t = crate::auth::unix_now();
-        let result = client
-            .post(&url)
-            .header("content-type", "application/json")
-            .header(API_KEY_HEADER, &config.api_key)
-            .header(
-                SIGNATURE_HEADER,
-                format!("t={t},v1={}", signature(&config.secret, t, &body)),
-            )
-            .body(body.clone())
-            .send()
-            .await;
-        match result {
-            Ok(resp) if resp.status().is_success() => return,
-            Ok(resp) => debug!(%url, attempt, status = %resp.status(), "webhook refused"),
-            Err(e) => debug!(%url, attempt, "webhook failed: {e}"),
+        match post_signed(&client, &url, &config.api_key, &config.secret, &body).await {
+            Ok(()) => return,
+            Err(why) => debug!(%url, attempt, "webhook not delivered: {why}"),
         }
         tokio::select! {
             _ = cancel.cancelled() => return,
@@ -108,6 +95,33 @@ async fn deliver(
         backoff = (backoff * 2).min(Duration::from_secs(30));
     }
     warn!(%url, "webhook given up after {MAX_ATTEMPTS} attempts");
+}
+
+/// One signed POST; `Err` says why it was not accepted.
+pub async fn post_signed(
+    client: &reqwest::Client,
+    url: &str,
+    api_key: &str,
+    secret: &str,
+    body: &[u8],
+) -> Result<(), String> {
+    let t = crate::auth::unix_now();
+    let result = client
+        .post(url)
+        .header("content-type", "application/json")
+        .header(API_KEY_HEADER, api_key)
+        .header(
+            SIGNATURE_HEADER,
+            format!("t={t},v1={}", signature(secret, t, body)),
+        )
+        .body(body.to_vec())
+        .send()
+        .await;
+    match result {
+        Ok(resp) if resp.status().is_success() => Ok(()),
+        Ok(resp) => Err(format!("HTTP {}", resp.status())),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 #[cfg(test)]

@@ -14,16 +14,28 @@ use crate::config::{DEV_API_KEY, DEV_API_SECRET};
 
 #[derive(Deserialize)]
 pub struct TokenQuery {
+    #[serde(default)]
     room: String,
     identity: String,
     name: Option<String>,
     role: Option<String>,
+    /// `1` for a chat token.
+    chat: Option<u8>,
+    /// Comma-separated shops whose inbox the user answers for.
+    shops: Option<String>,
 }
 
 pub async fn token(
     State(_): State<super::State>,
     Query(q): Query<TokenQuery>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
+    if q.room.is_empty() && q.chat != Some(1) {
+        return Err(ProtoError::new(
+            ErrorCode::InvalidRequest,
+            "give a room, or chat=1 for a chat token",
+        )
+        .into());
+    }
     let role = match q.role.as_deref() {
         None => Role::Shopper,
         Some(r) => r
@@ -38,6 +50,16 @@ pub async fn token(
         ttl: Duration::from_secs(3600),
         grants: None,
         metadata: None,
+        chat: q.chat == Some(1),
+        shops: q
+            .shops
+            .map(|s| {
+                s.split(',')
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_owned)
+                    .collect()
+            })
+            .unwrap_or_default(),
     };
     let token = auth::sign(DEV_API_KEY, DEV_API_SECRET, &spec, auth::unix_now())
         .map_err(|e| ProtoError::new(ErrorCode::Internal, e.to_string()))?;

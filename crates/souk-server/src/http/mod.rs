@@ -1,6 +1,8 @@
 //! The HTTP surface: health, signalling WebSocket, room-service API, demo pages.
 
 mod assets;
+mod chat;
+mod chat_api;
 mod dev;
 mod metrics;
 mod rooms;
@@ -35,6 +37,9 @@ pub struct AppState {
     pub next_conn: AtomicU64,
     /// Signalling sockets currently open (a leak shows here first).
     pub open_sessions: std::sync::atomic::AtomicUsize,
+    pub chat: Arc<souk_chat::Chat>,
+    /// Chat messages per user, across their devices: a flood gets `rate_limited`.
+    pub chat_send_limiter: KeyedLimiter<String>,
 }
 
 pub type State = Arc<AppState>;
@@ -70,6 +75,15 @@ pub fn router(state: State, cors_origins: Option<&[String]>) -> Router {
         .route(
             "/api/v1/rooms/{room}/participants/{identity}/tracks/{track_id}/mute",
             post(rooms::mute_track),
+        )
+        .route("/api/v1/chat/conversations", get(chat_api::conversations))
+        .route(
+            "/api/v1/chat/conversations/{id}/events",
+            get(chat_api::events),
+        )
+        .route(
+            "/api/v1/chat/conversations/{id}/notices",
+            post(chat_api::notice),
         );
     if state.dev {
         app = app.route("/dev/token", get(dev::token));
@@ -90,10 +104,15 @@ impl From<ProtoError> for ApiError {
 pub fn status_for(code: ErrorCode) -> StatusCode {
     match code {
         ErrorCode::RoomNotFound
+        | ErrorCode::ConversationNotFound
+        | ErrorCode::MessageNotFound
         | ErrorCode::ParticipantNotFound
         | ErrorCode::TrackNotFound
         | ErrorCode::SessionNotFound => StatusCode::NOT_FOUND,
-        ErrorCode::RoomExists => StatusCode::CONFLICT,
+        ErrorCode::RoomExists | ErrorCode::IdempotencyConflict => StatusCode::CONFLICT,
+        ErrorCode::TranslatorUnavailable | ErrorCode::TranslationFailed => {
+            StatusCode::SERVICE_UNAVAILABLE
+        }
         ErrorCode::Unauthorized
         | ErrorCode::TokenMissing
         | ErrorCode::TokenMalformed
@@ -101,7 +120,12 @@ pub fn status_for(code: ErrorCode) -> StatusCode {
         | ErrorCode::TokenExpired
         | ErrorCode::TokenNotYetValid
         | ErrorCode::TokenUnknownKey => StatusCode::UNAUTHORIZED,
-        ErrorCode::PermissionDenied | ErrorCode::TokenWrongRoom => StatusCode::FORBIDDEN,
+        ErrorCode::PermissionDenied
+        | ErrorCode::TokenWrongRoom
+        | ErrorCode::NotAMember
+        | ErrorCode::Muted
+        | ErrorCode::Banned
+        | ErrorCode::Blocked => StatusCode::FORBIDDEN,
         ErrorCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,
         ErrorCode::MessageTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
         ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,

@@ -12,7 +12,7 @@ use super::ApiError;
 
 /// Checks `Authorization: Basic base64(key:secret)` against the configured keys, in
 /// constant time per comparison so the secret cannot be learnt by timing.
-fn authorize(state: &super::State, headers: &HeaderMap) -> Result<(), ApiError> {
+pub(super) fn authorize(state: &super::State, headers: &HeaderMap) -> Result<(), ApiError> {
     let unauthorized = |why: &str| {
         ApiError(ProtoError::new(
             ErrorCode::Unauthorized,

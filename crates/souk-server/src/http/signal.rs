@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
+use souk_proto::chat::{ChatClientMessage, ChatConnect};
 use souk_proto::error::{ErrorCode, ProtoError};
 use souk_proto::signal::{ClientMessage, Join, RefreshToken, ServerMessage};
 use souk_proto::token::RoomClaims;
@@ -25,16 +26,16 @@ use crate::ratelimit::Bucket;
 /// How long a new socket has to send `join`.
 const JOIN_DEADLINE: Duration = Duration::from_secs(10);
 /// A socket silent this long (no message, no pong) counts as dead.
-const IDLE_LIMIT: Duration = Duration::from_secs(20);
-const PING_EVERY: Duration = Duration::from_secs(5);
+pub(super) const IDLE_LIMIT: Duration = Duration::from_secs(20);
+pub(super) const PING_EVERY: Duration = Duration::from_secs(5);
 /// Frames above this are refused by the WebSocket layer itself (the socket closes);
 /// frames between the signalling limit and this get a `message_too_large` error.
 const MAX_FRAME_BYTES: usize = 4 * MAX_SIGNAL_MESSAGE_BYTES;
 /// Messages a client may send in a burst, and per second after it.
-const MESSAGE_BURST: u32 = 50;
-const MESSAGES_PER_SECOND: f64 = 20.0;
+pub(super) const MESSAGE_BURST: u32 = 50;
+pub(super) const MESSAGES_PER_SECOND: f64 = 20.0;
 /// A client that keeps flooding after this many refusals is disconnected.
-const MAX_REFUSALS: u32 = 100;
+pub(super) const MAX_REFUSALS: u32 = 100;
 
 pub async fn upgrade(
     ws: WebSocketUpgrade,
@@ -60,7 +61,7 @@ async fn send(socket: &mut WebSocket, msg: &ServerMessage) -> bool {
     socket.send(Message::text(msg.to_json())).await.is_ok()
 }
 
-async fn fail(mut socket: WebSocket, req: Option<u32>, err: ProtoError) {
+pub(super) async fn fail(mut socket: WebSocket, req: Option<u32>, err: ProtoError) {
     let _ = send(&mut socket, &ServerMessage::error(req, err.clone())).await;
     let reason = err.code.as_str().to_owned();
     let _ = socket
@@ -72,7 +73,7 @@ async fn fail(mut socket: WebSocket, req: Option<u32>, err: ProtoError) {
 }
 
 /// Counts a socket as open for as long as it lives.
-struct OpenSession(super::State);
+pub(super) struct OpenSession(pub(super) super::State);
 
 impl Drop for OpenSession {
     fn drop(&mut self) {
@@ -84,8 +85,11 @@ async fn session(mut socket: WebSocket, state: super::State, addr: SocketAddr) {
     state.open_sessions.fetch_add(1, Ordering::Relaxed);
     let _open = OpenSession(state.clone());
     let conn: ConnId = state.next_conn.fetch_add(1, Ordering::Relaxed);
-    let join = match tokio::time::timeout(JOIN_DEADLINE, first_join(&mut socket)).await {
-        Ok(Ok(join)) => join,
+    let join = match tokio::time::timeout(JOIN_DEADLINE, first_message(&mut socket)).await {
+        Ok(Ok(First::Join(join))) => join,
+        Ok(Ok(First::Chat(connect))) => {
+            return super::chat::session(socket, state, conn, connect).await;
+        }
         Ok(Err(Some((req, err)))) => return fail(socket, req, err).await,
         Ok(Err(None)) => return,
         Err(_) => {
@@ -134,9 +138,15 @@ async fn session(mut socket: WebSocket, state: super::State, addr: SocketAddr) {
     }
 }
 
-/// Reads until the first text message and parses it as `join`. `Err(None)` means the
-/// socket closed before saying anything.
-async fn first_join(socket: &mut WebSocket) -> Result<Join, Option<(Option<u32>, ProtoError)>> {
+/// How a socket starts: joining a room, or connecting to chat.
+enum First {
+    Join(Join),
+    Chat(ChatConnect),
+}
+
+/// Reads until the first text message and parses it as `join` or `chat_connect`.
+/// `Err(None)` means the socket closed before saying anything.
+async fn first_message(socket: &mut WebSocket) -> Result<First, Option<(Option<u32>, ProtoError)>> {
     loop {
         let msg = match socket.recv().await {
             Some(Ok(msg)) => msg,
@@ -154,11 +164,17 @@ async fn first_join(socket: &mut WebSocket) -> Result<Join, Option<(Option<u32>,
             Message::Close(_) => return Err(None),
             _ => continue,
         };
+        if let Ok(ChatClientMessage::ChatConnect(connect)) = ChatClientMessage::parse(&text) {
+            return Ok(First::Chat(connect));
+        }
         return match ClientMessage::parse(&text) {
-            Ok(ClientMessage::Join(join)) => Ok(join),
+            Ok(ClientMessage::Join(join)) => Ok(First::Join(join)),
             Ok(other) => Err(Some((
                 other.req(),
-                ProtoError::new(ErrorCode::InvalidState, "the first message must be 'join'"),
+                ProtoError::new(
+                    ErrorCode::InvalidState,
+                    "the first message must be 'join' (a room) or 'chat_connect' (chat)",
+                ),
             ))),
             Err(e) => Err(Some((None, e))),
         };
@@ -176,6 +192,12 @@ fn check_join(state: &super::State, join: &Join) -> Result<RoomClaims, ProtoErro
         ));
     }
     let claims = auth::verify(&state.keys, &join.token)?;
+    if claims.room.is_empty() {
+        return Err(ProtoError::new(
+            ErrorCode::PermissionDenied,
+            "this token admits to no room (a chat token starts with 'chat_connect')",
+        ));
+    }
     if let Some(room) = &join.room {
         if *room != claims.room {
             return Err(ProtoError::new(

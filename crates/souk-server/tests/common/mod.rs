@@ -11,6 +11,15 @@ pub struct TestServer {
     pub url: String,
     pub http: String,
     child: Child,
+    args: Vec<String>,
+    data_dir: std::path::PathBuf,
+}
+
+static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+fn unique(prefix: &str) -> String {
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("{prefix}-{}-{n}", std::process::id())
 }
 
 impl TestServer {
@@ -21,56 +30,57 @@ impl TestServer {
     /// Starts with a configuration file holding `toml` (written to a temporary file, read
     /// at start, then removed), plus `--dev` for the published key.
     pub fn start_with_config(toml: &str) -> TestServer {
-        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let path = std::env::temp_dir().join(format!("souk-test-{}-{n}.toml", std::process::id()));
+        Self::start_with_config_and(toml, &[])
+    }
+
+    pub fn start_with_config_and(toml: &str, extra: &[&str]) -> TestServer {
+        let path = std::env::temp_dir().join(format!("{}.toml", unique("souk-test")));
         std::fs::write(&path, toml).expect("temporary config written");
-        let server = Self::start_with(&["--config", path.to_str().expect("utf-8 temp path")]);
+        let mut args = vec!["--config", path.to_str().expect("utf-8 temp path")];
+        args.extend_from_slice(extra);
+        let server = Self::start_with(&args);
         let _ = std::fs::remove_file(path);
         server
     }
 
+    /// Starts `souk serve --dev` on ephemeral ports with its own data directory.
     pub fn start_with(extra: &[&str]) -> TestServer {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_souk"))
-            .args([
-                "serve",
-                "--dev",
-                "--bind",
-                "127.0.0.1:0",
-                "--media-port",
-                "0",
-            ])
-            .args(extra)
-            .env(
-                "RUST_LOG",
-                std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
-            )
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("souk starts");
-        let stdout = child.stdout.take().expect("piped stdout");
-        let mut lines = BufReader::new(stdout).lines();
-        let url = loop {
-            let line = lines
-                .next()
-                .expect("souk printed its address")
-                .expect("readable stdout");
-            if let Some(rest) = line.strip_prefix("souk listening http=") {
-                break rest
-                    .split_whitespace()
-                    .next()
-                    .expect("an address")
-                    .to_owned();
-            }
-        };
-        // Keep draining stdout so the server never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines {});
-        let http = url
-            .trim_start_matches("http://")
-            .trim_start_matches("https://")
-            .to_owned();
-        TestServer { url, http, child }
+        let data_dir = std::env::temp_dir().join(unique("souk-test-data"));
+        let mut args: Vec<String> = [
+            "serve",
+            "--dev",
+            "--bind",
+            "127.0.0.1:0",
+            "--media-port",
+            "0",
+            "--data-dir",
+            data_dir.to_str().expect("utf-8 temp path"),
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let (child, url) = spawn(&args);
+        let http = host_of(&url);
+        TestServer {
+            url,
+            http,
+            child,
+            args,
+            data_dir,
+        }
+    }
+
+    /// Kills the server with SIGKILL (no shutdown at all) and starts it again on the
+    /// same data, as after a crash. The HTTP port changes.
+    pub fn crash_and_restart(&mut self) {
+        self.child.kill().expect("SIGKILL delivered");
+        let _ = self.child.wait();
+        // A config file given at start is gone by now; restarts keep to flag-only servers.
+        let (child, url) = spawn(&self.args);
+        self.child = child;
+        self.http = host_of(&url);
+        self.url = url;
     }
 
     /// A bot joined to `room` as `identity` with `role`, subscribing to everything.
@@ -106,7 +116,46 @@ impl Drop for TestServer {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.data_dir);
     }
+}
+
+fn host_of(url: &str) -> String {
+    url.trim_start_matches("http://")
+        .trim_start_matches("https://")
+        .to_owned()
+}
+
+/// Starts `souk ARGS` and reads the address it printed.
+fn spawn(args: &[String]) -> (Child, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_souk"))
+        .args(args)
+        .env(
+            "RUST_LOG",
+            std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
+        )
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("souk starts");
+    let stdout = child.stdout.take().expect("piped stdout");
+    let mut lines = BufReader::new(stdout).lines();
+    let url = loop {
+        let line = lines
+            .next()
+            .expect("souk printed its address")
+            .expect("readable stdout");
+        if let Some(rest) = line.strip_prefix("souk listening http=") {
+            break rest
+                .split_whitespace()
+                .next()
+                .expect("an address")
+                .to_owned();
+        }
+    };
+    // Keep draining stdout so the server never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    (child, url)
 }
 
 /// A raw WebSocket upgrade of `/rtc`, for tests that count refusals without a session.
@@ -251,4 +300,190 @@ where
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     panic!("timed out waiting for {what}");
+}
+
+/// Where a test's server keeps its data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// The embedded default, in the server's own data directory.
+    Sqlite,
+    /// A fresh database on the PostgreSQL at `SOUK_TEST_POSTGRES`
+    /// (default `postgres://postgres@127.0.0.1:5432`).
+    Postgres,
+}
+
+/// A database created for one test and dropped after it.
+pub struct PgDatabase {
+    pub url: String,
+    name: String,
+}
+
+fn postgres_base() -> String {
+    std::env::var("SOUK_TEST_POSTGRES")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
+}
+
+fn psql(sql: &str) -> std::process::Output {
+    Command::new("psql")
+        .args([
+            &format!("{}/postgres", postgres_base()),
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-qc",
+            sql,
+        ])
+        .output()
+        .expect("psql runs (scripts/test installs PostgreSQL)")
+}
+
+impl PgDatabase {
+    pub fn create() -> PgDatabase {
+        let name = unique("souk_test").replace('-', "_");
+        let out = psql(&format!("CREATE DATABASE {name}"));
+        assert!(
+            out.status.success(),
+            "creating a test database on {} failed (is PostgreSQL running? scripts/test starts it): {}",
+            postgres_base(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        PgDatabase {
+            url: format!("{}/{name}", postgres_base()),
+            name,
+        }
+    }
+}
+
+impl Drop for PgDatabase {
+    fn drop(&mut self) {
+        let _ = psql(&format!(
+            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+            self.name
+        ));
+    }
+}
+
+/// A server on `backend`; configuration `toml` may be empty.
+pub fn server_on(backend: Backend, toml: &str) -> (TestServer, Option<PgDatabase>) {
+    let db = (backend == Backend::Postgres).then(PgDatabase::create);
+    let mut extra: Vec<&str> = Vec::new();
+    if let Some(db) = &db {
+        extra.extend(["--db", db.url.as_str()]);
+    }
+    let server = if toml.is_empty() {
+        TestServer::start_with(&extra)
+    } else {
+        TestServer::start_with_config_and(toml, &extra)
+    };
+    (server, db)
+}
+
+/// A chat token for `identity`, answering for `shops`.
+pub fn chat_token(identity: &str, shops: &[&str]) -> String {
+    let mut args = vec!["--chat", "--identity", identity];
+    for shop in shops {
+        args.extend(["--shop", shop]);
+    }
+    token(&args)
+}
+
+/// The development API secret, which signs webhooks from `--dev` servers.
+pub const DEV_SECRET: &str = "souk-dev-secret-0123456789abcdef";
+
+/// Checks a `Souk-Signature: t=...,v1=...` header against the body.
+pub fn verify_signature(sig_header: &str, body: &str) -> bool {
+    use hmac::Mac;
+    let mut t = "";
+    let mut v1 = "";
+    for part in sig_header.split(',') {
+        if let Some(x) = part.strip_prefix("t=") {
+            t = x;
+        } else if let Some(x) = part.strip_prefix("v1=") {
+            v1 = x;
+        }
+    }
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(DEV_SECRET.as_bytes()).unwrap();
+    mac.update(format!("{t}.{body}").as_bytes());
+    hex::encode(mac.finalize().into_bytes()) == v1
+}
+
+/// A merchant's push endpoint that refuses its first `refuse` deliveries (to exercise
+/// the outbox's retries), then passes on each signed body it accepts.
+pub async fn push_receiver(
+    refuse: u32,
+) -> (
+    String,
+    tokio::sync::mpsc::UnboundedReceiver<serde_json::Value>,
+    std::sync::Arc<std::sync::atomic::AtomicU32>,
+) {
+    use axum::http::{HeaderMap, StatusCode};
+    use std::sync::atomic::Ordering;
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let refused = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let counter = refused.clone();
+    let app = axum::Router::new().route(
+        "/push",
+        axum::routing::post(move |headers: HeaderMap, body: String| {
+            let (tx, counter) = (tx.clone(), counter.clone());
+            async move {
+                if counter.load(Ordering::Relaxed) < refuse {
+                    counter.fetch_add(1, Ordering::Relaxed);
+                    return StatusCode::SERVICE_UNAVAILABLE;
+                }
+                let sig = headers
+                    .get("souk-signature")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default();
+                if !verify_signature(sig, &body) {
+                    return StatusCode::UNAUTHORIZED;
+                }
+                let _ = tx.send(serde_json::from_str(&body).expect("JSON push"));
+                StatusCode::OK
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (format!("http://{addr}/push"), rx, refused)
+}
+
+/// An OpenAI-compatible chat-completions endpoint that answers every request with
+/// `reply`, counting the calls. It checks the request has the shape a real provider
+/// requires.
+pub async fn scripted_completions(
+    reply: &'static str,
+) -> (String, std::sync::Arc<std::sync::atomic::AtomicU32>) {
+    use axum::http::StatusCode;
+    use std::sync::atomic::Ordering;
+    let calls = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let counter = calls.clone();
+    let app = axum::Router::new().route(
+        "/v1/chat/completions",
+        axum::routing::post(move |axum::Json(req): axum::Json<serde_json::Value>| {
+            let counter = counter.clone();
+            async move {
+                let well_formed = req["model"].is_string()
+                    && req["messages"].as_array().is_some_and(|m| {
+                        m.iter()
+                            .all(|x| x["role"].is_string() && x["content"].is_string())
+                    });
+                if !well_formed {
+                    return (StatusCode::BAD_REQUEST, axum::Json(serde_json::json!({})));
+                }
+                counter.fetch_add(1, Ordering::Relaxed);
+                (
+                    StatusCode::OK,
+                    axum::Json(serde_json::json!({
+                        "id": "cmpl-1", "object": "chat.completion", "model": req["model"],
+                        "choices": [{"index": 0, "finish_reason": "stop",
+                                     "message": {"role": "assistant", "content": reply}}],
+                    })),
+                )
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (format!("http://{addr}"), calls)
 }
