@@ -31,7 +31,10 @@ export function soukBinary() {
  * @param {string[]} [extraArgs]
  */
 export async function startServer(extraArgs = []) {
-  const proc = spawn(soukBinary(), ['serve', '--dev', '--bind', '127.0.0.1:0', '--media-port', '0', ...extraArgs], {
+  const { mkdtempSync, rmSync } = await import('node:fs');
+  const os = await import('node:os');
+  const dataDir = mkdtempSync(path.join(os.tmpdir(), 'souk-e2e-'));
+  const proc = spawn(soukBinary(), ['serve', '--dev', '--bind', '127.0.0.1:0', '--media-port', '0', '--data-dir', dataDir, ...extraArgs], {
     stdio: ['ignore', 'pipe', 'pipe'],
     env: { ...process.env, RUST_LOG: process.env.SOUK_LOG ?? 'warn' },
   });
@@ -53,10 +56,12 @@ export async function startServer(extraArgs = []) {
     log: () => log,
     async stop() {
       if (process.env.SOUK_LOG_FILE) (await import('node:fs')).appendFileSync(process.env.SOUK_LOG_FILE, log);
-      if (proc.exitCode !== null) return;
-      proc.kill('SIGINT');
-      await Promise.race([once(proc, 'exit'), new Promise((r) => setTimeout(r, 8000))]);
-      if (proc.exitCode === null) proc.kill('SIGKILL');
+      if (proc.exitCode === null) {
+        proc.kill('SIGINT');
+        await Promise.race([once(proc, 'exit'), new Promise((r) => setTimeout(r, 8000))]);
+        if (proc.exitCode === null) proc.kill('SIGKILL');
+      }
+      rmSync(dataDir, { recursive: true, force: true });
     },
   };
 }
