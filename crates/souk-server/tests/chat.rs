@@ -102,7 +102,7 @@ async fn all_events(client: &ChatClient, conversation: &str) -> Vec<EventInfo> {
 }
 
 async fn messages_are_ordered_acknowledged_and_idempotent(backend: Backend) {
-    let (server, _db) = server_on(backend, "");
+    let (_db, server) = server_on(backend, "");
     let ana = connect(&server, "ana", &[]).await;
     // Bruno answers for the shop from two devices.
     let bruno = connect(&server, "bruno", &["acme"]).await;
@@ -251,7 +251,7 @@ async fn messages_are_ordered_acknowledged_and_idempotent(backend: Backend) {
 }
 
 async fn bad_input_is_refused_and_leaves_nothing_behind(backend: Backend) {
-    let (server, _db) = server_on(backend, "[chat]\nedit_window_s = 1\n");
+    let (_db, server) = server_on(backend, "[chat]\nedit_window_s = 1\n");
     let ana = connect(&server, "ana", &[]).await;
     let eve = connect(&server, "eve", &[]).await;
     let conv = ana.open_direct("bruno").await.unwrap();
@@ -396,7 +396,7 @@ async fn bad_input_is_refused_and_leaves_nothing_behind(backend: Backend) {
 }
 
 async fn groups_are_moderated(backend: Backend) {
-    let (server, _db) = server_on(backend, "");
+    let (_db, server) = server_on(backend, "");
     let owner = connect(&server, "olga", &[]).await;
     let ali = connect(&server, "ali", &[]).await;
     let bea = connect(&server, "bea", &[]).await;
@@ -521,7 +521,7 @@ async fn groups_are_moderated(backend: Backend) {
 async fn offline_members_get_pushes_and_catch_up(backend: Backend) {
     let (push_url, mut pushes, fail_first) = common::push_receiver(2).await;
     let toml = format!("[chat]\npush_urls = [\"{push_url}\"]\n");
-    let (server, _db) = server_on(backend, &toml);
+    let (_db, server) = server_on(backend, &toml);
     let seller = connect(&server, "seller", &[]).await;
     let conv = seller.open_direct("night-owl").await.unwrap();
     for i in 1..=3 {
@@ -577,7 +577,7 @@ async fn offline_members_get_pushes_and_catch_up(backend: Backend) {
 }
 
 async fn restart_after_kill_keeps_every_acknowledged_message(backend: Backend) {
-    let (mut server, _db) = server_on(backend, "");
+    let (_db, mut server) = server_on(backend, "");
     let senders = ["s0", "s1", "s2", "s3"];
     let mut conversations = Vec::new();
     for s in senders {
@@ -650,7 +650,7 @@ async fn translation_uses_the_configured_model_and_caches() {
     let (model_url, calls) = common::scripted_completions("مرحبا، نعم لدينا المقاس 38").await;
     let toml =
         format!("[chat.translator]\nbase_url = \"{model_url}/v1\"\nmodel = \"test-model\"\n");
-    let (server, _db) = server_on(Backend::Sqlite, &toml);
+    let (_db, server) = server_on(Backend::Sqlite, &toml);
     let ana = connect(&server, "ana", &[]).await;
     let conv = ana.open_direct("rami").await.unwrap();
     ana.send_text(&conv.id, "t1", "Hello, yes we have size 38")
@@ -679,7 +679,7 @@ async fn translation_uses_the_configured_model_and_caches() {
     assert_eq!(code(bad), "invalid_request");
 
     // Without a translator: a clear error, never a fake translation.
-    let (plain, _db) = server_on(Backend::Sqlite, "");
+    let (_plain_db, plain) = server_on(Backend::Sqlite, "");
     let ana = connect(&plain, "ana", &[]).await;
     let conv = ana.open_direct("rami").await.unwrap();
     ana.send_text(&conv.id, "t1", "Hello").await.unwrap();

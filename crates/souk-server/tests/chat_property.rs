@@ -112,7 +112,7 @@ impl Device {
 
 async fn scenario(backend: Backend, seed: u64) {
     let mut rng = StdRng::seed_from_u64(seed);
-    let (server, _db) = server_on(backend, "");
+    let (_db, server) = server_on(backend, "");
     let owner = ChatClient::connect(&server.url, &chat_token("m0", &[]))
         .await
         .unwrap();

@@ -362,8 +362,9 @@ impl Drop for PgDatabase {
     }
 }
 
-/// A server on `backend`; configuration `toml` may be empty.
-pub fn server_on(backend: Backend, toml: &str) -> (TestServer, Option<PgDatabase>) {
+/// A server on `backend`; configuration `toml` may be empty. The database comes first:
+/// bindings drop in reverse, so the server stops before its database is dropped.
+pub fn server_on(backend: Backend, toml: &str) -> (Option<PgDatabase>, TestServer) {
     let db = (backend == Backend::Postgres).then(PgDatabase::create);
     let mut extra: Vec<&str> = Vec::new();
     if let Some(db) = &db {
@@ -374,7 +375,7 @@ pub fn server_on(backend: Backend, toml: &str) -> (TestServer, Option<PgDatabase
     } else {
         TestServer::start_with_config_and(toml, &extra)
     };
-    (server, db)
+    (db, server)
 }
 
 /// A chat token for `identity`, answering for `shops`.

@@ -1,0 +1,61 @@
+//! Starting the server under test.
+
+use std::process::{Child, Command, Stdio};
+
+use anyhow::{bail, Context};
+
+/// A `souk serve --dev` on ephemeral ports, with its own data directory; killed on drop.
+pub struct Server {
+    pub child: Child,
+    pub url: String,
+    data_dir: std::path::PathBuf,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.data_dir);
+    }
+}
+
+pub fn start_server(bin: &str, extra: &[&str]) -> anyhow::Result<Server> {
+    use std::io::{BufRead, BufReader};
+    let data_dir = std::env::temp_dir().join(format!("souk-bench-{}", std::process::id()));
+    let mut child = Command::new(bin)
+        .args([
+            "serve",
+            "--dev",
+            "--bind",
+            "127.0.0.1:0",
+            "--media-port",
+            "0",
+            "--data-dir",
+        ])
+        .arg(&data_dir)
+        .args(extra)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("starting {bin}"))?;
+    let mut lines = BufReader::new(child.stdout.take().expect("piped")).lines();
+    let url = loop {
+        let Some(line) = lines.next() else {
+            bail!("souk exited before listening")
+        };
+        if let Some(rest) = line?.strip_prefix("souk listening http=") {
+            break rest
+                .split_whitespace()
+                .next()
+                .unwrap_or_default()
+                .to_owned();
+        }
+    };
+    std::thread::spawn(move || for _ in lines {});
+    Ok(Server {
+        child,
+        url,
+        data_dir,
+    })
+}
+
