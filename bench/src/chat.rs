@@ -86,7 +86,13 @@ impl Drop for PgDatabase {
 
 fn psql(base: &str, sql: &str) -> anyhow::Result<()> {
     let out = std::process::Command::new("psql")
-        .args([&format!("{base}/postgres"), "-v", "ON_ERROR_STOP=1", "-qc", sql])
+        .args([
+            &format!("{base}/postgres"),
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-qc",
+            sql,
+        ])
         .output()
         .context("running psql")?;
     if !out.status.success() {
@@ -108,11 +114,7 @@ fn start(souk: &str, postgres: Option<&str>) -> anyhow::Result<(Option<PgDatabas
     Ok((db, server))
 }
 
-async fn chat_token(
-    http: &reqwest::Client,
-    url: &str,
-    identity: &str,
-) -> anyhow::Result<String> {
+async fn chat_token(http: &reqwest::Client, url: &str, identity: &str) -> anyhow::Result<String> {
     let body: serde_json::Value = http
         .get(format!("{url}/dev/token"))
         .query(&[("chat", "1"), ("identity", identity)])
@@ -138,7 +140,12 @@ async fn connect_all(
             let i = batch_no * 100 + j + first_address * 20;
             let token = chat_token(&http, url, name).await?;
             let url = url.to_owned();
-            let ip = IpAddr::V4(Ipv4Addr::new(127, 0, 2 + (i / 5000) as u8, 1 + ((i / 20) % 250) as u8));
+            let ip = IpAddr::V4(Ipv4Addr::new(
+                127,
+                0,
+                2 + (i / 5000) as u8,
+                1 + ((i / 20) % 250) as u8,
+            ));
             tasks.push(tokio::spawn(async move {
                 ChatClient::connect_from(&url, &token, ip).await
             }));
@@ -206,7 +213,12 @@ pub async fn live(args: ChatLive) -> anyhow::Result<()> {
     let connect_secs = t_connect.elapsed().as_secs_f64();
     let mut conversations = Vec::new();
     for pair in clients.chunks(2) {
-        conversations.push(pair[0].open_direct(&names[conversations.len() * 2 + 1]).await?.id);
+        conversations.push(
+            pair[0]
+                .open_direct(&names[conversations.len() * 2 + 1])
+                .await?
+                .id,
+        );
     }
 
     let epoch = Instant::now();
@@ -217,18 +229,32 @@ pub async fn live(args: ChatLive) -> anyhow::Result<()> {
     let failures = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let mut readers = Vec::new();
     for (client, me) in clients.iter().zip(&names) {
-        let (client, me, delivery, window_from) =
-            (client.clone(), me.clone(), delivery.clone(), window_from.clone());
+        let (client, me, delivery, window_from) = (
+            client.clone(),
+            me.clone(),
+            delivery.clone(),
+            window_from.clone(),
+        );
         readers.push(tokio::spawn(async move {
             while let Some(msg) = client.next_pushed(Duration::from_secs(3600)).await {
-                let ChatServerMessage::ChatEvent(e) = msg else { continue };
+                let ChatServerMessage::ChatEvent(e) = msg else {
+                    continue;
+                };
                 if e.sender == me {
                     continue;
                 }
-                let sent = e.body["text"].as_str().and_then(|t| t.strip_prefix("t=")).and_then(|t| t.parse::<u64>().ok());
-                if let Some(sent) = sent.filter(|s| *s >= window_from.load(std::sync::atomic::Ordering::Relaxed)) {
+                let sent = e.body["text"]
+                    .as_str()
+                    .and_then(|t| t.strip_prefix("t="))
+                    .and_then(|t| t.parse::<u64>().ok());
+                if let Some(sent) =
+                    sent.filter(|s| *s >= window_from.load(std::sync::atomic::Ordering::Relaxed))
+                {
                     let now = epoch.elapsed().as_micros() as u64;
-                    delivery.lock().expect("samples").push(now.saturating_sub(sent));
+                    delivery
+                        .lock()
+                        .expect("samples")
+                        .push(now.saturating_sub(sent));
                 }
             }
         }));
@@ -247,7 +273,10 @@ pub async fn live(args: ChatLive) -> anyhow::Result<()> {
     while started.elapsed() < total {
         ticker.tick().await;
         if window.is_none() && started.elapsed() >= warmup {
-            window_from.store(epoch.elapsed().as_micros() as u64, std::sync::atomic::Ordering::Relaxed);
+            window_from.store(
+                epoch.elapsed().as_micros() as u64,
+                std::sync::atomic::Ordering::Relaxed,
+            );
             window = Some((
                 proc_stat::cpu_ticks(pid)?,
                 proc_stat::cpu_ticks(std::process::id())?,
@@ -267,7 +296,10 @@ pub async fn live(args: ChatLive) -> anyhow::Result<()> {
             }
             tokio::spawn(async move {
                 let sent = epoch.elapsed().as_micros() as u64;
-                match client.send_text(&conversation, &id, &format!("t={sent}")).await {
+                match client
+                    .send_text(&conversation, &id, &format!("t={sent}"))
+                    .await
+                {
                     Ok(_) if in_window => acks
                         .lock()
                         .expect("samples")
@@ -293,7 +325,11 @@ pub async fn live(args: ChatLive) -> anyhow::Result<()> {
     let mut acks = acks.lock().expect("samples").clone();
     delivery.sort_unstable();
     acks.sort_unstable();
-    let backend = if args.postgres.is_some() { "PostgreSQL" } else { "SQLite" };
+    let backend = if args.postgres.is_some() {
+        "PostgreSQL"
+    } else {
+        "SQLite"
+    };
     println!("connected {} users in {connect_secs:.1} s", args.users);
     println!("| store | users | conversations | offered msg/s | sent in window | delivered | delivery p50 ms | delivery p99 ms | delivery max ms | ack p50 ms | ack p99 ms | failed sends | server CPU (% of a core) | bench CPU (% of a core) | server RSS MiB |");
     println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
@@ -321,7 +357,9 @@ pub async fn live(args: ChatLive) -> anyhow::Result<()> {
 
 pub async fn sync(args: ChatSyncBench) -> anyhow::Result<()> {
     let (_db, server) = start(&args.souk, args.postgres.as_deref())?;
-    let peers: Vec<String> = (0..args.conversations).map(|i| format!("peer-{i}")).collect();
+    let peers: Vec<String> = (0..args.conversations)
+        .map(|i| format!("peer-{i}"))
+        .collect();
     let clients = connect_all(&server.url, &peers, 0).await?;
     let mut fill = Vec::new();
     for client in &clients {
@@ -330,7 +368,13 @@ pub async fn sync(args: ChatSyncBench) -> anyhow::Result<()> {
         fill.push(tokio::spawn(async move {
             let conv = client.open_direct("returning-user").await?.id;
             for i in 0..n {
-                send_until_acked(&client, &conv, &format!("m{i}"), &format!("Message {i}: is the order on its way?")).await?;
+                send_until_acked(
+                    &client,
+                    &conv,
+                    &format!("m{i}"),
+                    &format!("Message {i}: is the order on its way?"),
+                )
+                .await?;
             }
             anyhow::Ok(())
         }));
@@ -340,16 +384,28 @@ pub async fn sync(args: ChatSyncBench) -> anyhow::Result<()> {
         f.await??;
     }
     let expected = args.conversations * args.per_conversation;
-    println!("wrote {expected} messages in {:.1} s", t_fill.elapsed().as_secs_f64());
+    println!(
+        "wrote {expected} messages in {:.1} s",
+        t_fill.elapsed().as_secs_f64()
+    );
 
     let http = reqwest::Client::new();
     let token = chat_token(&http, &server.url, "returning-user").await?;
     println!("| store | conversations | missed messages | round | connect + sync s | events received | unread reported |");
     println!("|---|---|---|---|---|---|---|");
-    let backend = if args.postgres.is_some() { "PostgreSQL" } else { "SQLite" };
+    let backend = if args.postgres.is_some() {
+        "PostgreSQL"
+    } else {
+        "SQLite"
+    };
     for round in 1..=args.rounds {
         let t = Instant::now();
-        let reader = ChatClient::connect_from(&server.url, &token, IpAddr::V4(Ipv4Addr::new(127, 0, 3, round as u8))).await?;
+        let reader = ChatClient::connect_from(
+            &server.url,
+            &token,
+            IpAddr::V4(Ipv4Addr::new(127, 0, 3, round as u8)),
+        )
+        .await?;
         let mut cursors: HashMap<String, u64> = HashMap::new();
         let mut received = 0usize;
         let mut unread = 0u64;
@@ -375,7 +431,10 @@ pub async fn sync(args: ChatSyncBench) -> anyhow::Result<()> {
         if received != expected {
             bail!("round {round}: received {received} events, expected {expected}");
         }
-        println!("| {backend} | {} | {expected} | {round} | {secs:.2} | {received} | {unread} |", args.conversations);
+        println!(
+            "| {backend} | {} | {expected} | {round} | {secs:.2} | {received} | {unread} |",
+            args.conversations
+        );
     }
     Ok(())
 }

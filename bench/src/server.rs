@@ -58,4 +58,3 @@ pub fn start_server(bin: &str, extra: &[&str]) -> anyhow::Result<Server> {
         data_dir,
     })
 }
-

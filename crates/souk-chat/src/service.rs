@@ -665,15 +665,16 @@ impl Chat {
                 role: *role,
             })
             .collect();
-        let event = self.server_event(
+        let body = serde_json::json!({ "title": title });
+        self.membership_event(
             caller,
             &id,
             EventKind::GroupCreated,
-            serde_json::json!({ "title": title }),
-        );
-        self.commit(event, Change::None, &[], &member_infos, None)
-            .await
-            .map_err(internal)?;
+            body,
+            Change::None,
+            &member_infos,
+        )
+        .await?;
         let (conv, _) = self.member_of(caller, &id).await?;
         let reply = ConversationReply {
             req,
@@ -769,20 +770,22 @@ impl Chat {
         }
         if !new.is_empty() {
             let names: Vec<&str> = new.iter().map(|(m, _)| m.as_str()).collect();
-            let event = self.server_event(
-                caller,
-                &conv.id,
-                EventKind::MemberAdded,
-                serde_json::json!({ "members": names }),
-            );
+            let body = serde_json::json!({ "members": names });
             let mut audience = members.clone();
             audience.extend(new.iter().map(|(member, role)| MemberInfo {
                 member: member.clone(),
                 role: *role,
             }));
-            self.commit(event, Change::AddMembers(new), &[], &audience, None)
-                .await
-                .map_err(internal)?;
+            let change = Change::AddMembers(new);
+            self.membership_event(
+                caller,
+                &conv.id,
+                EventKind::MemberAdded,
+                body,
+                change,
+                &audience,
+            )
+            .await?;
         }
         let (conv, _) = self.member_of(caller, conversation).await?;
         Ok(ConversationReply {
@@ -835,17 +838,34 @@ impl Chat {
                 now_ms().saturating_add(s.saturating_mul(1000))
             }
         });
-        let event = self.server_event(
-            caller,
-            &conv.id,
-            EventKind::MemberRemoved,
-            serde_json::json!({ "member": member, "banned": ban_until_ms.is_some() }),
-        );
+        let body = serde_json::json!({ "member": member, "banned": ban_until_ms.is_some() });
         let change = Change::RemoveMember {
             member: member.to_owned(),
             ban_until_ms,
         };
-        self.commit(event, change, &[], &members, None)
+        self.membership_event(
+            caller,
+            &conv.id,
+            EventKind::MemberRemoved,
+            body,
+            change,
+            &members,
+        )
+        .await
+    }
+
+    /// Records a change of membership or roles as an event, and tells `audience`.
+    async fn membership_event(
+        &self,
+        caller: &Caller,
+        conversation: &str,
+        kind: EventKind,
+        body: serde_json::Value,
+        change: Change,
+        audience: &[MemberInfo],
+    ) -> Result<(), ProtoError> {
+        let event = self.server_event(caller, conversation, kind, body);
+        self.commit(event, change, &[], audience, None)
             .await
             .map_err(internal)?;
         Ok(())
@@ -887,20 +907,20 @@ impl Chat {
                 format!("'{member}' is not a member of this group"),
             ));
         }
-        let event = self.server_event(
-            caller,
-            &conv.id,
-            EventKind::RoleChanged,
-            serde_json::json!({ "member": member, "role": role }),
-        );
+        let body = serde_json::json!({ "member": member, "role": role });
         let change = Change::SetRole {
             member: member.to_owned(),
             role,
         };
-        self.commit(event, change, &[], &members, None)
-            .await
-            .map_err(internal)?;
-        Ok(())
+        self.membership_event(
+            caller,
+            &conv.id,
+            EventKind::RoleChanged,
+            body,
+            change,
+            &members,
+        )
+        .await
     }
 
     pub async fn mute(

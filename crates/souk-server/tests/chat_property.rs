@@ -61,6 +61,12 @@ impl Device {
         self.seen.insert(event.seq, event);
     }
 
+    /// Sends on the open socket; the sequence number it was stored at.
+    async fn send(&self, conv: &str, id: &str, text: &str) -> u64 {
+        let client = self.client.as_ref().expect("connected");
+        client.send_text(conv, id, text).await.unwrap().seq
+    }
+
     /// Applies whatever the server pushed so far.
     async fn drain(&mut self, seed: u64) {
         let Some(client) = &self.client else { return };
@@ -170,14 +176,8 @@ async fn scenario(backend: Backend, seed: u64) {
             // A retry of an unanswered send: stored exactly once either way.
             5 if dev.client.is_some() && !unknown[m].is_empty() => {
                 let (id, text) = unknown[m].remove(0);
-                let ack = dev
-                    .client
-                    .as_ref()
-                    .unwrap()
-                    .send_text(&conv, &id, &text)
-                    .await
-                    .unwrap();
-                acked.insert(id, ack.seq);
+                let seq = dev.send(&conv, &id, &text).await;
+                acked.insert(id, seq);
             }
             6 if dev.client.is_some() => {
                 dev.drain(seed).await;
@@ -205,14 +205,8 @@ async fn scenario(backend: Backend, seed: u64) {
             dev.reconnect(&server, who, &conv, cursor, seed).await;
         }
         for (id, text) in std::mem::take(&mut unknown[m]) {
-            let ack = dev
-                .client
-                .as_ref()
-                .unwrap()
-                .send_text(&conv, &id, &text)
-                .await
-                .unwrap();
-            acked.insert(id, ack.seq);
+            let seq = dev.send(&conv, &id, &text).await;
+            acked.insert(id, seq);
         }
     }
     for (m, who) in MEMBERS.iter().enumerate() {
