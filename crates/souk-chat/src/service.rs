@@ -239,14 +239,8 @@ impl Chat {
             .deliver(contacts.iter().map(String::as_str), &msg, None);
     }
 
-    /// The conversation and the caller's membership in it, or why not.
-    async fn member_of(
-        &self,
-        caller: &Caller,
-        conversation: &str,
-    ) -> Result<(ConversationRow, Membership), ProtoError> {
-        let conv = self
-            .store
+    async fn existing(&self, conversation: &str) -> Result<ConversationRow, ProtoError> {
+        self.store
             .conversation(conversation)
             .await
             .map_err(internal)?
@@ -255,7 +249,16 @@ impl Chat {
                     ErrorCode::ConversationNotFound,
                     format!("no conversation '{conversation}'"),
                 )
-            })?;
+            })
+    }
+
+    /// The conversation and the caller's membership in it, or why not.
+    async fn member_of(
+        &self,
+        caller: &Caller,
+        conversation: &str,
+    ) -> Result<(ConversationRow, Membership), ProtoError> {
+        let conv = self.existing(conversation).await?;
         let membership = self
             .store
             .membership(conversation, &caller.principals)
@@ -453,17 +456,7 @@ impl Chat {
     ) -> Result<EventInfo, ProtoError> {
         let body = serde_json::json!({ "text": text });
         chat::validate_body(EventKind::System, &body)?;
-        let conv = self
-            .store
-            .conversation(conversation)
-            .await
-            .map_err(internal)?
-            .ok_or_else(|| {
-                ProtoError::new(
-                    ErrorCode::ConversationNotFound,
-                    format!("no conversation '{conversation}'"),
-                )
-            })?;
+        let conv = self.existing(conversation).await?;
         let members = self.store.members(&conv.id).await.map_err(internal)?;
         let event = NewEvent {
             conversation: conv.id.clone(),

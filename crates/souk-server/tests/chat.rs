@@ -550,6 +550,10 @@ async fn offline_members_get_pushes_and_catch_up(backend: Backend) {
     }
     got.sort();
     assert_eq!(got, vec![1, 2, 3]);
+    common::eventually("the outbox to drain", || async {
+        common::gauge(&server, "souk_chat_push_outbox").await == 0
+    })
+    .await;
     assert!(
         fail_first.load(std::sync::atomic::Ordering::Relaxed) >= 2,
         "the first deliveries failed"
@@ -557,6 +561,7 @@ async fn offline_members_get_pushes_and_catch_up(backend: Backend) {
 
     // The offline user comes online and catches up with the right unread count.
     let owl = connect(&server, "night-owl", &[]).await;
+    assert_eq!(common::gauge(&server, "souk_chat_users_online").await, 2);
     let synced = owl.sync(&HashMap::new(), None).await.unwrap();
     let view = &synced.conversations[0];
     assert_eq!(view.unread, 3);

@@ -38,6 +38,22 @@ pub async fn metrics(State(state): State<super::State>) -> Result<impl IntoRespo
         "Open signalling WebSockets.",
         state.open_sessions.load(Ordering::Relaxed),
     );
+    gauge(
+        "souk_chat_users_online",
+        "Chat users with at least one open socket on this node.",
+        state.chat.hub().online_users(),
+    );
+    let outbox = state.chat.store().outbox_len().await.map_err(|e| {
+        ApiError(souk_proto::ProtoError::new(
+            souk_proto::ErrorCode::Internal,
+            format!("reading the push outbox: {e}"),
+        ))
+    })?;
+    gauge(
+        "souk_chat_push_outbox",
+        "Offline notifications waiting for delivery (a growing number means the push URL is failing).",
+        outbox as usize,
+    );
     // Per participant: the path from this server to the client, from its receiver reports.
     let per_path: [(&str, &str, fn(&souk_sfu::PathQuality) -> f64); 4] = [
         (
