@@ -54,17 +54,6 @@ CREATE TABLE chat_translations (
     locale TEXT NOT NULL,
     text TEXT NOT NULL,
     PRIMARY KEY (conv_id, seq, locale)
-);
-CREATE TABLE chat_outbox (
-    id TEXT PRIMARY KEY,
-    recipient TEXT NOT NULL,
-    conv_id TEXT NOT NULL,
-    seq BIGINT NOT NULL,
-    payload TEXT NOT NULL,
-    attempts BIGINT NOT NULL,
-    next_attempt_ms BIGINT NOT NULL,
-    created_at_ms BIGINT NOT NULL
-);
-CREATE INDEX chat_outbox_due ON chat_outbox (next_attempt_ms)
+)
 ",
 }];

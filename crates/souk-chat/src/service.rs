@@ -22,7 +22,7 @@ use tokio::sync::{mpsc, Notify};
 
 use crate::hub::{ConnId, Hub, Outbound};
 use crate::moderation::Blocklist;
-use crate::store::{Change, ChatStore, ConversationRow, Membership, NewEvent, OutboxItem};
+use crate::store::{Change, ChatStore, ConversationRow, Membership, NewEvent};
 use crate::translate::{valid_locale, Translator};
 
 /// Receipts of other members are sent with a sync only in conversations this small.
@@ -76,7 +76,7 @@ pub struct Chat {
     settings: ChatSettings,
     translator: Option<Arc<dyn Translator>>,
     /// Woken when a push notification is queued.
-    push_queued: Notify,
+    outbox_wake: Arc<Notify>,
 }
 
 pub fn now_ms() -> u64 {
@@ -139,13 +139,14 @@ impl Chat {
         store: ChatStore,
         settings: ChatSettings,
         translator: Option<Arc<dyn Translator>>,
+        outbox_wake: Arc<Notify>,
     ) -> Chat {
         Chat {
             store,
             hub: Hub::default(),
             settings,
             translator,
-            push_queued: Notify::new(),
+            outbox_wake,
         }
     }
 
@@ -155,10 +156,6 @@ impl Chat {
 
     pub fn hub(&self) -> &Hub {
         &self.hub
-    }
-
-    pub fn push_queued(&self) -> &Notify {
-        &self.push_queued
     }
 
     /// Registers a socket; tells the user's contacts when this is their first.
@@ -290,13 +287,13 @@ impl Chat {
         &self,
         event: NewEvent,
         change: Change,
-        pushes: &[OutboxItem],
+        pushes: &[serde_json::Value],
         audience: &[MemberInfo],
         also: Option<&str>,
     ) -> Result<EventInfo, StoreError> {
         let stored = self.store.append(event, change, pushes).await?;
         if !pushes.is_empty() {
-            self.push_queued.notify_one();
+            self.outbox_wake.notify_one();
         }
         let msg = serialise(&ChatServerMessage::ChatEvent(stored.clone()));
         self.hub.deliver(
@@ -308,7 +305,7 @@ impl Chat {
     }
 
     /// Push notifications for the members who would otherwise not hear of a message.
-    fn pushes_for(&self, members: &[MemberInfo], event: &NewEvent) -> Vec<OutboxItem> {
+    fn pushes_for(&self, members: &[MemberInfo], event: &NewEvent) -> Vec<serde_json::Value> {
         if !self.settings.push {
             return Vec::new();
         }
@@ -324,20 +321,14 @@ impl Chat {
         members
             .iter()
             .filter(|m| m.member != event.sender && !self.hub.is_online(&m.member))
-            .map(|m| OutboxItem {
-                id: format!("PN_{:032x}", rand::thread_rng().gen::<u128>()),
-                recipient: m.member.clone(),
-                conversation: event.conversation.clone(),
-                seq: 0,
-                payload: serde_json::json!({
+            .map(|m| {
+                serde_json::json!({
                     "recipient": m.member,
                     "conversation": event.conversation,
                     "sender": event.sender,
                     "kind": event.kind,
                     "preview": preview,
                 })
-                .to_string(),
-                attempts: 0,
             })
             .collect()
     }

@@ -69,17 +69,8 @@ pub enum Change {
     },
 }
 
-/// A push notification waiting to be delivered.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OutboxItem {
-    pub id: String,
-    pub recipient: String,
-    pub conversation: String,
-    pub seq: u64,
-    /// What the notification says (JSON); the sequence number is added on delivery.
-    pub payload: String,
-    pub attempts: u32,
-}
+/// The outbox topic of offline notifications.
+pub const PUSH_TOPIC: &str = "chat.unread_message";
 
 /// A previously sent message found by its client id.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -273,13 +264,14 @@ impl ChatStore {
         .transpose()
     }
 
-    /// Writes an event, what it changes, and the push notifications it causes, in one
-    /// transaction: all of it is durable on return, or none of it.
+    /// Writes an event, what it changes, and the push notifications it causes (`pushes`:
+    /// payloads that get the event's `seq` and an `id`), in one transaction: all of it is
+    /// durable on return, or none of it.
     pub async fn append(
         &self,
         event: NewEvent,
         change: Change,
-        pushes: &[OutboxItem],
+        pushes: &[serde_json::Value],
     ) -> Result<EventInfo> {
         let db = &self.db;
         let mut tx = db.begin().await?;
@@ -368,17 +360,18 @@ impl ChatStore {
             }
         }
         for push in pushes {
-            sqlx::query(&db.sql(
-                "INSERT INTO chat_outbox (id, recipient, conv_id, seq, payload, attempts, next_attempt_ms, created_at_ms) VALUES (?, ?, ?, ?, ?, 0, ?, ?)",
-            ))
-            .bind(push.id.as_str())
-            .bind(push.recipient.as_str())
-            .bind(event.conversation.as_str())
-            .bind(seq)
-            .bind(push.payload.as_str())
-            .bind(event.created_at_ms as i64)
-            .bind(event.created_at_ms as i64)
-            .execute(&mut *tx)
+            let id = format!("PN_{:032x}", rand::random::<u128>());
+            let mut payload = push.clone();
+            payload["id"] = id.clone().into();
+            payload["type"] = PUSH_TOPIC.into();
+            payload["seq"] = seq.into();
+            db.enqueue(
+                &mut tx,
+                &id,
+                PUSH_TOPIC,
+                &payload.to_string(),
+                event.created_at_ms,
+            )
             .await?;
         }
         tx.commit().await?;
@@ -702,58 +695,5 @@ impl ChatStore {
         .execute(self.db.writer())
         .await?;
         Ok(())
-    }
-
-    /// Push notifications due at `now_ms`, oldest first.
-    pub async fn outbox_due(&self, now_ms: u64, limit: u32) -> Result<Vec<OutboxItem>> {
-        let rows = sqlx::query(&self.db.sql(
-            "SELECT id, recipient, conv_id, seq, payload, attempts FROM chat_outbox \
-             WHERE next_attempt_ms <= ? ORDER BY next_attempt_ms, created_at_ms LIMIT ?",
-        ))
-        .bind(now_ms as i64)
-        .bind(limit as i64)
-        .fetch_all(self.db.reader())
-        .await?;
-        rows.iter()
-            .map(|row| {
-                Ok(OutboxItem {
-                    id: text(row, "id")?,
-                    recipient: text(row, "recipient")?,
-                    conversation: text(row, "conv_id")?,
-                    seq: int(row, "seq")? as u64,
-                    payload: text(row, "payload")?,
-                    attempts: int(row, "attempts")? as u32,
-                })
-            })
-            .collect()
-    }
-
-    pub async fn outbox_delivered(&self, id: &str) -> Result<()> {
-        sqlx::query(&self.db.sql("DELETE FROM chat_outbox WHERE id = ?"))
-            .bind(id)
-            .execute(self.db.writer())
-            .await?;
-        Ok(())
-    }
-
-    pub async fn outbox_retry_at(&self, id: &str, attempts: u32, at_ms: u64) -> Result<()> {
-        sqlx::query(
-            &self
-                .db
-                .sql("UPDATE chat_outbox SET attempts = ?, next_attempt_ms = ? WHERE id = ?"),
-        )
-        .bind(attempts as i64)
-        .bind(at_ms as i64)
-        .bind(id)
-        .execute(self.db.writer())
-        .await?;
-        Ok(())
-    }
-
-    pub async fn outbox_len(&self) -> Result<u64> {
-        let row = sqlx::query("SELECT COUNT(*) AS n FROM chat_outbox")
-            .fetch_one(self.db.reader())
-            .await?;
-        Ok(int(&row, "n")? as u64)
     }
 }

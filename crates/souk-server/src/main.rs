@@ -1,11 +1,11 @@
 //! `souk`: the Souk server and its companion commands.
 
 mod auth;
-mod chat_push;
 mod cli;
 mod config;
 mod http;
 mod media;
+mod outbox_worker;
 mod ratelimit;
 mod serve;
 mod webhook;

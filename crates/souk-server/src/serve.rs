@@ -19,10 +19,10 @@ use souk_chat::translate::{OpenAiTranslator, Translator};
 use souk_chat::{Chat, ChatSettings, ChatStore};
 use souk_store::Db;
 
-use crate::chat_push;
 use crate::config::{ServerConfig, DEV_API_KEY, DEV_API_SECRET};
 use crate::http::{self, AppState};
 use crate::media::{self, MediaSockets};
+use crate::outbox_worker;
 use crate::ratelimit::KeyedLimiter;
 use crate::webhook;
 
@@ -107,10 +107,14 @@ async fn serve(config: ServerConfig) -> anyhow::Result<()> {
         .clone()
         .map(|w| webhook::spawn(w, cancel.clone(), &tracker));
     let media = media::spawn(sfu, sockets, webhooks, cancel.clone(), &tracker);
-    let chat = open_chat(&config).await?;
+    let db = open_db(&config).await?;
+    let outbox_wake = Arc::new(tokio::sync::Notify::new());
+    let chat = open_chat(&config, db.clone(), outbox_wake.clone()).await?;
+    let mut routes: outbox_worker::Routes = Vec::new();
     if let Some(push) = config.chat.push.clone() {
-        chat_push::spawn(chat.clone(), push, cancel.clone(), &tracker);
+        routes.push((souk_chat::store::PUSH_TOPIC, push));
     }
+    outbox_worker::spawn(db.clone(), routes, outbox_wake, cancel.clone(), &tracker);
 
     let state = Arc::new(AppState {
         media,
@@ -202,7 +206,7 @@ async fn serve(config: ServerConfig) -> anyhow::Result<()> {
     {
         warn!("some tasks or sockets did not stop within 5 s");
     }
-    chat.store().db().close().await;
+    db.close().await;
     info!("stopped");
     Ok(())
 }
@@ -210,10 +214,9 @@ async fn serve(config: ServerConfig) -> anyhow::Result<()> {
 /// Messages one user may send per 10 s, across all their devices.
 const CHAT_SENDS_PER_10S: u32 = 100;
 
-/// Opens the database (SQLite in the data directory unless a URL is configured) and
-/// the chat service on it.
-async fn open_chat(config: &ServerConfig) -> anyhow::Result<Arc<Chat>> {
-    let db = match &config.db_url {
+/// Opens the database: SQLite in the data directory unless a URL is configured.
+async fn open_db(config: &ServerConfig) -> anyhow::Result<Db> {
+    Ok(match &config.db_url {
         Some(url) => Db::open(url, config.sqlite_sync)
             .await
             .with_context(|| "opening the database given by --db / store.url".to_string())?,
@@ -223,7 +226,14 @@ async fn open_chat(config: &ServerConfig) -> anyhow::Result<Arc<Chat>> {
                 .await
                 .with_context(|| format!("opening the database {}", path.display()))?
         }
-    };
+    })
+}
+
+async fn open_chat(
+    config: &ServerConfig,
+    db: Db,
+    outbox_wake: Arc<tokio::sync::Notify>,
+) -> anyhow::Result<Arc<Chat>> {
     let store = ChatStore::open(db)
         .await
         .context("preparing the chat tables")?;
@@ -240,7 +250,12 @@ async fn open_chat(config: &ServerConfig) -> anyhow::Result<Arc<Chat>> {
         .translator
         .clone()
         .map(|t| Arc::new(OpenAiTranslator::new(t)) as Arc<dyn Translator>);
-    Ok(Arc::new(Chat::new(store, settings, translator)))
+    Ok(Arc::new(Chat::new(
+        store,
+        settings,
+        translator,
+        outbox_wake,
+    )))
 }
 
 async fn shutdown_signal(cancel: CancellationToken) {

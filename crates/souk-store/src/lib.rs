@@ -10,6 +10,7 @@
 //! separate pool that WAL mode lets run beside the writer.
 
 mod migrate;
+pub mod outbox;
 
 use std::borrow::Cow;
 use std::path::Path;
@@ -83,8 +84,15 @@ impl Db {
         Self::open(&url, sync).await
     }
 
-    /// Opens a database by URL: `sqlite://PATH` or `postgres://USER@HOST/DB`.
+    /// Opens a database by URL: `sqlite://PATH` or `postgres://USER@HOST/DB`, with the
+    /// store's own tables (the outbox) in place.
     pub async fn open(url: &str, sync: SqliteSync) -> Result<Db> {
+        let db = Self::connect(url, sync).await?;
+        db.migrate(outbox::MIGRATIONS).await?;
+        Ok(db)
+    }
+
+    async fn connect(url: &str, sync: SqliteSync) -> Result<Db> {
         sqlx::any::install_default_drivers();
         if url.starts_with("sqlite:") {
             let synchronous = match sync {

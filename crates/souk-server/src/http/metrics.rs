@@ -43,12 +43,18 @@ pub async fn metrics(State(state): State<super::State>) -> Result<impl IntoRespo
         "Chat users with at least one open socket on this node.",
         state.chat.hub().online_users(),
     );
-    let outbox = state.chat.store().outbox_len().await.map_err(|e| {
-        ApiError(souk_proto::ProtoError::new(
-            souk_proto::ErrorCode::Internal,
-            format!("reading the push outbox: {e}"),
-        ))
-    })?;
+    let outbox = state
+        .chat
+        .store()
+        .db()
+        .outbox_len(souk_chat::store::PUSH_TOPIC)
+        .await
+        .map_err(|e| {
+            ApiError(souk_proto::ProtoError::new(
+                souk_proto::ErrorCode::Internal,
+                format!("reading the push outbox: {e}"),
+            ))
+        })?;
     gauge(
         "souk_chat_push_outbox",
         "Offline notifications waiting for delivery (a growing number means the push URL is failing).",
