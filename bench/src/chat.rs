@@ -15,6 +15,8 @@ use souk_client::chat::ChatClient;
 use souk_client::ClientError;
 use souk_proto::chat::ChatServerMessage;
 
+use souk_store::scratch::PgScratch;
+
 use crate::proc_stat;
 use crate::server::{start_server, Server};
 
@@ -54,58 +56,14 @@ pub struct ChatSyncBench {
     postgres: Option<String>,
 }
 
-/// A PostgreSQL database made for one run and dropped after it.
-struct PgDatabase {
-    base: String,
-    name: String,
-}
-
-impl PgDatabase {
-    fn create(base: &str) -> anyhow::Result<PgDatabase> {
-        let name = format!("souk_bench_{}", std::process::id());
-        psql(base, &format!("CREATE DATABASE {name}"))?;
-        Ok(PgDatabase {
-            base: base.to_owned(),
-            name,
-        })
-    }
-
-    fn url(&self) -> String {
-        format!("{}/{}", self.base, self.name)
-    }
-}
-
-impl Drop for PgDatabase {
-    fn drop(&mut self) {
-        let _ = psql(
-            &self.base,
-            &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name),
-        );
-    }
-}
-
-fn psql(base: &str, sql: &str) -> anyhow::Result<()> {
-    let out = std::process::Command::new("psql")
-        .args([
-            &format!("{base}/postgres"),
-            "-v",
-            "ON_ERROR_STOP=1",
-            "-qc",
-            sql,
-        ])
-        .output()
-        .context("running psql")?;
-    if !out.status.success() {
-        bail!("psql: {}", String::from_utf8_lossy(&out.stderr));
-    }
-    Ok(())
-}
-
 /// The database first: bindings drop in reverse, so the server stops before its database
 /// is dropped.
-fn start(souk: &str, postgres: Option<&str>) -> anyhow::Result<(Option<PgDatabase>, Server)> {
-    let db = postgres.map(PgDatabase::create).transpose()?;
-    let url = db.as_ref().map(PgDatabase::url);
+fn start(souk: &str, postgres: Option<&str>) -> anyhow::Result<(Option<PgScratch>, Server)> {
+    let db = postgres
+        .map(|base| PgScratch::create(base, "souk_bench"))
+        .transpose()
+        .map_err(anyhow::Error::msg)?;
+    let url = db.as_ref().map(PgScratch::url);
     let mut extra = Vec::new();
     if let Some(url) = &url {
         extra.extend(["--db", url.as_str()]);

@@ -84,6 +84,22 @@ pub enum ErrorCode {
     TranslatorUnavailable,
     /// The translator failed or answered nonsense; retry later.
     TranslationFailed,
+    /// The wallet holds less than the payment.
+    InsufficientFunds,
+    /// The named gift is not in the catalogue.
+    GiftNotFound,
+    CouponNotFound,
+    /// Every coupon of this issue has been claimed.
+    CouponExhausted,
+    /// This user already claimed this coupon.
+    CouponAlreadyClaimed,
+    SaleNotFound,
+    /// The flash sale has not started or has ended.
+    SaleNotActive,
+    /// Not enough stock left for this purchase.
+    SoldOut,
+    /// The purchase would pass the per-buyer limit.
+    PurchaseLimit,
     /// Something went wrong inside the server; the message says what.
     Internal,
 }
@@ -129,6 +145,15 @@ impl ErrorCode {
             ErrorCode::IdempotencyConflict => "idempotency_conflict",
             ErrorCode::TranslatorUnavailable => "translator_unavailable",
             ErrorCode::TranslationFailed => "translation_failed",
+            ErrorCode::InsufficientFunds => "insufficient_funds",
+            ErrorCode::GiftNotFound => "gift_not_found",
+            ErrorCode::CouponNotFound => "coupon_not_found",
+            ErrorCode::CouponExhausted => "coupon_exhausted",
+            ErrorCode::CouponAlreadyClaimed => "coupon_already_claimed",
+            ErrorCode::SaleNotFound => "sale_not_found",
+            ErrorCode::SaleNotActive => "sale_not_active",
+            ErrorCode::SoldOut => "sold_out",
+            ErrorCode::PurchaseLimit => "purchase_limit",
             ErrorCode::Internal => "internal",
         }
     }
@@ -170,6 +195,7 @@ mod tests {
             ErrorCode::InvalidSdp,
             ErrorCode::NotAMember,
             ErrorCode::TranslatorUnavailable,
+            ErrorCode::CouponAlreadyClaimed,
             ErrorCode::Internal,
         ] {
             let json = serde_json::to_string(&code).unwrap();

@@ -7,6 +7,7 @@
 //! all speak these types, so a change here is a protocol change.
 
 pub mod chat;
+pub mod commerce;
 pub mod error;
 pub mod model;
 pub mod rest;

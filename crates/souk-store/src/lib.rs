@@ -11,6 +11,7 @@
 
 mod migrate;
 pub mod outbox;
+pub mod scratch;
 
 use std::borrow::Cow;
 use std::path::Path;

@@ -313,62 +313,19 @@ pub enum Backend {
 }
 
 /// A database created for one test and dropped after it.
-pub struct PgDatabase {
-    pub url: String,
-    name: String,
-}
-
-fn postgres_base() -> String {
-    std::env::var("SOUK_TEST_POSTGRES")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
-}
-
-fn psql(sql: &str) -> std::process::Output {
-    Command::new("psql")
-        .args([
-            &format!("{}/postgres", postgres_base()),
-            "-v",
-            "ON_ERROR_STOP=1",
-            "-qc",
-            sql,
-        ])
-        .output()
-        .expect("psql runs (scripts/test installs PostgreSQL)")
-}
-
-impl PgDatabase {
-    pub fn create() -> PgDatabase {
-        let name = unique("souk_test").replace('-', "_");
-        let out = psql(&format!("CREATE DATABASE {name}"));
-        assert!(
-            out.status.success(),
-            "creating a test database on {} failed (is PostgreSQL running? scripts/test starts it): {}",
-            postgres_base(),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        PgDatabase {
-            url: format!("{}/{name}", postgres_base()),
-            name,
-        }
-    }
-}
-
-impl Drop for PgDatabase {
-    fn drop(&mut self) {
-        let _ = psql(&format!(
-            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-            self.name
-        ));
-    }
-}
+pub type PgDatabase = souk_store::scratch::PgScratch;
 
 /// A server on `backend`; configuration `toml` may be empty. The database comes first:
 /// bindings drop in reverse, so the server stops before its database is dropped.
 pub fn server_on(backend: Backend, toml: &str) -> (Option<PgDatabase>, TestServer) {
-    let db = (backend == Backend::Postgres).then(PgDatabase::create);
+    let db = (backend == Backend::Postgres).then(|| {
+        PgDatabase::create(&souk_store::scratch::postgres_base(), "souk_test")
+            .unwrap_or_else(|e| panic!("{e} (scripts/test starts PostgreSQL)"))
+    });
+    let url = db.as_ref().map(PgDatabase::url);
     let mut extra: Vec<&str> = Vec::new();
-    if let Some(db) = &db {
-        extra.extend(["--db", db.url.as_str()]);
+    if let Some(url) = &url {
+        extra.extend(["--db", url.as_str()]);
     }
     let server = if toml.is_empty() {
         TestServer::start_with(&extra)
