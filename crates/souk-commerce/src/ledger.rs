@@ -178,6 +178,11 @@ impl Ledger {
         now_ms: u64,
     ) -> Result<i64> {
         let db = &self.db;
+        // Wallet rows are locked in name order, so two transfers in opposite directions
+        // cannot deadlock on PostgreSQL.
+        if to < from {
+            self.credit(tx, to, currency, amount).await?;
+        }
         let from_balance = if from.starts_with("user:") {
             let row = sqlx::query(&db.sql(
                 "UPDATE commerce_wallets SET balance_minor = balance_minor - ? \
@@ -196,16 +201,16 @@ impl Ledger {
                     let have = self.balance_in(tx, from, currency).await?;
                     return Err(ProtoError::new(
                         ErrorCode::InsufficientFunds,
-                        format!(
-                            "the wallet holds {have} {currency} (minor units); this needs {amount}"
-                        ),
+                        format!("the wallet holds {have} {currency} (minor units); this needs {amount}"),
                     ));
                 }
             }
         } else {
             self.credit(tx, from, currency, -amount).await?
         };
-        self.credit(tx, to, currency, amount).await?;
+        if from < to {
+            self.credit(tx, to, currency, amount).await?;
+        }
         for (account, delta) in [(from, -amount), (to, amount)] {
             sqlx::query(&db.sql(
                 "INSERT INTO commerce_entries (txn_id, account, currency, amount_minor) VALUES (?, ?, ?, ?)",
@@ -491,7 +496,7 @@ impl Ledger {
     /// Hosts of a room by gifts received, most first.
     pub async fn leaderboard(&self, room: &str, limit: u32) -> Result<Vec<LeaderboardEntry>> {
         let rows = sqlx::query(&self.db.sql(
-            "SELECT host, currency, SUM(amount_minor) AS total FROM commerce_gifts_sent WHERE room = ? \
+            "SELECT host, currency, CAST(SUM(amount_minor) AS BIGINT) AS total FROM commerce_gifts_sent WHERE room = ? \
              GROUP BY host, currency ORDER BY total DESC, host LIMIT ?",
         ))
         .bind(room)
@@ -559,7 +564,7 @@ impl Ledger {
         let mut scores = [0i64; 2];
         for (i, host) in [&a, &b].into_iter().enumerate() {
             let row = sqlx::query(&self.db.sql(
-                "SELECT COALESCE(SUM(amount_minor), 0) AS total FROM commerce_gifts_sent \
+                "SELECT CAST(COALESCE(SUM(amount_minor), 0) AS BIGINT) AS total FROM commerce_gifts_sent \
                  WHERE room = ? AND host = ? AND created_at_ms >= ? AND created_at_ms < ?",
             ))
             .bind(&room)
@@ -891,13 +896,56 @@ impl Ledger {
         Ok(order)
     }
 
+    /// What each buyer bought in a sale.
+    pub async fn buyers(&self, sale_id: &str) -> Result<Vec<(String, i64)>> {
+        let rows = sqlx::query(&self.db.sql(
+            "SELECT buyer, quantity FROM commerce_sale_buyers WHERE sale_id = ? ORDER BY buyer",
+        ))
+        .bind(sale_id)
+        .fetch_all(self.db.reader())
+        .await
+        .map_err(internal)?;
+        rows.iter()
+            .map(|r| Ok((text(r, "buyer")?, int(r, "quantity")?)))
+            .collect::<std::result::Result<_, StoreError>>()
+            .map_err(internal)
+    }
+
+    pub async fn coupon(&self, coupon_id: &str) -> Result<Coupon> {
+        let row = sqlx::query(&self.db.sql(
+            "SELECT coupon_id, room, quantity, claimed, value_minor, currency FROM commerce_coupons WHERE coupon_id = ?",
+        ))
+        .bind(coupon_id)
+        .fetch_optional(self.db.reader())
+        .await
+        .map_err(internal)?
+        .ok_or_else(|| ProtoError::new(ErrorCode::CouponNotFound, format!("no coupon '{coupon_id}'")))?;
+        let coupon = (|| -> std::result::Result<Coupon, StoreError> {
+            Ok(Coupon {
+                coupon_id: text(&row, "coupon_id")?,
+                room: text(&row, "room")?,
+                quantity: int(&row, "quantity")?,
+                claimed: int(&row, "claimed")?,
+                value_minor: int(&row, "value_minor")?,
+                currency: text(&row, "currency")?,
+            })
+        })();
+        coupon.map_err(internal)
+    }
+
+    /// Revenue from flash sales so far, in one currency.
+    pub async fn merchant_revenue(&self, currency: &str) -> Result<i64> {
+        let mut tx = self.db.begin().await.map_err(internal)?;
+        self.balance_in(&mut tx, MERCHANT, currency).await
+    }
+
     /// Checks the books: per currency the entries sum to zero, so do the balances, and
     /// every account's balance equals the sum of its entries; no user wallet is negative.
     /// `Err` says what is wrong.
     pub async fn audit(&self) -> Result<std::result::Result<(), String>> {
         let rows = sqlx::query(
             "SELECT w.account AS account, w.currency AS currency, w.balance_minor AS balance, \
-             COALESCE((SELECT SUM(e.amount_minor) FROM commerce_entries e WHERE e.account = w.account AND e.currency = w.currency), 0) AS entries \
+             CAST(COALESCE((SELECT SUM(e.amount_minor) FROM commerce_entries e WHERE e.account = w.account AND e.currency = w.currency), 0) AS BIGINT) AS entries \
              FROM commerce_wallets w",
         )
         .fetch_all(self.db.reader())
