@@ -44,6 +44,7 @@ pub(crate) async fn start(
         room: None,
         auto_subscribe: options.auto_subscribe,
         resume: None,
+        last_event: None,
     });
     send_ws(&mut ws, &join).await?;
     let joined = loop {

@@ -77,6 +77,30 @@ fn digest(request: &serde_json::Value) -> String {
     hex::encode(Sha256::digest(request.to_string().as_bytes()))
 }
 
+/// The answer to a money request, and whether it was done now or earlier (a retry of
+/// the same idempotency key), so only the first is announced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Applied<T> {
+    pub value: T,
+    pub replayed: bool,
+}
+
+impl<T> Applied<T> {
+    fn fresh(value: T) -> Self {
+        Applied {
+            value,
+            replayed: false,
+        }
+    }
+
+    fn replayed(value: T) -> Self {
+        Applied {
+            value,
+            replayed: true,
+        }
+    }
+}
+
 pub struct Ledger {
     db: Db,
     /// Queue order webhooks (only when the merchant configured a URL for them).
@@ -201,7 +225,9 @@ impl Ledger {
                     let have = self.balance_in(tx, from, currency).await?;
                     return Err(ProtoError::new(
                         ErrorCode::InsufficientFunds,
-                        format!("the wallet holds {have} {currency} (minor units); this needs {amount}"),
+                        format!(
+                            "the wallet holds {have} {currency} (minor units); this needs {amount}"
+                        ),
                     ));
                 }
             }
@@ -412,7 +438,7 @@ impl Ledger {
         gift_id: &str,
         count: i64,
         now_ms: u64,
-    ) -> Result<GiftSent> {
+    ) -> Result<Applied<GiftSent>> {
         check_key(key)?;
         check_name("host", host)?;
         if sender == host {
@@ -443,7 +469,7 @@ impl Ledger {
             .claim_key(&mut tx, sender, key, &digest(&request), now_ms)
             .await?
         {
-            return Ok(done);
+            return Ok(Applied::replayed(done));
         }
         let txn_id = random_id("TX_");
         let balance_minor = self
@@ -490,7 +516,7 @@ impl Ledger {
         };
         self.finish_key(&mut tx, sender, key, &answer).await?;
         tx.commit().await.map_err(internal)?;
-        Ok(answer)
+        Ok(Applied::fresh(answer))
     }
 
     /// Hosts of a room by gifts received, most first.
@@ -626,10 +652,17 @@ impl Ledger {
     /// A user claims one coupon: at most once each, and never more than were issued.
     pub async fn claim_coupon(
         &self,
+        room: &str,
         coupon_id: &str,
         user: &str,
         now_ms: u64,
     ) -> Result<CouponClaimed> {
+        if self.coupon(coupon_id).await?.room != room {
+            return Err(ProtoError::new(
+                ErrorCode::CouponNotFound,
+                format!("no coupon '{coupon_id}' in this room"),
+            ));
+        }
         let mut tx = self.db.begin().await.map_err(internal)?;
         let left = sqlx::query(&self.db.sql(
             "UPDATE commerce_coupons SET claimed = claimed + 1 WHERE coupon_id = ? AND claimed < quantity \
@@ -753,19 +786,27 @@ impl Ledger {
 
     /// Buys in a flash sale, paid from the buyer's wallet. Stock, the per-buyer limit and
     /// the payment are taken in one transaction: no overselling, whatever the concurrency.
+    #[allow(clippy::too_many_arguments)]
     pub async fn buy(
         &self,
         key: &str,
+        room: &str,
         sale_id: &str,
         buyer: &str,
         quantity: i64,
         now_ms: u64,
-    ) -> Result<Order> {
+    ) -> Result<Applied<Order>> {
         check_key(key)?;
         if !(1..=1000).contains(&quantity) {
             return Err(invalid("quantity must be 1 to 1000"));
         }
         let sale = self.sale(sale_id).await?;
+        if sale.room != room {
+            return Err(ProtoError::new(
+                ErrorCode::SaleNotFound,
+                format!("no sale '{sale_id}' in this room"),
+            ));
+        }
         if now_ms < sale.starts_at_ms || now_ms >= sale.ends_at_ms {
             return Err(ProtoError::new(
                 ErrorCode::SaleNotActive,
@@ -796,7 +837,7 @@ impl Ledger {
             .claim_key(&mut tx, buyer, key, &digest(&request), now_ms)
             .await?
         {
-            return Ok(done);
+            return Ok(Applied::replayed(done));
         }
         let taken = sqlx::query(&self.db.sql(
             "UPDATE commerce_sales SET sold = sold + ? WHERE sale_id = ? AND sold + ? <= stock",
@@ -893,7 +934,7 @@ impl Ledger {
         if self.order_webhooks {
             self.outbox_wake.notify_one();
         }
-        Ok(order)
+        Ok(Applied::fresh(order))
     }
 
     /// What each buyer bought in a sale.

@@ -15,4 +15,4 @@
 mod ledger;
 mod schema;
 
-pub use ledger::{Ledger, ORDER_TOPIC};
+pub use ledger::{Applied, Ledger, ORDER_TOPIC};

@@ -83,7 +83,8 @@ async fn gifts_move_money_exactly_once_and_refuse_bad_input() {
         let sent = ledger
             .send_gift("g1", "live", "vic", "hana", "rose", 3, NOW)
             .await
-            .unwrap();
+            .unwrap()
+            .value;
         assert_eq!(
             (sent.amount_minor, sent.balance_minor),
             (300, 700),
@@ -93,7 +94,8 @@ async fn gifts_move_money_exactly_once_and_refuse_bad_input() {
             .send_gift("g1", "live", "vic", "hana", "rose", 3, NOW)
             .await
             .unwrap();
-        assert_eq!(retry, sent, "a retry returns the first answer");
+        assert!(retry.replayed);
+        assert_eq!(retry.value, sent, "a retry returns the first answer");
         assert_eq!(
             code(
                 ledger
@@ -190,24 +192,24 @@ async fn coupons_sales_and_battles() {
         ledger.issue_coupon(&coupon).await.unwrap();
         assert_eq!(
             ledger
-                .claim_coupon("c1", "ana", NOW)
+                .claim_coupon("live", "c1", "ana", NOW)
                 .await
                 .unwrap()
                 .remaining,
             1
         );
         assert_eq!(
-            code(ledger.claim_coupon("c1", "ana", NOW).await),
+            code(ledger.claim_coupon("live", "c1", "ana", NOW).await),
             ErrorCode::CouponAlreadyClaimed,
             "{backend}"
         );
-        ledger.claim_coupon("c1", "bo", NOW).await.unwrap();
+        ledger.claim_coupon("live", "c1", "bo", NOW).await.unwrap();
         assert_eq!(
-            code(ledger.claim_coupon("c1", "cy", NOW).await),
+            code(ledger.claim_coupon("live", "c1", "cy", NOW).await),
             ErrorCode::CouponExhausted
         );
         assert_eq!(
-            code(ledger.claim_coupon("nope", "cy", NOW).await),
+            code(ledger.claim_coupon("live", "nope", "cy", NOW).await),
             ErrorCode::CouponNotFound
         );
 
@@ -225,31 +227,38 @@ async fn coupons_sales_and_battles() {
             ends_at_ms: NOW + 60_000,
         };
         ledger.create_sale(&sale).await.unwrap();
-        ledger.top_up("t-ana", "ana", 10_000, "USD", NOW).await.unwrap();
-        ledger.top_up("t-bo", "bo", 10_000, "USD", NOW).await.unwrap();
+        ledger
+            .top_up("t-ana", "ana", 10_000, "USD", NOW)
+            .await
+            .unwrap();
+        ledger
+            .top_up("t-bo", "bo", 10_000, "USD", NOW)
+            .await
+            .unwrap();
         assert_eq!(
-            code(ledger.buy("b0", "s1", "ana", 1, NOW - 1).await),
+            code(ledger.buy("b0", "live", "s1", "ana", 1, NOW - 1).await),
             ErrorCode::SaleNotActive
         );
-        let order = ledger.buy("b1", "s1", "ana", 2, NOW).await.unwrap();
-        assert_eq!(order.amount_minor, 500);
+        let order = ledger.buy("b1", "live", "s1", "ana", 2, NOW).await.unwrap();
+        assert_eq!((order.value.amount_minor, order.replayed), (500, false));
+        let again = ledger.buy("b1", "live", "s1", "ana", 2, NOW).await.unwrap();
         assert_eq!(
-            ledger.buy("b1", "s1", "ana", 2, NOW).await.unwrap(),
-            order,
+            (again.value, again.replayed),
+            (order.value, true),
             "retry, same order"
         );
         assert_eq!(
-            code(ledger.buy("b2", "s1", "ana", 1, NOW).await),
+            code(ledger.buy("b2", "live", "s1", "ana", 1, NOW).await),
             ErrorCode::PurchaseLimit
         );
         assert_eq!(
-            code(ledger.buy("b3", "s1", "bo", 2, NOW).await),
+            code(ledger.buy("b3", "live", "s1", "bo", 2, NOW).await),
             ErrorCode::SoldOut
         );
-        ledger.buy("b4", "s1", "bo", 1, NOW).await.unwrap();
+        ledger.buy("b4", "live", "s1", "bo", 1, NOW).await.unwrap();
         assert_eq!(ledger.sale("s1").await.unwrap().sold, 3);
         assert_eq!(
-            code(ledger.buy("b5", "s1", "bo", 1, NOW + 60_000).await),
+            code(ledger.buy("b5", "live", "s1", "bo", 1, NOW + 60_000).await),
             ErrorCode::SaleNotActive
         );
 
@@ -342,9 +351,9 @@ async fn random_interleavings_keep_the_books_exact() {
                                     .await
                                     .map(|_| ())
                             }
-                            3 => ledger.claim_coupon("cp", me, NOW).await.map(|_| ()),
+                            3 => ledger.claim_coupon("live", "cp", me, NOW).await.map(|_| ()),
                             4 => ledger
-                                .buy(&key, "fs", me, rng.gen_range(1..3), NOW)
+                                .buy(&key, "live", "fs", me, rng.gen_range(1..3), NOW)
                                 .await
                                 .map(|_| ()),
                             _ => ledger

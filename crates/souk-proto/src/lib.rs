@@ -9,6 +9,7 @@
 pub mod chat;
 pub mod commerce;
 pub mod error;
+pub mod live;
 pub mod model;
 pub mod rest;
 pub mod signal;

@@ -40,6 +40,43 @@ pub enum ClientMessage {
     Ping(Ping),
     /// Leave the room for good.
     Leave(Req),
+    /// Live rooms: ask for a stage seat, or withdraw the request.
+    RaiseHand(Req),
+    LowerHand(Req),
+    /// The host or a moderator answers a raised hand.
+    StageDecision(StageDecision),
+    /// The host or a moderator takes a seat back (the co-host's tracks are unpublished).
+    StageRemove(IdentityRef),
+    Moderate(ModerateRequest),
+    /// A bullet comment.
+    Comment(CommentRequest),
+    /// Likes; batched by the server.
+    Like(LikeRequest),
+    /// Pin a product (or unpin, with none).
+    PinProduct(PinRequest),
+    /// Money: each carries an idempotency key and is acknowledged once committed.
+    SendGift(SendGift),
+    ClaimCoupon(ClaimCoupon),
+    Buy(Buy),
+    /// The host starts a flash sale in the room.
+    StartSale(StartSale),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StartSale {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub req: Option<u32>,
+    pub sale_id: String,
+    pub product_id: String,
+    pub title: String,
+    pub price_minor: i64,
+    pub currency: String,
+    pub stock: i64,
+    pub per_buyer_limit: i64,
+    /// Countdown to the start, in seconds.
+    #[serde(default)]
+    pub starts_in_s: u64,
+    pub duration_s: u64,
 }
 
 /// A message from server to client.
@@ -69,6 +106,99 @@ pub enum ServerMessage {
     Error(ErrorMessage),
     /// The server ends this session; the socket closes after it.
     Leave(LeaveNotice),
+    /// A numbered live-room event.
+    RoomEvent(crate::live::RoomEvent),
+    /// A request without another answer succeeded; `result` carries what it made.
+    Ack(Ack),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Ack {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub req: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StageDecision {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub req: Option<u32>,
+    pub identity: String,
+    pub approve: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdentityRef {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub req: Option<u32>,
+    pub identity: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModerateRequest {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub req: Option<u32>,
+    #[serde(flatten)]
+    pub action: crate::live::Moderation,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommentRequest {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub req: Option<u32>,
+    pub text: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LikeRequest {
+    #[serde(default = "one")]
+    pub count: u32,
+}
+
+fn one() -> u32 {
+    1
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PinRequest {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub req: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub product: Option<crate::live::PinnedProduct>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SendGift {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub req: Option<u32>,
+    pub idempotency_key: String,
+    pub gift_id: String,
+    /// The host (or co-host) receiving it.
+    pub to: String,
+    #[serde(default = "one_i64")]
+    pub count: i64,
+}
+
+fn one_i64() -> i64 {
+    1
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClaimCoupon {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub req: Option<u32>,
+    pub coupon_id: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Buy {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub req: Option<u32>,
+    pub idempotency_key: String,
+    pub sale_id: String,
+    #[serde(default = "one_i64")]
+    pub quantity: i64,
 }
 
 /// Echoed request number; absent when the client did not set one.
@@ -94,6 +224,9 @@ pub struct Join {
     /// Resume this session instead of joining anew.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resume: Option<Resume>,
+    /// The last room event this client saw, to catch up from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_event: Option<crate::live::EventCursor>,
 }
 
 fn default_true() -> bool {
@@ -234,7 +367,7 @@ pub struct Ping {
     pub ts: u64,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Joined {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub req: Option<u32>,
@@ -249,6 +382,9 @@ pub struct Joined {
     /// How long the server keeps a dropped session for resuming, in milliseconds.
     pub resume_window_ms: u64,
     pub server_version: String,
+    /// The live room's state, and what a returning client missed.
+    #[serde(default)]
+    pub live: crate::live::LiveSnapshot,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -338,8 +474,20 @@ impl ClientMessage {
             ClientMessage::Mute(m) => m.req,
             ClientMessage::Subscribe(m) => m.req,
             ClientMessage::TrackSettings(m) => m.req,
-            ClientMessage::IceRestart(m) | ClientMessage::Leave(m) => m.req,
-            ClientMessage::Ping(_) => None,
+            ClientMessage::IceRestart(m)
+            | ClientMessage::Leave(m)
+            | ClientMessage::RaiseHand(m)
+            | ClientMessage::LowerHand(m) => m.req,
+            ClientMessage::StageDecision(m) => m.req,
+            ClientMessage::StageRemove(m) => m.req,
+            ClientMessage::Moderate(m) => m.req,
+            ClientMessage::Comment(m) => m.req,
+            ClientMessage::PinProduct(m) => m.req,
+            ClientMessage::SendGift(m) => m.req,
+            ClientMessage::ClaimCoupon(m) => m.req,
+            ClientMessage::Buy(m) => m.req,
+            ClientMessage::StartSale(m) => m.req,
+            ClientMessage::Ping(_) | ClientMessage::Like(_) => None,
         }
     }
 
@@ -401,6 +549,18 @@ pub const CLIENT_MESSAGE_TYPES: &[&str] = &[
     "ice_restart",
     "ping",
     "leave",
+    "raise_hand",
+    "lower_hand",
+    "stage_decision",
+    "stage_remove",
+    "moderate",
+    "comment",
+    "like",
+    "pin_product",
+    "send_gift",
+    "claim_coupon",
+    "buy",
+    "start_sale",
 ];
 
 impl ServerMessage {

@@ -17,6 +17,7 @@ use tracing::{info, warn};
 use souk_chat::moderation::Blocklist;
 use souk_chat::translate::{OpenAiTranslator, Translator};
 use souk_chat::{Chat, ChatSettings, ChatStore};
+use souk_commerce::Ledger;
 use souk_store::Db;
 
 use crate::config::{ServerConfig, DEV_API_KEY, DEV_API_SECRET};
@@ -110,9 +111,17 @@ async fn serve(config: ServerConfig) -> anyhow::Result<()> {
     let db = open_db(&config).await?;
     let outbox_wake = Arc::new(tokio::sync::Notify::new());
     let chat = open_chat(&config, db.clone(), outbox_wake.clone()).await?;
+    let ledger = Arc::new(
+        Ledger::open(db.clone(), config.webhooks.is_some(), outbox_wake.clone())
+            .await
+            .map_err(|e| anyhow::anyhow!("preparing the ledger: {e}"))?,
+    );
     let mut routes: outbox_worker::Routes = Vec::new();
     if let Some(push) = config.chat.push.clone() {
         routes.push((souk_chat::store::PUSH_TOPIC, push));
+    }
+    if let Some(hooks) = config.webhooks.clone() {
+        routes.push((souk_commerce::ORDER_TOPIC, hooks));
     }
     outbox_worker::spawn(db.clone(), routes, outbox_wake, cancel.clone(), &tracker);
 
@@ -125,6 +134,8 @@ async fn serve(config: ServerConfig) -> anyhow::Result<()> {
         next_conn: AtomicU64::new(1),
         open_sessions: Default::default(),
         chat: chat.clone(),
+        ledger,
+        blocklist: blocklist(&config),
         chat_send_limiter: KeyedLimiter::new(CHAT_SENDS_PER_10S, Duration::from_secs(10)),
     });
     let app = http::router(state.clone(), config.cors_origins.as_deref())
@@ -214,6 +225,13 @@ async fn serve(config: ServerConfig) -> anyhow::Result<()> {
 /// Messages one user may send per 10 s, across all their devices.
 const CHAT_SENDS_PER_10S: u32 = 100;
 
+fn blocklist(config: &ServerConfig) -> Blocklist {
+    match &config.chat.blocklist {
+        Some(lists) => Blocklist::from_config(lists),
+        None => Blocklist::samples(),
+    }
+}
+
 /// Opens the database: SQLite in the data directory unless a URL is configured.
 async fn open_db(config: &ServerConfig) -> anyhow::Result<Db> {
     Ok(match &config.db_url {
@@ -239,10 +257,7 @@ async fn open_chat(
         .context("preparing the chat tables")?;
     let settings = ChatSettings {
         edit_window: config.chat.edit_window,
-        blocklist: match &config.chat.blocklist {
-            Some(lists) => Blocklist::from_config(lists),
-            None => Blocklist::samples(),
-        },
+        blocklist: blocklist(config),
         push: config.chat.push.is_some(),
     };
     let translator = config

@@ -22,6 +22,7 @@ mod demux;
 mod forward;
 mod keyframe;
 mod layer;
+mod live;
 mod participant;
 mod peer;
 mod quality;

@@ -19,6 +19,8 @@ pub(crate) struct Room {
     pub empty_since: Option<Instant>,
     /// Speakers last announced, to send `active_speakers` only on change.
     pub last_speakers: Vec<ParticipantId>,
+    /// The live-room state and event log.
+    pub live: crate::live::LiveRoom,
 }
 
 impl Room {

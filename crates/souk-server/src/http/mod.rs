@@ -3,7 +3,9 @@
 mod assets;
 mod chat;
 mod chat_api;
+mod commerce_api;
 mod dev;
+mod live;
 mod metrics;
 mod rooms;
 mod signal;
@@ -38,6 +40,9 @@ pub struct AppState {
     /// Signalling sockets currently open (a leak shows here first).
     pub open_sessions: std::sync::atomic::AtomicUsize,
     pub chat: Arc<souk_chat::Chat>,
+    pub ledger: Arc<souk_commerce::Ledger>,
+    /// Keyword lists for live comments (the same as chat's).
+    pub blocklist: souk_chat::moderation::Blocklist,
     /// Chat messages per user, across their devices: a flood gets `rate_limited`.
     pub chat_send_limiter: KeyedLimiter<String>,
 }
@@ -46,7 +51,7 @@ pub type State = Arc<AppState>;
 
 pub fn router(state: State, cors_origins: Option<&[String]>) -> Router {
     let cors = CorsLayer::new()
-        .allow_methods([Method::GET, Method::POST, Method::DELETE])
+        .allow_methods([Method::GET, Method::POST, Method::PUT, Method::DELETE])
         .allow_headers([
             axum::http::header::AUTHORIZATION,
             axum::http::header::CONTENT_TYPE,
@@ -84,7 +89,23 @@ pub fn router(state: State, cors_origins: Option<&[String]>) -> Router {
         .route(
             "/api/v1/chat/conversations/{id}/notices",
             post(chat_api::notice),
-        );
+        )
+        .route(
+            "/api/v1/gifts",
+            get(commerce_api::gifts).put(commerce_api::put_gifts),
+        )
+        .route("/api/v1/wallets/{user}", get(commerce_api::balance))
+        .route("/api/v1/wallets/{user}/top_up", post(commerce_api::top_up))
+        .route("/api/v1/wallets/{user}/refund", post(commerce_api::refund))
+        .route("/api/v1/rooms/{room}/coupons", post(commerce_api::coupon))
+        .route("/api/v1/rooms/{room}/sales", post(commerce_api::sale))
+        .route("/api/v1/rooms/{room}/battles", post(commerce_api::battle))
+        .route(
+            "/api/v1/rooms/{room}/leaderboard",
+            get(commerce_api::leaderboard),
+        )
+        .route("/api/v1/battles/{id}", get(commerce_api::battle_score))
+        .route("/api/v1/ledger/audit", get(commerce_api::audit));
     if state.dev {
         app = app.route("/dev/token", get(dev::token));
     }
@@ -120,6 +141,15 @@ pub fn status_for(code: ErrorCode) -> StatusCode {
         | ErrorCode::TokenExpired
         | ErrorCode::TokenNotYetValid
         | ErrorCode::TokenUnknownKey => StatusCode::UNAUTHORIZED,
+        ErrorCode::GiftNotFound | ErrorCode::CouponNotFound | ErrorCode::SaleNotFound => {
+            StatusCode::NOT_FOUND
+        }
+        ErrorCode::InsufficientFunds
+        | ErrorCode::CouponExhausted
+        | ErrorCode::CouponAlreadyClaimed
+        | ErrorCode::SaleNotActive
+        | ErrorCode::SoldOut
+        | ErrorCode::PurchaseLimit => StatusCode::CONFLICT,
         ErrorCode::PermissionDenied
         | ErrorCode::TokenWrongRoom
         | ErrorCode::NotAMember

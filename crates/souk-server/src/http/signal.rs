@@ -110,6 +110,7 @@ async fn session(mut socket: WebSocket, state: super::State, addr: SocketAddr) {
                 sid: resume.sid.clone(),
                 resume_secret: resume.resume_secret.clone(),
                 req: join.req,
+                last_event: join.last_event.clone(),
             };
             state.media.enter(Entry::Resume(req), conn, tx).await
         }
@@ -123,6 +124,7 @@ async fn session(mut socket: WebSocket, state: super::State, addr: SocketAddr) {
                 metadata: claims.metadata.clone(),
                 auto_subscribe: join.auto_subscribe,
                 req: join.req,
+                last_event: join.last_event.clone(),
             };
             state.media.enter(Entry::Join(req), conn, tx).await
         }
@@ -262,6 +264,13 @@ async fn relay(
                     continue;
                 }
                 match ClientMessage::parse(&text) {
+                    Ok(msg) if super::live::is_server_side(&msg) => {
+                        if let Some(reply) = super::live::handle(state, id, claims, msg).await {
+                            if !send(socket, &reply).await {
+                                return false;
+                            }
+                        }
+                    }
                     Ok(msg) => {
                         if state.media.message(id, msg).await.is_err() {
                             return true;

@@ -511,6 +511,7 @@ impl Sfu {
     /// Periodic work: expiry, layer activity, keyframe retries, active speakers.
     fn tick(&mut self, now: Instant) {
         self.expire_sessions(now);
+        self.tick_live(now);
 
         // Layers that stopped or started flowing change what subscribers should get.
         let idle = self.config.layer_idle_after;

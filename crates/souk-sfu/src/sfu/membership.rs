@@ -46,6 +46,25 @@ impl Sfu {
             self.remove_participant(now, old, LeaveReason::DuplicateIdentity);
         }
         let room = &self.rooms[&req.room];
+        let now_ms = self.unix_ms(now);
+        if let Some(until) = room
+            .live
+            .banned_until
+            .get(&req.identity)
+            .filter(|u| **u > now_ms)
+        {
+            return Err(ProtoError::new(
+                ErrorCode::Banned,
+                if *until == u64::MAX {
+                    "you are banned from this room".to_owned()
+                } else {
+                    format!(
+                        "you are banned from this room for another {} s",
+                        (until - now_ms).div_ceil(1000)
+                    )
+                },
+            ));
+        }
         if room.is_full() {
             return Err(ProtoError::new(
                 ErrorCode::RoomFull,
@@ -91,8 +110,9 @@ impl Sfu {
         let room = self.rooms.get_mut(&req.room).expect("room opened above");
         room.members.push(id);
         room.empty_since = None;
+        room.live.joined(&info.identity);
 
-        let joined = self.joined_message(id, req.req);
+        let joined = self.joined_message(id, req.req, req.last_event.as_ref());
         self.signal(id, ServerMessage::Joined(joined));
         self.broadcast(
             &req.room,
@@ -143,7 +163,7 @@ impl Sfu {
         let p = self.participants.get_mut(&id).expect("found above");
         p.signal_lost_at = None;
         let last_offer = p.last_offer.clone().filter(|_| p.pending_offer.is_some());
-        let joined = self.joined_message(id, req.req);
+        let joined = self.joined_message(id, req.req, req.last_event.as_ref());
         self.signal(id, ServerMessage::Resumed(joined));
         if let Some(offer) = last_offer {
             self.signal(id, ServerMessage::SubscriberOffer(offer));
@@ -160,7 +180,12 @@ impl Sfu {
         }
     }
 
-    fn joined_message(&self, id: ParticipantId, req: Option<u32>) -> Joined {
+    fn joined_message(
+        &self,
+        id: ParticipantId,
+        req: Option<u32>,
+        last_event: Option<&souk_proto::live::EventCursor>,
+    ) -> Joined {
         let p = &self.participants[&id];
         let room = &self.rooms[&p.room];
         Joined {
@@ -177,6 +202,7 @@ impl Sfu {
             resume_secret: p.resume_secret.clone(),
             resume_window_ms: self.config.resume_window.as_millis() as u64,
             server_version: env!("CARGO_PKG_VERSION").to_owned(),
+            live: room.live.snapshot(room.members.len() as u64, last_event),
         }
     }
 
@@ -188,9 +214,11 @@ impl Sfu {
         empty_timeout: Option<std::time::Duration>,
         metadata: Option<String>,
     ) {
+        let sid = self.random_id("RM_", 12);
         let room = Room {
             name: name.to_owned(),
-            sid: self.random_id("RM_", 12),
+            live: crate::live::LiveRoom::new(sid.clone()),
+            sid,
             created_at_ms: self.unix_ms(now),
             max_participants,
             metadata,
@@ -256,6 +284,7 @@ impl Sfu {
                 room.empty_since = Some(now);
             }
         }
+        self.leave_stage(now, &p.room, &p.identity);
         let info = p.info();
         self.broadcast(
             &p.room,

@@ -6,6 +6,7 @@
 //! After any input, drain [`Sfu::poll_output`] and sleep until [`Sfu::poll_timeout`].
 
 mod bandwidth;
+mod live;
 mod media;
 mod membership;
 mod service;
@@ -62,6 +63,8 @@ pub struct JoinRequest {
     pub metadata: Option<String>,
     pub auto_subscribe: bool,
     pub req: Option<u32>,
+    /// The last room event the client saw, to catch up from.
+    pub last_event: Option<souk_proto::live::EventCursor>,
 }
 
 /// A verified resume: the token's claims plus the session to take over.
@@ -72,6 +75,7 @@ pub struct ResumeRequest {
     pub sid: String,
     pub resume_secret: String,
     pub req: Option<u32>,
+    pub last_event: Option<souk_proto::live::EventCursor>,
 }
 
 pub struct Sfu {

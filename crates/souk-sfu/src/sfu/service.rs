@@ -82,7 +82,11 @@ impl Sfu {
         Ok(())
     }
 
-    fn member_by_identity(&self, room: &str, identity: &str) -> Result<ParticipantId, ProtoError> {
+    pub(super) fn member_by_identity(
+        &self,
+        room: &str,
+        identity: &str,
+    ) -> Result<ParticipantId, ProtoError> {
         let r = self.rooms.get(room).ok_or_else(|| room_not_found(room))?;
         r.members
             .iter()

@@ -7,9 +7,9 @@ use souk_proto::error::{ErrorCode, ProtoError};
 use souk_proto::model::{LeaveReason, TrackInfo, TrackKind};
 use souk_proto::rest::WebhookKind;
 use souk_proto::signal::{
-    ClientMessage, Mute, Ping, PublishAnswer, PublishOffer, PublishedTrack as WirePublishedTrack,
-    SdpMessage, ServerMessage, Subscribe, SubscriberOffer, TrackMuted, TrackPublished,
-    TrackSettings,
+    Ack, ClientMessage, Mute, Ping, PublishAnswer, PublishOffer,
+    PublishedTrack as WirePublishedTrack, SdpMessage, ServerMessage, Subscribe, SubscriberOffer,
+    TrackMuted, TrackPublished, TrackSettings,
 };
 use str0m::change::{SdpAnswer, SdpOffer};
 use str0m::media::{Direction, MediaKind, Mid};
@@ -66,6 +66,22 @@ impl Sfu {
                 ErrorCode::InvalidState,
                 "already joined on this socket; open a new socket to join another room",
             )),
+            live @ (ClientMessage::RaiseHand(_)
+            | ClientMessage::LowerHand(_)
+            | ClientMessage::StageDecision(_)
+            | ClientMessage::StageRemove(_)
+            | ClientMessage::Moderate(_)
+            | ClientMessage::Comment(_)
+            | ClientMessage::Like(_)
+            | ClientMessage::PinProduct(_)) => match self.handle_live(now, id, live) {
+                Ok(Some(result)) => {
+                    let result = (!result.is_null()).then_some(result);
+                    self.signal(id, ServerMessage::Ack(Ack { req, result }));
+                    Ok(())
+                }
+                Ok(None) => Ok(()),
+                Err(e) => Err(e),
+            },
             _ => Err(ProtoError::new(
                 ErrorCode::UnknownMessageType,
                 "message type not supported by this server",
@@ -237,7 +253,7 @@ impl Sfu {
         Ok(())
     }
 
-    fn unpublish(
+    pub(super) fn unpublish(
         &mut self,
         now: Instant,
         id: ParticipantId,

@@ -142,6 +142,7 @@ impl Room {
             metadata: None,
             auto_subscribe: true,
             req: None,
+            last_event: None,
         };
         let id = self.sfu.join(self.now, req).expect("join accepted");
         let n = self.clients.len() as u8 + 2;

@@ -1,0 +1,216 @@
+//! The merchant's backend API for live commerce (HTTP Basic with the API key): the
+//! gift catalogue, wallets, coupons, flash sales, battles and the books.
+//!
+//! Money requests carry an `idempotency_key`: the same key with the same body answers
+//! the same; with another body, `409 idempotency_conflict`.
+
+use axum::extract::{Path, Query, State};
+use axum::http::HeaderMap;
+use axum::Json;
+use serde::Deserialize;
+use souk_proto::commerce::{Balance, Battle, Coupon, Gift, LeaderboardEntry, Sale, WalletTxn};
+use souk_proto::error::{ErrorCode, ProtoError};
+use souk_proto::live::LiveEvent;
+
+use super::rooms::authorize;
+use super::ApiError;
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+async fn announce(state: &super::State, room: &str, event: LiveEvent) {
+    let room = room.to_owned();
+    let _ = state
+        .media
+        .call(move |sfu, now| sfu.publish_event(now, &room, event))
+        .await;
+}
+
+pub async fn gifts(
+    State(state): State<super::State>,
+    headers: HeaderMap,
+) -> Result<Json<Vec<Gift>>, ApiError> {
+    authorize(&state, &headers)?;
+    Ok(Json(state.ledger.gifts().await?))
+}
+
+/// Adds or replaces catalogue entries.
+pub async fn put_gifts(
+    State(state): State<super::State>,
+    headers: HeaderMap,
+    Json(gifts): Json<Vec<Gift>>,
+) -> Result<Json<Vec<Gift>>, ApiError> {
+    authorize(&state, &headers)?;
+    for gift in &gifts {
+        state.ledger.put_gift(gift).await?;
+    }
+    Ok(Json(state.ledger.gifts().await?))
+}
+
+#[derive(Deserialize)]
+pub struct CurrencyQuery {
+    currency: String,
+}
+
+pub async fn balance(
+    State(state): State<super::State>,
+    headers: HeaderMap,
+    Path(user): Path<String>,
+    Query(q): Query<CurrencyQuery>,
+) -> Result<Json<Balance>, ApiError> {
+    authorize(&state, &headers)?;
+    Ok(Json(state.ledger.balance(&user, &q.currency).await?))
+}
+
+#[derive(Deserialize)]
+pub struct WalletMove {
+    idempotency_key: String,
+    amount_minor: i64,
+    currency: String,
+}
+
+pub async fn top_up(
+    State(state): State<super::State>,
+    headers: HeaderMap,
+    Path(user): Path<String>,
+    Json(m): Json<WalletMove>,
+) -> Result<Json<WalletTxn>, ApiError> {
+    authorize(&state, &headers)?;
+    let done = state
+        .ledger
+        .top_up(
+            &m.idempotency_key,
+            &user,
+            m.amount_minor,
+            &m.currency,
+            now_ms(),
+        )
+        .await?;
+    Ok(Json(done))
+}
+
+pub async fn refund(
+    State(state): State<super::State>,
+    headers: HeaderMap,
+    Path(user): Path<String>,
+    Json(m): Json<WalletMove>,
+) -> Result<Json<WalletTxn>, ApiError> {
+    authorize(&state, &headers)?;
+    let done = state
+        .ledger
+        .refund(
+            &m.idempotency_key,
+            &user,
+            m.amount_minor,
+            &m.currency,
+            now_ms(),
+        )
+        .await?;
+    Ok(Json(done))
+}
+
+#[derive(Deserialize)]
+pub struct NewCoupon {
+    coupon_id: String,
+    quantity: i64,
+    value_minor: i64,
+    currency: String,
+}
+
+pub async fn coupon(
+    State(state): State<super::State>,
+    headers: HeaderMap,
+    Path(room): Path<String>,
+    Json(c): Json<NewCoupon>,
+) -> Result<Json<Coupon>, ApiError> {
+    authorize(&state, &headers)?;
+    let coupon = Coupon {
+        coupon_id: c.coupon_id,
+        room: room.clone(),
+        quantity: c.quantity,
+        claimed: 0,
+        value_minor: c.value_minor,
+        currency: c.currency,
+    };
+    state.ledger.issue_coupon(&coupon).await?;
+    announce(&state, &room, LiveEvent::CouponIssued(coupon.clone())).await;
+    Ok(Json(coupon))
+}
+
+pub async fn sale(
+    State(state): State<super::State>,
+    headers: HeaderMap,
+    Path(room): Path<String>,
+    Json(mut sale): Json<Sale>,
+) -> Result<Json<Sale>, ApiError> {
+    authorize(&state, &headers)?;
+    sale.room = room.clone();
+    sale.sold = 0;
+    state.ledger.create_sale(&sale).await?;
+    announce(&state, &room, LiveEvent::SaleStarted(sale.clone())).await;
+    Ok(Json(sale))
+}
+
+#[derive(Deserialize)]
+pub struct NewBattle {
+    hosts: [String; 2],
+    duration_s: u64,
+}
+
+pub async fn battle(
+    State(state): State<super::State>,
+    headers: HeaderMap,
+    Path(room): Path<String>,
+    Json(b): Json<NewBattle>,
+) -> Result<Json<Battle>, ApiError> {
+    authorize(&state, &headers)?;
+    let battle = state
+        .ledger
+        .start_battle(
+            &room,
+            [&b.hosts[0], &b.hosts[1]],
+            b.duration_s * 1000,
+            now_ms(),
+        )
+        .await?;
+    announce(&state, &room, LiveEvent::Battle(battle.clone())).await;
+    Ok(Json(battle))
+}
+
+pub async fn battle_score(
+    State(state): State<super::State>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<Battle>, ApiError> {
+    authorize(&state, &headers)?;
+    Ok(Json(state.ledger.battle(&id, now_ms()).await?))
+}
+
+pub async fn leaderboard(
+    State(state): State<super::State>,
+    headers: HeaderMap,
+    Path(room): Path<String>,
+) -> Result<Json<Vec<LeaderboardEntry>>, ApiError> {
+    authorize(&state, &headers)?;
+    Ok(Json(state.ledger.leaderboard(&room, 20).await?))
+}
+
+/// Checks the books (every currency sums to zero; balances match entries).
+pub async fn audit(
+    State(state): State<super::State>,
+    headers: HeaderMap,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    authorize(&state, &headers)?;
+    match state.ledger.audit().await? {
+        Ok(()) => Ok(Json(serde_json::json!({ "balanced": true }))),
+        Err(why) => Err(ProtoError::new(
+            ErrorCode::Internal,
+            format!("the books do not balance: {why}"),
+        )
+        .into()),
+    }
+}

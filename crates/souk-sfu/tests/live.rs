@@ -1,0 +1,274 @@
+//! Live rooms through the sans-IO core: the stage, comments, likes, moderation and
+//! catching up on room events.
+
+mod common;
+
+use std::time::Duration;
+
+use common::Room;
+use souk_proto::error::ErrorCode;
+use souk_proto::live::{EventCursor, LiveEvent, Moderation};
+use souk_proto::signal::{
+    ClientMessage, CommentRequest, IdentityRef, LikeRequest, ModerateRequest, Req, ServerMessage,
+    StageDecision,
+};
+use souk_proto::token::Role;
+use souk_sfu::JoinRequest;
+
+fn errors(room: &Room, i: usize) -> Vec<ErrorCode> {
+    room.clients[i]
+        .messages
+        .iter()
+        .filter_map(|m| match m {
+            ServerMessage::Error(e) => Some(e.code),
+            _ => None,
+        })
+        .collect()
+}
+
+fn events(room: &Room, i: usize) -> Vec<LiveEvent> {
+    room.clients[i]
+        .messages
+        .iter()
+        .filter_map(|m| match m {
+            ServerMessage::RoomEvent(e) => Some(e.event.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn last_stage(room: &Room, i: usize) -> souk_proto::live::StageState {
+    events(room, i)
+        .into_iter()
+        .rev()
+        .find_map(|e| match e {
+            LiveEvent::Stage(s) => Some(s),
+            _ => None,
+        })
+        .expect("a stage event")
+}
+
+fn comment(text: &str) -> ClientMessage {
+    ClientMessage::Comment(CommentRequest {
+        req: None,
+        text: text.into(),
+    })
+}
+
+#[test]
+fn an_approved_viewer_publishes_without_a_new_token_and_loses_it_when_removed() {
+    let mut room = Room::new(21);
+    let host = room.join("live", "host", Role::Host);
+    let guest = room.join("live", "guest", Role::Audience);
+    let viewer = room.join("live", "viewer", Role::Audience);
+
+    room.publish_video(guest, false);
+    assert_eq!(
+        errors(&room, guest),
+        vec![ErrorCode::PermissionDenied],
+        "audience cannot publish"
+    );
+
+    room.send(guest, ClientMessage::RaiseHand(Req::default()));
+    assert_eq!(last_stage(&room, host).hands, vec!["guest"]);
+    // A viewer cannot approve anyone, themself included.
+    let approve = ClientMessage::StageDecision(StageDecision {
+        req: None,
+        identity: "guest".into(),
+        approve: true,
+    });
+    room.send(viewer, approve.clone());
+    assert_eq!(errors(&room, viewer), vec![ErrorCode::PermissionDenied]);
+
+    room.send(host, approve);
+    let stage = last_stage(&room, viewer);
+    assert_eq!(
+        (stage.seats, stage.hands.len()),
+        (vec!["guest".to_owned()], 0)
+    );
+    assert!(room.clients[guest].messages.iter().any(|m| matches!(m,
+        ServerMessage::ParticipantUpdated(p) if p.participant.identity == "guest" && p.participant.grants.publish)));
+
+    room.publish_video(guest, false);
+    room.run_for(Duration::from_secs(3));
+    let track = room.published_tracks(guest)[0].clone();
+    let got = room.clients[viewer]
+        .received
+        .get(&track)
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        got.frames > 30,
+        "the viewer decodes the new co-host: {} frames",
+        got.frames
+    );
+
+    room.send(
+        host,
+        ClientMessage::StageRemove(IdentityRef {
+            req: None,
+            identity: "guest".into(),
+        }),
+    );
+    assert!(
+        room.clients[viewer].messages.iter().any(|m| matches!(m,
+        ServerMessage::TrackUnpublished(t) if t.track_id == track)),
+        "the removed co-host's track goes"
+    );
+    assert!(last_stage(&room, viewer).seats.is_empty());
+}
+
+#[test]
+fn comments_are_limited_moderated_and_likes_are_batched() {
+    let mut room = Room::new(22);
+    let host = room.join("live", "host", Role::Host);
+    let fan = room.join("live", "fan", Role::Audience);
+    let other = room.join("live", "other", Role::Audience);
+
+    room.send(fan, comment("¡Hola! ¿Cuánto cuesta?"));
+    assert!(events(&room, other)
+        .iter()
+        .any(|e| matches!(e, LiveEvent::Comment(c) if c.identity == "fan")));
+    room.send(fan, comment(&"x".repeat(201)));
+    room.send(fan, comment("two"));
+    room.send(fan, comment("three"));
+    room.send(fan, comment("four, too fast"));
+    assert_eq!(
+        errors(&room, fan),
+        vec![ErrorCode::MessageTooLarge, ErrorCode::RateLimited]
+    );
+
+    let mute = ClientMessage::Moderate(ModerateRequest {
+        req: None,
+        action: Moderation::Mute {
+            identity: "fan".into(),
+            seconds: 60,
+        },
+    });
+    room.send(other, mute.clone());
+    assert_eq!(
+        errors(&room, other),
+        vec![ErrorCode::PermissionDenied],
+        "viewers do not moderate"
+    );
+    room.send(host, mute);
+    room.run_for(Duration::from_secs(2));
+    room.send(fan, comment("let me talk"));
+    assert_eq!(errors(&room, fan).last(), Some(&ErrorCode::Muted));
+
+    for _ in 0..5 {
+        room.send(other, ClientMessage::Like(LikeRequest { count: 1 }));
+    }
+    room.run_for(Duration::from_secs(1));
+    let likes: Vec<(u64, u64)> = events(&room, host)
+        .into_iter()
+        .filter_map(|e| match e {
+            LiveEvent::Likes { added, total } => Some((added, total)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(likes, vec![(5, 5)], "five likes, one batch");
+    assert!(events(&room, host)
+        .iter()
+        .any(|e| matches!(e, LiveEvent::Viewers { count: 3, .. })));
+}
+
+#[test]
+fn a_returning_viewer_catches_up_or_is_told_to_reload_and_a_ban_keeps_them_out() {
+    let mut room = Room::new(23);
+    let host = room.join("live", "host", Role::Host);
+    let fan = room.join("live", "fan", Role::Audience);
+    room.send(host, comment("welcome"));
+    let seen = room.clients[fan]
+        .messages
+        .iter()
+        .rev()
+        .find_map(|m| match m {
+            ServerMessage::RoomEvent(e) => Some((e.epoch.clone(), e.seq)),
+            _ => None,
+        })
+        .expect("an event");
+    // The viewer drops; two comments happen while away.
+    room.sfu.signal_lost(room.now, room.clients[fan].id);
+    room.send(host, comment("flash sale in 1 minute"));
+    room.send(host, comment("coupons now"));
+
+    let rejoin = |cursor: EventCursor| JoinRequest {
+        room: "live".into(),
+        identity: "fan".into(),
+        name: "fan".into(),
+        role: Role::Audience,
+        grants: Role::Audience.default_grants(),
+        metadata: None,
+        auto_subscribe: true,
+        req: None,
+        last_event: Some(cursor),
+    };
+    let fan2 = room
+        .sfu
+        .join(
+            room.now,
+            rejoin(EventCursor {
+                epoch: seen.0.clone(),
+                seq: seen.1,
+            }),
+        )
+        .unwrap();
+    let joined = std::iter::from_fn(|| room.sfu.poll_output())
+        .find_map(|o| match o {
+            souk_sfu::Output::Signal(id, ServerMessage::Joined(j)) if id == fan2 => Some(j),
+            _ => None,
+        })
+        .expect("joined");
+    let missed: Vec<String> = joined
+        .live
+        .missed
+        .iter()
+        .filter_map(|e| match &e.event {
+            LiveEvent::Comment(c) => Some(c.text.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(missed, vec!["flash sale in 1 minute", "coupons now"]);
+    assert!(!joined.live.reload);
+
+    let fan3 = room
+        .sfu
+        .join(
+            room.now,
+            rejoin(EventCursor {
+                epoch: "RM_other".into(),
+                seq: 3,
+            }),
+        )
+        .unwrap();
+    let joined = std::iter::from_fn(|| room.sfu.poll_output())
+        .find_map(|o| match o {
+            souk_sfu::Output::Signal(id, ServerMessage::Joined(j)) if id == fan3 => Some(j),
+            _ => None,
+        })
+        .expect("joined");
+    assert!(
+        joined.live.reload,
+        "another epoch: rebuild from the snapshot"
+    );
+
+    room.send(
+        host,
+        ClientMessage::Moderate(ModerateRequest {
+            req: None,
+            action: Moderation::Ban {
+                identity: "fan".into(),
+                seconds: 0,
+            },
+        }),
+    );
+    let again = room.sfu.join(
+        room.now,
+        rejoin(EventCursor {
+            epoch: seen.0,
+            seq: 0,
+        }),
+    );
+    assert_eq!(again.unwrap_err().code, ErrorCode::Banned);
+}
