@@ -11,52 +11,7 @@ use souk_client::{Client, ClientOptions, SyntheticMedia};
 use souk_proto::model::LeaveReason;
 use souk_proto::signal::ServerMessage;
 
-const KEY: &str = "devkey";
-const SECRET: &str = "souk-dev-secret-0123456789abcdef";
-
-/// The room-service API as a merchant's backend calls it.
-struct Api {
-    http: reqwest::Client,
-    base: String,
-}
-
-impl Api {
-    fn new(server: &TestServer) -> Api {
-        Api {
-            http: reqwest::Client::new(),
-            base: format!("{}/api/v1", server.url),
-        }
-    }
-
-    /// Sends an authenticated request; returns the status and the JSON body (null if none).
-    async fn call(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        body: Option<serde_json::Value>,
-    ) -> (u16, serde_json::Value) {
-        self.send(
-            self.http
-                .request(method, format!("{}{path}", self.base))
-                .basic_auth(KEY, Some(SECRET)),
-            body,
-        )
-        .await
-    }
-
-    async fn send(
-        &self,
-        mut req: reqwest::RequestBuilder,
-        body: Option<serde_json::Value>,
-    ) -> (u16, serde_json::Value) {
-        if let Some(body) = body {
-            req = req.json(&body);
-        }
-        let resp = req.send().await.unwrap();
-        let status = resp.status().as_u16();
-        (status, resp.json().await.unwrap_or(serde_json::Value::Null))
-    }
-}
+use common::{Api, KEY};
 
 fn left_with(reason: LeaveReason) -> impl Fn(&souk_client::Stats) -> bool {
     move |s| {

@@ -445,3 +445,51 @@ pub async fn scripted_completions(
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
     (format!("http://{addr}"), calls)
 }
+
+/// The development API key and secret, for REST calls.
+pub const KEY: &str = "devkey";
+pub const SECRET: &str = DEV_SECRET;
+
+/// The room-service API as a merchant's backend calls it.
+pub struct Api {
+    pub http: reqwest::Client,
+    pub base: String,
+}
+
+impl Api {
+    pub fn new(server: &TestServer) -> Api {
+        Api {
+            http: reqwest::Client::new(),
+            base: format!("{}/api/v1", server.url),
+        }
+    }
+
+    /// Sends an authenticated request; returns the status and the JSON body (null if none).
+    pub async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> (u16, serde_json::Value) {
+        self.send(
+            self.http
+                .request(method, format!("{}{path}", self.base))
+                .basic_auth(KEY, Some(SECRET)),
+            body,
+        )
+        .await
+    }
+
+    pub async fn send(
+        &self,
+        mut req: reqwest::RequestBuilder,
+        body: Option<serde_json::Value>,
+    ) -> (u16, serde_json::Value) {
+        if let Some(body) = body {
+            req = req.json(&body);
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status().as_u16();
+        (status, resp.json().await.unwrap_or(serde_json::Value::Null))
+    }
+}

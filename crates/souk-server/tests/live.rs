@@ -1,0 +1,243 @@
+//! Live commerce against the real server: gifts over the room socket are committed, then
+//! announced; bad money requests get clear errors; and a server killed mid-storm keeps
+//! every acknowledged gift exactly once.
+
+mod common;
+
+use common::{Api, TestServer, WAIT};
+use reqwest::Method;
+use serde_json::json;
+use souk_client::{Client, ClientOptions};
+use souk_proto::live::LiveEvent;
+use souk_proto::signal::{ClientMessage, SendGift, ServerMessage};
+
+/// Sends `msg` (carrying `req`) and waits for its answer: the ack's result, or the code.
+async fn request(
+    client: &Client,
+    msg: ClientMessage,
+    req: u32,
+) -> Result<serde_json::Value, String> {
+    client.send(msg).await.map_err(|e| e.to_string())?;
+    let stats = client
+        .wait_for("an answer", WAIT, |s| {
+            s.messages.iter().any(|m| match m {
+                ServerMessage::Ack(a) => a.req == Some(req),
+                ServerMessage::Error(e) => e.req == Some(req),
+                _ => false,
+            }) || s.ended
+        })
+        .await
+        .map_err(|e| e.to_string())?;
+    stats
+        .messages
+        .iter()
+        .find_map(|m| match m {
+            ServerMessage::Ack(a) if a.req == Some(req) => {
+                Some(Ok(a.result.clone().unwrap_or_default()))
+            }
+            ServerMessage::Error(e) if e.req == Some(req) => Some(Err(e.code.as_str().to_owned())),
+            _ => None,
+        })
+        .unwrap_or_else(|| Err("closed".into()))
+}
+
+fn gift(req: u32, key: &str, to: &str, gift_id: &str, count: i64) -> ClientMessage {
+    ClientMessage::SendGift(SendGift {
+        req: Some(req),
+        idempotency_key: key.into(),
+        gift_id: gift_id.into(),
+        to: to.into(),
+        count,
+    })
+}
+
+async fn join(server: &TestServer, identity: &str, role: &str) -> Client {
+    let token = server.token("live", identity, role);
+    Client::connect(&server.url, &token, ClientOptions::default())
+        .await
+        .expect("joins")
+}
+
+async fn set_up_money(api: &Api, viewers: &[&str]) {
+    let (status, _) = api
+        .call(
+            Method::PUT,
+            "/gifts",
+            Some(
+                json!([{"gift_id": "rose", "name": "Rose", "price_minor": 100, "currency": "USD"}]),
+            ),
+        )
+        .await;
+    assert_eq!(status, 200);
+    for v in viewers {
+        let (status, body) = api
+            .call(Method::POST, &format!("/wallets/{v}/top_up"),
+                Some(json!({"idempotency_key": format!("load-{v}"), "amount_minor": 1_000_000, "currency": "USD"})))
+            .await;
+        assert_eq!(status, 200, "{body}");
+    }
+}
+
+async fn balance(api: &Api, user: &str) -> i64 {
+    let (_, body) = api
+        .call(Method::GET, &format!("/wallets/{user}?currency=USD"), None)
+        .await;
+    body["balance_minor"].as_i64().expect("a balance")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gifts_are_paid_then_announced_and_bad_requests_are_refused() {
+    let server = TestServer::start();
+    let api = Api::new(&server);
+    set_up_money(&api, &["fan"]).await;
+    let host = join(&server, "host", "host").await;
+    let fan = join(&server, "fan", "audience").await;
+    let other = join(&server, "other", "audience").await;
+
+    let sent = request(&fan, gift(1, "g-1", "host", "rose", 3), 1)
+        .await
+        .expect("gift accepted");
+    assert_eq!(sent["amount_minor"], 300);
+    for watcher in [&host, &other] {
+        watcher
+            .wait_for("the gift to be announced", WAIT, |s| {
+                s.messages.iter().any(|m| matches!(m, ServerMessage::RoomEvent(e) if matches!(&e.event, LiveEvent::Gift(g) if g.amount_minor == 300)))
+            })
+            .await
+            .unwrap();
+    }
+    // A retry returns the first answer and is not announced again.
+    let again = request(&fan, gift(2, "g-1", "host", "rose", 3), 2)
+        .await
+        .unwrap();
+    assert_eq!(again["txn_id"], sent["txn_id"]);
+    assert_eq!(
+        request(&fan, gift(3, "g-1", "host", "rose", 4), 3).await,
+        Err("idempotency_conflict".into())
+    );
+    assert_eq!(
+        request(&fan, gift(4, "g-2", "host", "tank", 1), 4).await,
+        Err("gift_not_found".into())
+    );
+    assert_eq!(
+        request(&fan, gift(5, "g-3", "host", "rose", 100_000), 5).await,
+        Err("invalid_request".into())
+    );
+    assert_eq!(
+        request(&fan, gift(6, "g-4", "other", "rose", 1), 6).await,
+        Err("participant_not_found".into()),
+        "not on stage"
+    );
+    assert_eq!(
+        request(&other, gift(7, "g-5", "host", "rose", 1), 7).await,
+        Err("insufficient_funds".into())
+    );
+    let gifts_seen = other
+        .stats()
+        .messages
+        .iter()
+        .filter(
+            |m| matches!(m, ServerMessage::RoomEvent(e) if matches!(e.event, LiveEvent::Gift(_))),
+        )
+        .count();
+    assert_eq!(gifts_seen, 1, "one gift paid, one announced");
+
+    let (_, board) = api.call(Method::GET, "/rooms/live/leaderboard", None).await;
+    assert_eq!(board[0]["host"], "host");
+    assert_eq!(board[0]["total_minor"], 300);
+    assert_eq!(balance(&api, "host").await, 300);
+    let (status, body) = api
+        .call(
+            Method::POST,
+            "/wallets/fan/top_up",
+            Some(json!({"idempotency_key": "x", "amount_minor": -5, "currency": "USD"})),
+        )
+        .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (400, Some("invalid_request"))
+    );
+    let (_, audit) = api.call(Method::GET, "/ledger/audit", None).await;
+    assert_eq!(audit["balanced"], true);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gift_storm_survives_kill_9_exactly_once() {
+    let mut server = TestServer::start();
+    let viewers = ["v0", "v1", "v2"];
+    set_up_money(&Api::new(&server), &viewers).await;
+    let _host = join(&server, "host", "host").await;
+
+    // Each viewer sends gifts one after another, recording what was acknowledged.
+    let (acked_tx, mut acked_rx) = tokio::sync::mpsc::unbounded_channel::<(String, u32, String)>();
+    let mut storms = Vec::new();
+    for v in viewers {
+        let client = join(&server, v, "audience").await;
+        let acked_tx = acked_tx.clone();
+        storms.push(tokio::spawn(async move {
+            for k in 1u32.. {
+                match request(&client, gift(k, &format!("{v}-{k}"), "host", "rose", 1), k).await {
+                    Ok(sent) => {
+                        let _ = acked_tx.send((
+                            v.to_owned(),
+                            k,
+                            sent["txn_id"].as_str().unwrap().to_owned(),
+                        ));
+                    }
+                    Err(_) => return k,
+                }
+            }
+            unreachable!()
+        }));
+    }
+    drop(acked_tx);
+    let mut acked = Vec::new();
+    while acked.len() < 60 {
+        acked.push(acked_rx.recv().await.expect("acks arrive"));
+    }
+    server.crash_and_restart();
+    let mut first_unanswered = Vec::new();
+    for storm in storms {
+        first_unanswered.push(storm.await.unwrap());
+    }
+    while let Ok(more) = acked_rx.try_recv() {
+        acked.push(more);
+    }
+
+    // After the restart every viewer retries its whole sequence, including the gift
+    // that was in flight when the server died.
+    let api = Api::new(&server);
+    let _host = join(&server, "host", "host").await;
+    let mut applied = 0;
+    for (i, v) in viewers.iter().enumerate() {
+        let client = join(&server, v, "audience").await;
+        let last = first_unanswered[i];
+        for k in 1..=last {
+            let sent = request(
+                &client,
+                gift(1000 + k, &format!("{v}-{k}"), "host", "rose", 1),
+                1000 + k,
+            )
+            .await
+            .unwrap_or_else(|e| panic!("retry of {v}-{k}: {e}"));
+            applied += 1;
+            if let Some((_, _, txn)) = acked.iter().find(|(who, kk, _)| who == v && *kk == k) {
+                assert_eq!(
+                    sent["txn_id"].as_str(),
+                    Some(txn.as_str()),
+                    "{v}-{k}: an acknowledged gift keeps its transaction"
+                );
+            }
+        }
+    }
+    // Each key moved money once: the host holds exactly one rose per distinct key.
+    assert_eq!(balance(&api, "host").await, applied * 100);
+    for (i, v) in viewers.iter().enumerate() {
+        assert_eq!(
+            balance(&api, v).await,
+            1_000_000 - first_unanswered[i] as i64 * 100
+        );
+    }
+    let (_, audit) = api.call(Method::GET, "/ledger/audit", None).await;
+    assert_eq!(audit["balanced"], true);
+}
