@@ -112,6 +112,10 @@ const SIMULCAST_LAYERS = [
  * `connection_quality` ('excellent' | 'good' | 'poor', with MOS, RTT, jitter and loss),
  * `connection_state` ('connected' | 'reconnecting' | 'resumed' | 'disconnected'),
  * `audio_blocked`, `error`, `left`.
+ *
+ * Live rooms add `room_event` (every numbered event: comments, gifts, likes, stage,
+ * products, sales...) and `permissions_changed` (this participant may now publish, or no
+ * longer). `room.live` holds the room's live state as of the last event.
  */
 export class Room {
   /** @param {ConnectOptions} [options] */
@@ -155,6 +159,8 @@ export class Room {
     this.closedByUs = false;
     /** @type {MediaStream | null} */
     this.localStream = null;
+    /** Live-room state: where the event stream stands, the stage, the pinned product. @type {any} */
+    this.live = null;
   }
 
   /**
@@ -223,6 +229,7 @@ export class Room {
         if (resume && this.localParticipant) {
           join.resume = { sid: this.localParticipant.sid, resume_secret: this.resumeSecret };
         }
+        if (this.live) join.last_event = { epoch: this.live.epoch, seq: this.live.seq };
         ws.send(JSON.stringify(join));
       };
       ws.onmessage = (ev) => {
@@ -276,8 +283,30 @@ export class Room {
         this.emit('participant_left', p);
       }
     }
+    const live = msg.live ?? {};
+    const missed = live.reload || !this.live ? [] : live.missed ?? [];
+    this.live = { ...live, missed: undefined };
+    for (const e of missed) this.applyRoomEvent(e);
     this.setState(resumed ? 'resumed' : 'connected');
     if (resumed) this.restartIce();
+  }
+
+  /** @param {Message} e a `room_event` */
+  applyRoomEvent(e) {
+    const live = this.live;
+    if (live) {
+      if (e.epoch === live.epoch && e.seq <= live.seq) return;
+      live.epoch = e.epoch;
+      live.seq = e.seq;
+      const ev = e.event;
+      if (ev.kind === 'stage') live.stage = { ...ev, kind: undefined };
+      if (ev.kind === 'product_pinned') live.pinned = { ...ev, kind: undefined };
+      if (ev.kind === 'product_unpinned') live.pinned = null;
+      if (ev.kind === 'likes') live.likes_total = ev.total;
+      if (ev.kind === 'viewers') live.viewers = ev.count;
+      if (ev.kind === 'slow_mode') live.slow_mode_s = ev.seconds;
+    }
+    this.emit('room_event', e);
   }
 
   /** @param {string} state */
@@ -326,8 +355,17 @@ export class Room {
       case 'participant_updated': {
         const p = this.participants.get(msg.participant.sid);
         if (p) p.info = msg.participant;
+        const me = this.localParticipant;
+        if (me && msg.participant.sid === me.sid) {
+          const changed = me.grants.publish !== msg.participant.grants.publish;
+          this.localParticipant = msg.participant;
+          if (changed) this.emit('permissions_changed', msg.participant.grants);
+        }
         break;
       }
+      case 'room_event':
+        this.applyRoomEvent(msg);
+        break;
       case 'participant_left': {
         const p = this.participants.get(msg.sid);
         if (p) {
@@ -666,6 +704,50 @@ export class Room {
     }
     return { inbound, outbound, rttMs };
   }
+
+  // Live rooms. Each resolves with the server's `ack` result, or rejects with a SoukError.
+
+  raiseHand() { return this.request({ type: 'raise_hand' }); }
+
+  lowerHand() { return this.request({ type: 'lower_hand' }); }
+
+  /** The host or a moderator answers a raised hand. @param {string} identity @param {boolean} approve */
+  decideStage(identity, approve) { return this.request({ type: 'stage_decision', identity, approve }); }
+
+  /** Takes a seat back (or, with one's own identity, leaves the stage). @param {string} identity */
+  removeFromStage(identity) { return this.request({ type: 'stage_remove', identity }); }
+
+  /** @param {string} text */
+  async comment(text) { return (await this.request({ type: 'comment', text })).result; }
+
+  /** Likes are batched by the server; nothing comes back. @param {number} [count] */
+  like(count = 1) { this.send({ type: 'like', count }); }
+
+  /**
+   * Sends a gift, paid from this user's wallet. The idempotency key makes a retry safe.
+   * @param {string} giftId @param {string} to the host or a co-host @param {number} [count]
+   * @param {string} [idempotencyKey]
+   */
+  async sendGift(giftId, to, count = 1, idempotencyKey = crypto.randomUUID()) {
+    return (await this.request({ type: 'send_gift', gift_id: giftId, to, count, idempotency_key: idempotencyKey })).result;
+  }
+
+  /** @param {string} couponId */
+  async claimCoupon(couponId) { return (await this.request({ type: 'claim_coupon', coupon_id: couponId })).result; }
+
+  /** @param {string} saleId @param {number} [quantity] @param {string} [idempotencyKey] */
+  async buy(saleId, quantity = 1, idempotencyKey = crypto.randomUUID()) {
+    return (await this.request({ type: 'buy', sale_id: saleId, quantity, idempotency_key: idempotencyKey })).result;
+  }
+
+  /** The host starts a flash sale. @param {Record<string, any>} sale */
+  async startSale(sale) { return (await this.request({ type: 'start_sale', ...sale })).result; }
+
+  /** @param {Record<string, any> | null} product */
+  pinProduct(product) { return this.request(product ? { type: 'pin_product', product } : { type: 'pin_product' }); }
+
+  /** @param {Record<string, any>} action e.g. `{action: 'mute', identity, seconds}` */
+  moderate(action) { return this.request({ type: 'moderate', ...action }); }
 
   /** Leaves the room for good. */
   async leave() {

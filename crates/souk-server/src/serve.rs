@@ -116,6 +116,24 @@ async fn serve(config: ServerConfig) -> anyhow::Result<()> {
             .await
             .map_err(|e| anyhow::anyhow!("preparing the ledger: {e}"))?,
     );
+    if config.dev && ledger.gifts().await.map(|g| g.is_empty()).unwrap_or(false) {
+        for (id, name, price) in [
+            ("rose", "Rose", 100),
+            ("heart", "Heart", 500),
+            ("rocket", "Rocket", 5000),
+        ] {
+            let gift = souk_proto::commerce::Gift {
+                gift_id: id.into(),
+                name: name.into(),
+                price_minor: price,
+                currency: "USD".into(),
+            };
+            ledger
+                .put_gift(&gift)
+                .await
+                .map_err(|e| anyhow::anyhow!("seeding the demo gifts: {e}"))?;
+        }
+    }
     let mut routes: outbox_worker::Routes = Vec::new();
     if let Some(push) = config.chat.push.clone() {
         routes.push((souk_chat::store::PUSH_TOPIC, push));

@@ -65,3 +65,27 @@ pub async fn token(
         .map_err(|e| ProtoError::new(ErrorCode::Internal, e.to_string()))?;
     Ok(Json(serde_json::json!({ "token": token })))
 }
+
+#[derive(Deserialize)]
+pub struct TopUpQuery {
+    user: String,
+    amount_minor: i64,
+    currency: Option<String>,
+}
+
+/// `POST /dev/top_up?user=&amount_minor=`: money for the demo pages' wallets, as the
+/// merchant's backend would load after a payment. Exists only under `--dev`.
+pub async fn top_up(
+    State(state): State<super::State>,
+    Query(q): Query<TopUpQuery>,
+) -> Result<Json<souk_proto::commerce::WalletTxn>, ApiError> {
+    let key = format!("dev-{:016x}", rand::random::<u64>());
+    let currency = q.currency.unwrap_or_else(|| "USD".into());
+    let now_ms = auth::unix_now() * 1000;
+    Ok(Json(
+        state
+            .ledger
+            .top_up(&key, &q.user, q.amount_minor, &currency, now_ms)
+            .await?,
+    ))
+}

@@ -107,7 +107,9 @@ pub fn router(state: State, cors_origins: Option<&[String]>) -> Router {
         .route("/api/v1/battles/{id}", get(commerce_api::battle_score))
         .route("/api/v1/ledger/audit", get(commerce_api::audit));
     if state.dev {
-        app = app.route("/dev/token", get(dev::token));
+        app = app
+            .route("/dev/token", get(dev::token))
+            .route("/dev/top_up", post(dev::top_up));
     }
     app.fallback(assets::serve).layer(cors).with_state(state)
 }
