@@ -154,6 +154,7 @@ async fn serve(config: ServerConfig) -> anyhow::Result<()> {
         chat: chat.clone(),
         ledger,
         blocklist: blocklist(&config),
+        whip_sessions: Default::default(),
         chat_send_limiter: KeyedLimiter::new(CHAT_SENDS_PER_10S, Duration::from_secs(10)),
     });
     let app = http::router(state.clone(), config.cors_origins.as_deref())

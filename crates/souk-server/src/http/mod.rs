@@ -9,6 +9,7 @@ mod live;
 mod metrics;
 mod rooms;
 mod signal;
+mod whip;
 
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicU64;
@@ -43,6 +44,9 @@ pub struct AppState {
     pub ledger: Arc<souk_commerce::Ledger>,
     /// Keyword lists for live comments (the same as chat's).
     pub blocklist: souk_chat::moderation::Blocklist,
+    /// WHIP session id -> (room, participant), for `DELETE`.
+    pub whip_sessions:
+        std::sync::Mutex<std::collections::HashMap<String, (String, souk_sfu::ParticipantId)>>,
     /// Chat messages per user, across their devices: a flood gets `rate_limited`.
     pub chat_send_limiter: KeyedLimiter<String>,
 }
@@ -51,11 +55,18 @@ pub type State = Arc<AppState>;
 
 pub fn router(state: State, cors_origins: Option<&[String]>) -> Router {
     let cors = CorsLayer::new()
-        .allow_methods([Method::GET, Method::POST, Method::PUT, Method::DELETE])
+        .allow_methods([
+            Method::GET,
+            Method::POST,
+            Method::PUT,
+            Method::PATCH,
+            Method::DELETE,
+        ])
         .allow_headers([
             axum::http::header::AUTHORIZATION,
             axum::http::header::CONTENT_TYPE,
         ])
+        .expose_headers([axum::http::header::LOCATION])
         .max_age(Duration::from_secs(600));
     let cors = match cors_origins {
         None => cors.allow_origin(AllowOrigin::any()),
@@ -105,7 +116,12 @@ pub fn router(state: State, cors_origins: Option<&[String]>) -> Router {
             get(commerce_api::leaderboard),
         )
         .route("/api/v1/battles/{id}", get(commerce_api::battle_score))
-        .route("/api/v1/ledger/audit", get(commerce_api::audit));
+        .route("/api/v1/ledger/audit", get(commerce_api::audit))
+        .route("/whip/{room}", post(whip::publish))
+        .route(
+            "/whip/{room}/{session}",
+            axum::routing::delete(whip::stop).patch(whip::trickle),
+        );
     if state.dev {
         app = app
             .route("/dev/token", get(dev::token))

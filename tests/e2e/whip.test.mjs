@@ -1,0 +1,52 @@
+// Going live with WHIP: a WHIP client that Souk did not write (the `whip-whep` package by
+// the WHIP spec's author, in Chromium) publishes H.264, as OBS does, to POST /whip/{room};
+// a viewer on the live page decodes it; DELETE on the session's Location ends it.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
+import { devToken, openPage, waitInPage, inboundSummary, useLab } from './harness.mjs';
+
+const lab = useLab();
+const root = path.resolve(path.dirname(new URL(import.meta.url).pathname), '../..');
+const whipModule = readFileSync(path.join(root, 'node_modules/whip-whep/whip.js'), 'utf8');
+
+test('an H.264 WHIP publisher reaches a viewer, and DELETE ends it', async () => {
+  const room = 'whip-e2e';
+  const viewer = await openPage(lab.browser, `${lab.server.url}/demo/live.html?room=${room}&identity=viewer&role=audience&wallet=0`);
+  await viewer.waitForFunction(() => document.querySelector('header .status')?.textContent === 'connected', null, { timeout: 30_000 });
+
+  const studio = await openPage(lab.browser, `${lab.server.url}/demo/index.html`);
+  await studio.route('**/vendor/whip.js', (route) => route.fulfill({ body: whipModule, contentType: 'text/javascript' }));
+  const token = await devToken(lab.server.url, { room, identity: 'obs-studio', role: 'host' });
+  const published = await studio.evaluate(async ({ room, token }) => {
+    const { WHIPClient } = await import('/vendor/whip.js');
+    const stream = await navigator.mediaDevices.getUserMedia({ audio: true, video: { width: 640, height: 360 } });
+    const pc = new RTCPeerConnection();
+    for (const track of stream.getTracks()) {
+      const t = pc.addTransceiver(track, { direction: 'sendonly' });
+      if (track.kind === 'video') {
+        // Send H.264 only, as OBS does.
+        const h264 = RTCRtpSender.getCapabilities('video').codecs.filter((c) => c.mimeType === 'video/H264');
+        t.setCodecPreferences(h264);
+      }
+    }
+    const client = new WHIPClient();
+    await client.publish(pc, `${location.origin}/whip/${room}`, token);
+    Object.assign(window, { whip: client, pc });
+    return client.resourceURL.pathname;
+  }, { room, token });
+  assert.match(published, new RegExp(`^/whip/${room}/WS_[0-9a-f]+$`));
+
+  const video = await waitInPage(viewer, async (summary) => {
+    const s = await eval(summary)();
+    return s?.find((x) => x.kind === 'video' && x.framesDecoded > 10) ?? null;
+  }, { arg: `(${inboundSummary})`, timeoutMs: 45_000, what: 'the viewer to decode the WHIP stream' });
+  assert.equal(video.codec, 'video/H264', 'H.264 end to end');
+
+  await studio.evaluate(() => window.whip.stop());
+  await viewer.waitForFunction(() => document.querySelectorAll('#stage .tile').length === 0, null, { timeout: 30_000 });
+  // The session is gone: a second DELETE finds nothing.
+  const status = await studio.evaluate(async (p) => (await fetch(p, { method: 'DELETE' })).status, published);
+  assert.equal(status, 404);
+});
