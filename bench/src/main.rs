@@ -6,9 +6,11 @@
 //! - `chat-live`: thousands of connected chat users in direct conversations at a steady
 //!   message rate: delivery and durable-acknowledgement latency.
 //! - `chat-sync`: how long a user who was offline takes to catch up on many messages.
+//! - `ledger`: durable gifts per second through the ledger, and commit latency.
 
 mod chat;
 mod fanout;
+mod ledger;
 mod proc_stat;
 mod server;
 
@@ -20,6 +22,7 @@ enum Cli {
     Fanout(fanout::Fanout),
     ChatLive(chat::ChatLive),
     ChatSync(chat::ChatSyncBench),
+    Ledger(ledger::LedgerBench),
 }
 
 #[tokio::main]
@@ -28,5 +31,6 @@ async fn main() -> anyhow::Result<()> {
         Cli::Fanout(args) => fanout::run(args).await,
         Cli::ChatLive(args) => chat::live(args).await,
         Cli::ChatSync(args) => chat::sync(args).await,
+        Cli::Ledger(args) => ledger::ledger(args).await,
     }
 }

@@ -237,22 +237,22 @@ impl Ledger {
         if from < to {
             self.credit(tx, to, currency, amount).await?;
         }
-        for (account, delta) in [(from, -amount), (to, amount)] {
-            sqlx::query(&db.sql(
-                "INSERT INTO commerce_entries (txn_id, account, currency, amount_minor) VALUES (?, ?, ?, ?)",
-            ))
-            .bind(txn_id)
-            .bind(account)
-            .bind(currency)
-            .bind(delta)
-            .execute(&mut **tx)
-            .await
-            .map_err(internal)?;
-        }
+        // Both legs in one statement: each round trip to the single SQLite writer counts.
         sqlx::query(&db.sql(
-            "INSERT INTO commerce_txns (txn_id, kind, room, created_at_ms) VALUES (?, ?, ?, ?)",
+            "INSERT INTO commerce_entries (txn_id, account, currency, amount_minor, kind, room, created_at_ms) \
+             VALUES (?, ?, ?, ?, ?, ?, ?), (?, ?, ?, ?, ?, ?, ?)",
         ))
         .bind(txn_id)
+        .bind(from)
+        .bind(currency)
+        .bind(-amount)
+        .bind(kind)
+        .bind(room)
+        .bind(now_ms as i64)
+        .bind(txn_id)
+        .bind(to)
+        .bind(currency)
+        .bind(amount)
         .bind(kind)
         .bind(room)
         .bind(now_ms as i64)

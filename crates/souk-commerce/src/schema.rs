@@ -16,14 +16,12 @@ CREATE TABLE commerce_entries (
     account TEXT NOT NULL,
     currency TEXT NOT NULL,
     amount_minor BIGINT NOT NULL,
-    PRIMARY KEY (txn_id, account, currency)
-);
-CREATE TABLE commerce_txns (
-    txn_id TEXT PRIMARY KEY,
     kind TEXT NOT NULL,
     room TEXT,
-    created_at_ms BIGINT NOT NULL
+    created_at_ms BIGINT NOT NULL,
+    PRIMARY KEY (txn_id, account, currency)
 );
+CREATE INDEX commerce_entries_by_account ON commerce_entries (account, currency);
 CREATE TABLE commerce_requests (
     actor TEXT NOT NULL,
     idem_key TEXT NOT NULL,

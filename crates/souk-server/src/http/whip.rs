@@ -28,8 +28,7 @@ const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
 pub(crate) fn tracks_from_sdp(sdp: &str) -> Result<Vec<PublishTrack>, ProtoError> {
     let mut tracks = Vec::new();
     let mut section: Option<(TrackKind, Option<String>, bool)> = None;
-    let finish = |s: Option<(TrackKind, Option<String>, bool)>,
-                      tracks: &mut Vec<PublishTrack>| {
+    let finish = |s: Option<(TrackKind, Option<String>, bool)>, tracks: &mut Vec<PublishTrack>| {
         if let Some((kind, Some(mid), true)) = s {
             tracks.push(PublishTrack {
                 mid,
