@@ -363,8 +363,8 @@ export class Room {
         }
         break;
       }
-      case 'room_event':
-        this.applyRoomEvent(msg);
+      case 'room_events':
+        for (const e of msg.events) this.applyRoomEvent(e);
         break;
       case 'participant_left': {
         const p = this.participants.get(msg.sid);

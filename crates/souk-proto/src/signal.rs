@@ -106,10 +106,16 @@ pub enum ServerMessage {
     Error(ErrorMessage),
     /// The server ends this session; the socket closes after it.
     Leave(LeaveNotice),
-    /// A numbered live-room event.
-    RoomEvent(crate::live::RoomEvent),
+    /// Numbered live-room events, oldest first, batched over a short window so a busy
+    /// room costs one frame per viewer per window rather than one per event.
+    RoomEvents(RoomEvents),
     /// A request without another answer succeeded; `result` carries what it made.
     Ack(Ack),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RoomEvents {
+    pub events: Vec<crate::live::RoomEvent>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -41,6 +41,22 @@ async fn request(
         .unwrap_or_else(|| Err("closed".into()))
 }
 
+/// The gifts announced to a client so far.
+fn gift_events(stats: &souk_client::Stats) -> Vec<souk_proto::commerce::GiftSent> {
+    stats
+        .messages
+        .iter()
+        .flat_map(|m| match m {
+            ServerMessage::RoomEvents(batch) => batch.events.clone(),
+            _ => Vec::new(),
+        })
+        .filter_map(|e| match e.event {
+            LiveEvent::Gift(g) => Some(g),
+            _ => None,
+        })
+        .collect()
+}
+
 fn gift(req: u32, key: &str, to: &str, gift_id: &str, count: i64) -> ClientMessage {
     ClientMessage::SendGift(SendGift {
         req: Some(req),
@@ -101,7 +117,7 @@ async fn gifts_are_paid_then_announced_and_bad_requests_are_refused() {
     for watcher in [&host, &other] {
         watcher
             .wait_for("the gift to be announced", WAIT, |s| {
-                s.messages.iter().any(|m| matches!(m, ServerMessage::RoomEvent(e) if matches!(&e.event, LiveEvent::Gift(g) if g.amount_minor == 300)))
+                gift_events(s).iter().any(|g| g.amount_minor == 300)
             })
             .await
             .unwrap();
@@ -132,14 +148,7 @@ async fn gifts_are_paid_then_announced_and_bad_requests_are_refused() {
         request(&other, gift(7, "g-5", "host", "rose", 1), 7).await,
         Err("insufficient_funds".into())
     );
-    let gifts_seen = other
-        .stats()
-        .messages
-        .iter()
-        .filter(
-            |m| matches!(m, ServerMessage::RoomEvent(e) if matches!(e.event, LiveEvent::Gift(_))),
-        )
-        .count();
+    let gifts_seen = gift_events(&other.stats()).len();
     assert_eq!(gifts_seen, 1, "one gift paid, one announced");
 
     let (_, board) = api.call(Method::GET, "/rooms/live/leaderboard", None).await;

@@ -39,6 +39,8 @@ pub struct SfuConfig {
     /// default: str0m paces at the estimate, and under random loss or a busy CPU the
     /// estimate falls far below what the link carries (see bench/RESULTS.md).
     pub estimate_bandwidth: bool,
+    /// Room events wait this long to go out together (one frame per viewer per window).
+    pub live_batch: Duration,
 }
 
 impl SfuConfig {
@@ -54,6 +56,7 @@ impl SfuConfig {
             auto_create_rooms: true,
             resilience: true,
             estimate_bandwidth: false,
+            live_batch: Duration::from_millis(100),
         }
     }
 

@@ -42,6 +42,8 @@ pub(crate) struct LiveRoom {
     /// (second, comments accepted in it) for the room-wide shedding rule.
     room_second: (u64, u32),
     pub next_comment_id: u64,
+    /// Recorded, not yet sent: they go out together at the next flush.
+    pub unsent: Vec<RoomEvent>,
 }
 
 /// Why a comment was not broadcast.
@@ -78,6 +80,7 @@ impl LiveRoom {
             last_comment_ms: HashMap::new(),
             room_second: (0, 0),
             next_comment_id: 1,
+            unsent: Vec::new(),
         }
     }
 
@@ -94,6 +97,7 @@ impl LiveRoom {
             self.recent.pop_front();
         }
         self.recent.push_back(numbered.clone());
+        self.unsent.push(numbered.clone());
         numbered
     }
 

@@ -228,6 +228,11 @@ async fn relay(
     loop {
         tokio::select! {
             event = rx.recv() => match event {
+                Some(SessionEvent::Text(text)) => {
+                    if socket.send(Message::text(&*text)).await.is_err() {
+                        return false;
+                    }
+                }
                 Some(SessionEvent::Message(msg)) => {
                     if !send(socket, &msg).await {
                         return false;

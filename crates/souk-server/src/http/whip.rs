@@ -134,7 +134,7 @@ pub async fn publish(
                 SessionEvent::Message(ServerMessage::Error(e)) if e.req == Some(1) => {
                     return Err(ProtoError::new(e.code, e.message))
                 }
-                SessionEvent::Message(_) => {}
+                SessionEvent::Message(_) | SessionEvent::Text(_) => {}
                 SessionEvent::Close => break,
             }
         }

@@ -27,6 +27,8 @@ use tracing::{debug, info, warn};
 #[derive(Debug)]
 pub enum SessionEvent {
     Message(ServerMessage),
+    /// A message already serialised, shared by many sockets (room events).
+    Text(std::sync::Arc<str>),
     /// The session is over; close the socket after flushing.
     Close,
 }
@@ -297,6 +299,21 @@ impl Driver {
                                     debug!(?id, "signalling socket already closed")
                                 }
                             }
+                            if let Some((_, session)) = self.sessions.remove(&id) {
+                                let _ = session.try_send(SessionEvent::Close);
+                            }
+                            self.sfu.signal_lost(Instant::now(), id);
+                        }
+                    }
+                }
+                Output::Broadcast(ids, text) => {
+                    for id in ids {
+                        let Some((_, session)) = self.sessions.get(&id) else {
+                            continue;
+                        };
+                        // A viewer too far behind loses its socket and catches up on
+                        // reconnecting (room events are numbered); the room goes on.
+                        if session.try_send(SessionEvent::Text(text.clone())).is_err() {
                             if let Some((_, session)) = self.sessions.remove(&id) {
                                 let _ = session.try_send(SessionEvent::Close);
                             }

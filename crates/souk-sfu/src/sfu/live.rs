@@ -6,10 +6,10 @@ use std::time::Instant;
 use souk_proto::error::{ErrorCode, ProtoError};
 use souk_proto::live::{Comment, LiveEvent, Moderation, PinnedProduct, MAX_COMMENT_CHARS};
 use souk_proto::model::LeaveReason;
-use souk_proto::signal::{ClientMessage, ParticipantRef, ServerMessage};
+use souk_proto::signal::{ClientMessage, ParticipantRef, RoomEvents, ServerMessage};
 use souk_proto::token::Role;
 
-use super::Sfu;
+use super::{Output, Sfu};
 use crate::live::CommentVerdict;
 use crate::ParticipantId;
 
@@ -24,15 +24,31 @@ fn denied(what: &str) -> ProtoError {
 }
 
 impl Sfu {
-    /// Announces an event (a committed gift, a new sale...) to everyone in `room`, and
-    /// keeps it for clients catching up.
+    /// Announces an event (a committed gift, a new sale...) to everyone in `room` at the
+    /// next flush, and keeps it for clients catching up.
     pub fn publish_event(&mut self, now: Instant, room: &str, event: LiveEvent) {
         let at = self.unix_ms(now);
         let Some(r) = self.rooms.get_mut(room) else {
             return;
         };
-        let numbered = r.live.record(at, event);
-        self.broadcast(room, None, ServerMessage::RoomEvent(numbered));
+        r.live.record(at, event);
+        if self.next_live_flush.is_none() {
+            self.next_live_flush = Some(now + self.config.live_batch);
+        }
+    }
+
+    /// Sends each room's unsent events as one frame, serialised once for all viewers.
+    pub(super) fn flush_live(&mut self) {
+        self.next_live_flush = None;
+        for room in self.rooms.values_mut() {
+            if room.live.unsent.is_empty() {
+                continue;
+            }
+            let events = std::mem::take(&mut room.live.unsent);
+            let text = ServerMessage::RoomEvents(RoomEvents { events }).to_json();
+            self.outputs
+                .push_back(Output::Broadcast(room.members.clone(), text.into()));
+        }
     }
 
     /// The room a participant is in, for drivers that act on its behalf.

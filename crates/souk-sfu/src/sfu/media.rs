@@ -107,6 +107,9 @@ impl Sfu {
             self.next_tick = now + self.config.tick_interval;
             self.tick(now);
         }
+        if self.next_live_flush.is_some_and(|at| now >= at) {
+            self.flush_live();
+        }
     }
 
     fn peer_mut(&mut self, key: PeerKey) -> Option<&mut Peer> {
@@ -266,11 +269,11 @@ impl Sfu {
                 .publisher
                 .as_ref()
                 .expect("RTP arrives on the publisher peer");
-            let track = p
-                .tracks
-                .iter()
-                .find(|t| t.key == track_key)
-                .expect("route is current");
+            // A route cached before the track was unpublished is stale: forget it.
+            let Some(track) = p.tracks.iter().find(|t| t.key == track_key) else {
+                p.ssrc_routes.retain(|_, (key, _)| *key != track_key);
+                return;
+            };
             match track.last_pt {
                 Some((last, params, is_red)) if last == pt => Some((params, is_red)),
                 _ => {

@@ -38,6 +38,8 @@ pub enum Output {
     Transmit(Transmit),
     /// Deliver a signalling message to a participant's socket.
     Signal(ParticipantId, ServerMessage),
+    /// Deliver the same serialised message (room events) to many sockets.
+    Broadcast(Vec<ParticipantId>, std::sync::Arc<str>),
     /// Close a participant's signalling socket: the session is over.
     Disconnect(ParticipantId),
     /// Post a webhook.
@@ -93,6 +95,8 @@ pub struct Sfu {
     demux: Demux,
     outputs: VecDeque<Output>,
     next_tick: Instant,
+    /// When the batched room events go out, if any are waiting.
+    next_live_flush: Option<Instant>,
 }
 
 impl Sfu {
@@ -109,6 +113,7 @@ impl Sfu {
             track_owner: HashMap::new(),
             demux: Demux::default(),
             outputs: VecDeque::new(),
+            next_live_flush: None,
         }
     }
 
@@ -128,7 +133,10 @@ impl Sfu {
             .values()
             .flat_map(|p| p.publisher.iter().chain(p.subscriber.iter()))
             .map(|peer| peer.timeout);
-        peers.fold(self.next_tick, Instant::min)
+        let next = self
+            .next_live_flush
+            .map_or(self.next_tick, |f| f.min(self.next_tick));
+        peers.fold(next, Instant::min)
     }
 
     /// Number of participants across all rooms (for metrics and leak checks).

@@ -264,6 +264,7 @@ impl Sfu {
             return Err(track_not_found(track_id));
         };
         let track = p.tracks.remove(index);
+        p.ssrc_routes.retain(|_, (key, _)| *key != track.key);
         self.track_owner.remove(&track.key);
         for sub in &track.subscribers {
             self.drop_downtrack(*sub, track.key);

@@ -249,6 +249,15 @@ impl Room {
                     };
                     self.on_signal(i, msg);
                 }
+                Output::Broadcast(ids, text) => {
+                    let msg: ServerMessage =
+                        serde_json::from_str(&text).expect("broadcasts are server messages");
+                    for id in ids {
+                        if let Some(i) = self.clients.iter().position(|c| c.id == id) {
+                            self.on_signal(i, msg.clone());
+                        }
+                    }
+                }
                 _ => {}
             }
         }
