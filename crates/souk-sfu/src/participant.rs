@@ -35,6 +35,10 @@ pub(crate) struct Participant {
     /// Set while the signalling socket is gone; the participant is removed when the
     /// resume window has passed.
     pub signal_lost_at: Option<Instant>,
+    /// Whether the room was told this participant joined. A live room's audience is not
+    /// (ten thousand viewers would mean a hundred million join notices): viewers are
+    /// counted in `viewers` events, and announced once they are given a seat.
+    pub announced: bool,
 
     pub publisher: Option<Peer>,
     pub subscriber: Option<Peer>,

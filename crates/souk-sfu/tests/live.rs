@@ -182,7 +182,11 @@ fn comments_are_limited_moderated_and_likes_are_batched() {
             _ => None,
         })
         .collect();
-    assert_eq!(likes.iter().map(|l| l.0).sum::<u64>(), 5, "every like counted: {likes:?}");
+    assert_eq!(
+        likes.iter().map(|l| l.0).sum::<u64>(),
+        5,
+        "every like counted: {likes:?}"
+    );
     assert_eq!(likes.last().map(|l| l.1), Some(5), "the running total");
     assert!(likes.len() < 5, "likes are batched: {likes:?}");
     assert!(events(&room, host)

@@ -97,12 +97,22 @@ impl Sfu {
                 let _ = self.unpublish(now, id, &track);
             }
         }
-        let info = self.participants[&id].info();
-        self.broadcast(
-            &room,
-            None,
-            ServerMessage::ParticipantUpdated(ParticipantRef { participant: info }),
-        );
+        let p = self.participants.get_mut(&id).expect("checked above");
+        let first_time = !p.announced;
+        p.announced = true;
+        let info = p.info();
+        let participant = ParticipantRef { participant: info };
+        if first_time {
+            // A viewer given a seat becomes someone the room sees.
+            self.broadcast(
+                &room,
+                Some(id),
+                ServerMessage::ParticipantJoined(participant.clone()),
+            );
+            self.signal(id, ServerMessage::ParticipantUpdated(participant));
+        } else {
+            self.broadcast(&room, None, ServerMessage::ParticipantUpdated(participant));
+        }
     }
 
     /// Handles the live-room messages; `Ok(Some(result))` is acknowledged with it.

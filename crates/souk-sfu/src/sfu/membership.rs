@@ -9,7 +9,7 @@ use souk_proto::rest::WebhookKind;
 use souk_proto::signal::{
     Joined, LeaveNotice, ParticipantLeft, ParticipantRef, ServerMessage, TrackUnpublished,
 };
-use souk_proto::token::{validate_name, MAX_IDENTITY_BYTES, MAX_ROOM_NAME_BYTES};
+use souk_proto::token::{validate_name, Role, MAX_IDENTITY_BYTES, MAX_ROOM_NAME_BYTES};
 use souk_proto::PROTOCOL_VERSION;
 
 use super::{JoinRequest, Output, ResumeRequest, Sfu};
@@ -90,6 +90,7 @@ impl Sfu {
             auto_subscribe: req.auto_subscribe,
             resume_secret: self.random_id("", 32),
             signal_lost_at: None,
+            announced: !(req.role == Role::Audience && !req.grants.publish),
             publisher: None,
             subscriber: None,
             tracks: Vec::new(),
@@ -114,13 +115,15 @@ impl Sfu {
 
         let joined = self.joined_message(id, req.req, req.last_event.as_ref());
         self.signal(id, ServerMessage::Joined(joined));
-        self.broadcast(
-            &req.room,
-            Some(id),
-            ServerMessage::ParticipantJoined(ParticipantRef {
-                participant: info.clone(),
-            }),
-        );
+        if self.participants[&id].announced {
+            self.broadcast(
+                &req.room,
+                Some(id),
+                ServerMessage::ParticipantJoined(ParticipantRef {
+                    participant: info.clone(),
+                }),
+            );
+        }
         self.webhook(WebhookKind::ParticipantJoined {
             room: req.room.clone(),
             participant: info,
@@ -196,7 +199,7 @@ impl Sfu {
             others: room
                 .members
                 .iter()
-                .filter(|&&m| m != id)
+                .filter(|&&m| m != id && self.participants[&m].announced)
                 .map(|m| self.participants[m].info())
                 .collect(),
             resume_secret: p.resume_secret.clone(),
@@ -286,15 +289,17 @@ impl Sfu {
         }
         self.leave_stage(now, &p.room, &p.identity);
         let info = p.info();
-        self.broadcast(
-            &p.room,
-            None,
-            ServerMessage::ParticipantLeft(ParticipantLeft {
-                sid: p.sid.clone(),
-                identity: p.identity.clone(),
-                reason,
-            }),
-        );
+        if p.announced {
+            self.broadcast(
+                &p.room,
+                None,
+                ServerMessage::ParticipantLeft(ParticipantLeft {
+                    sid: p.sid.clone(),
+                    identity: p.identity.clone(),
+                    reason,
+                }),
+            );
+        }
         self.webhook(WebhookKind::ParticipantLeft {
             room: p.room.clone(),
             participant: info,
