@@ -7,10 +7,12 @@
 //!   message rate: delivery and durable-acknowledgement latency.
 //! - `chat-sync`: how long a user who was offline takes to catch up on many messages.
 //! - `ledger`: durable gifts per second through the ledger, and commit latency.
+//! - `live-fanout`: comments in one live room delivered to thousands of viewers.
 
 mod chat;
 mod fanout;
 mod ledger;
+mod live;
 mod proc_stat;
 mod server;
 
@@ -23,6 +25,7 @@ enum Cli {
     ChatLive(chat::ChatLive),
     ChatSync(chat::ChatSyncBench),
     Ledger(ledger::LedgerBench),
+    LiveFanout(live::LiveFanout),
 }
 
 #[tokio::main]
@@ -32,5 +35,6 @@ async fn main() -> anyhow::Result<()> {
         Cli::ChatLive(args) => chat::live(args).await,
         Cli::ChatSync(args) => chat::sync(args).await,
         Cli::Ledger(args) => ledger::ledger(args).await,
+        Cli::LiveFanout(args) => live::live_fanout(args).await,
     }
 }

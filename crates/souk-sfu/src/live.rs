@@ -17,7 +17,7 @@ pub const COMMENTS_PER_SECOND: u64 = 1;
 const COMMENT_BURST: u32 = 3;
 /// Room-wide comments per second above which viewers' comments are shed; the host's,
 /// moderators' and every money and system event never are.
-pub const ROOM_COMMENTS_PER_SECOND: u32 = 50;
+pub const ROOM_COMMENTS_PER_SECOND: u32 = 100;
 
 pub(crate) struct LiveRoom {
     pub epoch: String,

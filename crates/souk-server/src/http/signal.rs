@@ -31,6 +31,8 @@ pub(super) const PING_EVERY: Duration = Duration::from_secs(5);
 /// Frames above this are refused by the WebSocket layer itself (the socket closes);
 /// frames between the signalling limit and this get a `message_too_large` error.
 const MAX_FRAME_BYTES: usize = 4 * MAX_SIGNAL_MESSAGE_BYTES;
+/// Initial read buffer per socket; it grows for larger frames.
+const READ_BUFFER_BYTES: usize = 4 * 1024;
 /// Messages a client may send in a burst, and per second after it.
 pub(super) const MESSAGE_BURST: u32 = 50;
 pub(super) const MESSAGES_PER_SECOND: f64 = 20.0;
@@ -52,7 +54,12 @@ pub async fn upgrade(
         ))
         .into_response();
     }
-    ws.max_message_size(MAX_FRAME_BYTES)
+    // Signalling and chat frames are small, and a live room holds thousands of idle
+    // sockets: the 128 KiB read buffer the WebSocket layer reserves by default would
+    // dominate the memory of each one.
+    ws.read_buffer_size(READ_BUFFER_BYTES)
+        .write_buffer_size(0)
+        .max_message_size(MAX_FRAME_BYTES)
         .max_frame_size(MAX_FRAME_BYTES)
         .on_upgrade(move |socket| session(socket, state, addr))
 }

@@ -1,0 +1,208 @@
+//! `souk-bench live-fanout`: one live room, thousands of interaction-only viewers (a
+//! WebSocket each, no media), and a host commenting at a steady rate. Each comment
+//! carries its send time; every viewer bot measures when it arrives.
+//!
+//! The bots are deliberately cheap: they do not parse the JSON, they scan each frame for
+//! the timestamps, so the load generator is not what is measured.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use clap::Parser;
+use futures_util::{SinkExt, StreamExt};
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::proc_stat;
+use crate::server::start_server;
+
+#[derive(Parser)]
+pub struct LiveFanout {
+    #[arg(long, default_value = "target/release/souk")]
+    souk: String,
+    /// Viewer counts to measure at, in increasing order.
+    #[arg(long, value_delimiter = ',', default_value = "1000,5000,10000")]
+    viewers: Vec<usize>,
+    /// Comments per second from the host.
+    #[arg(long, default_value_t = 100)]
+    rate: u32,
+    /// Length of each measured window.
+    #[arg(long, default_value_t = 10)]
+    seconds: u64,
+}
+
+type Ws = tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>;
+
+async fn open(addr: SocketAddr, from: IpAddr, token: &str, role_join: bool) -> anyhow::Result<Ws> {
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.bind(SocketAddr::new(from, 0))?;
+    let stream = socket.connect(addr).await?;
+    let (mut ws, _) = tokio_tungstenite::client_async(format!("ws://{addr}/rtc"), stream).await?;
+    let join =
+        serde_json::json!({"type": "join", "protocol": 1, "token": token, "auto_subscribe": false});
+    ws.send(Message::text(join.to_string())).await?;
+    // Wait for `joined` so the measured window starts with everyone in.
+    while let Some(msg) = ws.next().await {
+        if let Message::Text(t) = msg? {
+            if t.contains("\"type\":\"joined\"") {
+                return Ok(ws);
+            }
+            if role_join && t.contains("\"type\":\"error\"") {
+                bail!("join refused: {t}");
+            }
+        }
+    }
+    bail!("socket closed before joined")
+}
+
+/// Microsecond timestamps `t=NNN` in a frame.
+fn stamps(frame: &str) -> impl Iterator<Item = u64> + '_ {
+    frame.split("\"text\":\"t=").skip(1).filter_map(|rest| {
+        let end = rest.find('"')?;
+        rest[..end].parse().ok()
+    })
+}
+
+fn percentile(sorted: &[u64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize] as f64 / 1000.0
+}
+
+async fn token(
+    http: &reqwest::Client,
+    url: &str,
+    identity: &str,
+    role: &str,
+) -> anyhow::Result<String> {
+    let body: serde_json::Value = http
+        .get(format!("{url}/dev/token"))
+        .query(&[("room", "fanout"), ("identity", identity), ("role", role)])
+        .send()
+        .await?
+        .json()
+        .await?;
+    Ok(body["token"].as_str().context("a token")?.to_owned())
+}
+
+pub async fn live_fanout(args: LiveFanout) -> anyhow::Result<()> {
+    let server = start_server(&args.souk, &[])?;
+    let pid = server.child.id();
+    let addr: SocketAddr = server.url.trim_start_matches("http://").parse()?;
+    let http = reqwest::Client::new();
+    let epoch = Instant::now();
+    let samples: Arc<Mutex<Vec<u64>>> = Arc::default();
+    let measuring = Arc::new(AtomicU64::new(u64::MAX));
+    let frames = Arc::new(AtomicU64::new(0));
+    let baseline_rss = proc_stat::rss_kib(pid)?;
+
+    let host_token = token(&http, &server.url, "host", "host").await?;
+    let _host = open(addr, IpAddr::V4(Ipv4Addr::LOCALHOST), &host_token, true).await?;
+    // Viewers comment, each once a second (their own limit), so `rate` of them make up
+    // the load; their frames are drained and not measured.
+    let mut commenters = Vec::new();
+    for i in 0..args.rate as usize {
+        let t = token(&http, &server.url, &format!("commenter-{i}"), "audience").await?;
+        let from = IpAddr::V4(Ipv4Addr::new(127, 9, (i / 20) as u8 + 1, 1));
+        let (sink, mut stream) = open(addr, from, &t, true).await?.split();
+        tokio::spawn(async move { while let Some(Ok(_)) = stream.next().await {} });
+        commenters.push(sink);
+    }
+
+    println!("| viewers | comments/s | deliveries/s | delivered in window | latency p50 ms | latency p99 ms | latency max ms | server CPU (% of a core) | bots' CPU (% of a core) | server RSS MiB | server memory per viewer KiB |");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|");
+    let mut connected = 0usize;
+    for &target in &args.viewers {
+        // Join in parallel batches, 20 viewers per local address (the per-address limit).
+        while connected < target {
+            let batch: Vec<usize> = (connected..target.min(connected + 500)).collect();
+            let mut joins = Vec::new();
+            for i in batch {
+                let t = token(&http, &server.url, &format!("viewer-{i}"), "audience").await?;
+                let from = IpAddr::V4(Ipv4Addr::new(
+                    127,
+                    1 + (i / 5000) as u8,
+                    ((i / 20) % 250) as u8 + 1,
+                    1,
+                ));
+                let (samples, measuring, frames) =
+                    (samples.clone(), measuring.clone(), frames.clone());
+                joins.push(tokio::spawn(async move {
+                    let mut ws = open(addr, from, &t, false).await?;
+                    tokio::spawn(async move {
+                        while let Some(Ok(msg)) = ws.next().await {
+                            let Message::Text(text) = msg else { continue };
+                            let now = epoch.elapsed().as_micros() as u64;
+                            let from = measuring.load(Ordering::Relaxed);
+                            let mut got = Vec::new();
+                            for sent in stamps(&text).filter(|s| *s >= from) {
+                                got.push(now.saturating_sub(sent));
+                            }
+                            if !got.is_empty() {
+                                frames.fetch_add(1, Ordering::Relaxed);
+                                samples.lock().expect("samples").extend(got);
+                            }
+                        }
+                    });
+                    anyhow::Ok(())
+                }));
+            }
+            for j in joins {
+                j.await??;
+            }
+            connected = target.min(connected + 500);
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        samples.lock().expect("samples").clear();
+
+        let (server0, bots0, t0) = (
+            proc_stat::cpu_ticks(pid)?,
+            proc_stat::cpu_ticks(std::process::id())?,
+            Instant::now(),
+        );
+        measuring.store(epoch.elapsed().as_micros() as u64, Ordering::Relaxed);
+        let mut ticker = tokio::time::interval(Duration::from_secs(1) / args.rate);
+        let mut sent = 0u64;
+        while t0.elapsed() < Duration::from_secs(args.seconds) {
+            ticker.tick().await;
+            let text = format!("t={}", epoch.elapsed().as_micros());
+            let who = sent as usize % commenters.len();
+            commenters[who]
+                .send(Message::text(
+                    serde_json::json!({"type": "comment", "text": text}).to_string(),
+                ))
+                .await?;
+            sent += 1;
+        }
+        let elapsed = t0.elapsed().as_secs_f64();
+        let (server1, bots1) = (
+            proc_stat::cpu_ticks(pid)?,
+            proc_stat::cpu_ticks(std::process::id())?,
+        );
+        measuring.store(u64::MAX, Ordering::Relaxed);
+        // Let the last batches land.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let rss = proc_stat::rss_kib(pid)?;
+        let mut all = std::mem::take(&mut *samples.lock().expect("samples"));
+        all.sort_unstable();
+        let ticks = proc_stat::ticks_per_second() as f64;
+        println!(
+            "| {target} | {:.0} | {:.0} | {} of {} | {:.1} | {:.1} | {:.1} | {:.0} | {:.0} | {:.0} | {:.1} |",
+            sent as f64 / elapsed,
+            all.len() as f64 / elapsed,
+            all.len(),
+            sent as usize * target,
+            percentile(&all, 0.5),
+            percentile(&all, 0.99),
+            percentile(&all, 1.0),
+            (server1 - server0) as f64 / ticks / elapsed * 100.0,
+            (bots1 - bots0) as f64 / ticks / elapsed * 100.0,
+            rss as f64 / 1024.0,
+            rss.saturating_sub(baseline_rss) as f64 / target as f64,
+        );
+    }
+    Ok(())
+}
