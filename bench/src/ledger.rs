@@ -44,6 +44,7 @@ async fn run(name: &str, db: Db, args: &LedgerBench) -> anyhow::Result<()> {
             .await
             .map_err(anyhow::Error::msg)?,
     );
+    ledger.start_group_commit();
     ledger
         .put_gift(&Gift {
             gift_id: "rose".into(),

@@ -1,4 +1,4 @@
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use rand::Rng;
 use serde::de::DeserializeOwned;
@@ -10,8 +10,8 @@ use souk_proto::commerce::{
 };
 use souk_proto::token::{validate_name, MAX_IDENTITY_BYTES};
 use souk_proto::{ErrorCode, ProtoError};
-use souk_store::{int, text, Any, Db, StoreError, Transaction};
-use tokio::sync::Notify;
+use souk_store::{int, text, Any, Backend, Db, StoreError, Transaction};
+use tokio::sync::{mpsc, oneshot, Notify};
 
 /// Money collected by the merchant's backend and loaded into wallets.
 const EXTERNAL: &str = "external:payments";
@@ -101,8 +101,27 @@ impl<T> Applied<T> {
     }
 }
 
+/// Most gifts applied in one group commit.
+const GROUP_COMMIT_MAX: usize = 64;
+
+/// A gift ready to be written: checked, priced, and its catalogue entry found.
+struct GiftJob {
+    key: String,
+    room: String,
+    sender: String,
+    host: String,
+    gift: Gift,
+    count: i64,
+    amount: i64,
+    now_ms: u64,
+}
+
+type GiftReply = oneshot::Sender<Result<Applied<GiftSent>>>;
+
 pub struct Ledger {
     db: Db,
+    /// Set when gifts go through the group-commit writer (SQLite).
+    batcher: OnceLock<mpsc::Sender<(GiftJob, GiftReply)>>,
     /// Queue order webhooks (only when the merchant configured a URL for them).
     order_webhooks: bool,
     outbox_wake: Arc<Notify>,
@@ -115,6 +134,7 @@ impl Ledger {
             .map_err(internal)?;
         Ok(Ledger {
             db,
+            batcher: OnceLock::new(),
             order_webhooks,
             outbox_wake,
         })
@@ -203,8 +223,10 @@ impl Ledger {
     ) -> Result<i64> {
         let db = &self.db;
         // Wallet rows are locked in name order, so two transfers in opposite directions
-        // cannot deadlock on PostgreSQL.
-        if to < from {
+        // cannot deadlock on PostgreSQL. SQLite has one writer and debits first, so a
+        // refused debit has written nothing (group commit relies on it).
+        let credit_first = self.db.backend() == Backend::Postgres && to < from;
+        if credit_first {
             self.credit(tx, to, currency, amount).await?;
         }
         let from_balance = if from.starts_with("user:") {
@@ -234,7 +256,7 @@ impl Ledger {
         } else {
             self.credit(tx, from, currency, -amount).await?
         };
-        if from < to {
+        if !credit_first {
             self.credit(tx, to, currency, amount).await?;
         }
         // Both legs in one statement: each round trip to the single SQLite writer counts.
@@ -463,10 +485,40 @@ impl Ledger {
             .checked_mul(count)
             .filter(|a| *a <= MAX_AMOUNT_MINOR)
             .ok_or_else(|| invalid("that many of this gift is more than one payment may be"))?;
-        let request = serde_json::json!({"op": "gift", "room": room, "host": host, "gift": gift_id, "count": count});
+        let job = GiftJob {
+            key: key.to_owned(),
+            room: room.to_owned(),
+            sender: sender.to_owned(),
+            host: host.to_owned(),
+            gift,
+            count,
+            amount,
+            now_ms,
+        };
+        if let Some(batcher) = self.batcher.get() {
+            let (reply, answer) = oneshot::channel();
+            batcher
+                .send((job, reply))
+                .await
+                .map_err(|_| internal(StoreError::Sql(sqlx::Error::PoolClosed)))?;
+            return answer
+                .await
+                .map_err(|_| internal(StoreError::Sql(sqlx::Error::PoolClosed)))?;
+        }
         let mut tx = self.db.begin().await.map_err(internal)?;
+        let applied = self.gift_in(&mut tx, &job).await?;
+        if !applied.replayed {
+            tx.commit().await.map_err(internal)?;
+        }
+        Ok(applied)
+    }
+
+    /// A gift's writes inside `tx`. On a refusal nothing of it is left in `tx` but,
+    /// in a group commit, the claimed key, which the caller takes back.
+    async fn gift_in(&self, tx: &mut Tx, job: &GiftJob) -> Result<Applied<GiftSent>> {
+        let request = serde_json::json!({"op": "gift", "room": job.room, "host": job.host, "gift": job.gift.gift_id, "count": job.count});
         if let Some(done) = self
-            .claim_key(&mut tx, sender, key, &digest(&request), now_ms)
+            .claim_key(tx, &job.sender, &job.key, &digest(&request), job.now_ms)
             .await?
         {
             return Ok(Applied::replayed(done));
@@ -474,15 +526,15 @@ impl Ledger {
         let txn_id = random_id("TX_");
         let balance_minor = self
             .transfer(
-                &mut tx,
+                tx,
                 &txn_id,
                 "gift",
-                Some(room),
-                &user_account(sender),
-                &user_account(host),
-                &gift.currency,
-                amount,
-                now_ms,
+                Some(&job.room),
+                &user_account(&job.sender),
+                &user_account(&job.host),
+                &job.gift.currency,
+                job.amount,
+                job.now_ms,
             )
             .await?;
         sqlx::query(&self.db.sql(
@@ -490,33 +542,101 @@ impl Ledger {
              VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
         ))
         .bind(&txn_id)
-        .bind(room)
-        .bind(sender)
-        .bind(host)
-        .bind(gift_id)
-        .bind(count)
-        .bind(amount)
-        .bind(&gift.currency)
-        .bind(now_ms as i64)
-        .execute(&mut *tx)
+        .bind(&job.room)
+        .bind(&job.sender)
+        .bind(&job.host)
+        .bind(&job.gift.gift_id)
+        .bind(job.count)
+        .bind(job.amount)
+        .bind(&job.gift.currency)
+        .bind(job.now_ms as i64)
+        .execute(&mut **tx)
         .await
         .map_err(internal)?;
         let answer = GiftSent {
             txn_id,
-            room: room.to_owned(),
-            sender: sender.to_owned(),
-            host: host.to_owned(),
-            gift_id: gift_id.to_owned(),
-            gift_name: gift.name,
-            count,
-            amount_minor: amount,
-            currency: gift.currency,
+            room: job.room.clone(),
+            sender: job.sender.clone(),
+            host: job.host.clone(),
+            gift_id: job.gift.gift_id.clone(),
+            gift_name: job.gift.name.clone(),
+            count: job.count,
+            amount_minor: job.amount,
+            currency: job.gift.currency.clone(),
             balance_minor,
-            created_at_ms: now_ms,
+            created_at_ms: job.now_ms,
         };
-        self.finish_key(&mut tx, sender, key, &answer).await?;
-        tx.commit().await.map_err(internal)?;
+        self.finish_key(tx, &job.sender, &job.key, &answer).await?;
         Ok(Applied::fresh(answer))
+    }
+
+    /// Group commit on SQLite: gifts queue for the one writer, which applies up to
+    /// `GROUP_COMMIT_MAX` of them in one transaction, so the commit's cost is shared. A
+    /// refused gift gives back its key and the others go on; a store failure fails the
+    /// whole group (nothing of it committed), and each sender may retry with its key.
+    pub fn start_group_commit(self: &Arc<Self>) {
+        if self.db.backend() != Backend::Sqlite {
+            return;
+        }
+        let (tx, mut rx) = mpsc::channel::<(GiftJob, GiftReply)>(4096);
+        if self.batcher.set(tx).is_err() {
+            return;
+        }
+        let ledger = Arc::downgrade(self);
+        tokio::spawn(async move {
+            while let Some(first) = rx.recv().await {
+                let mut group = vec![first];
+                while group.len() < GROUP_COMMIT_MAX {
+                    match rx.try_recv() {
+                        Ok(job) => group.push(job),
+                        Err(_) => break,
+                    }
+                }
+                let Some(ledger) = ledger.upgrade() else {
+                    return;
+                };
+                ledger.commit_group(group).await;
+            }
+        });
+    }
+
+    async fn commit_group(&self, group: Vec<(GiftJob, GiftReply)>) {
+        let mut results = Vec::with_capacity(group.len());
+        let outcome: Result<()> = async {
+            let mut tx = self.db.begin().await.map_err(internal)?;
+            for (job, _) in &group {
+                match self.gift_in(&mut tx, job).await {
+                    Err(e) if e.code == ErrorCode::Internal => return Err(e),
+                    Err(refused) => {
+                        // Only this attempt's unanswered claim; a stored answer stays.
+                        sqlx::query(&self.db.sql(
+                            "DELETE FROM commerce_requests WHERE actor = ? AND idem_key = ? AND response = ''",
+                        ))
+                        .bind(&job.sender)
+                        .bind(&job.key)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(internal)?;
+                        results.push(Err(refused));
+                    }
+                    Ok(applied) => results.push(Ok(applied)),
+                }
+            }
+            tx.commit().await.map_err(internal)
+        }
+        .await;
+        match outcome {
+            Ok(()) => {
+                for ((_, reply), result) in group.into_iter().zip(results) {
+                    let _ = reply.send(result);
+                }
+            }
+            Err(e) => {
+                for (_, reply) in group {
+                    let _ = reply.send(Err(e.clone()));
+                }
+            }
+        }
     }
 
     /// Hosts of a room by gifts received, most first.

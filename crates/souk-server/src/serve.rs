@@ -116,6 +116,7 @@ async fn serve(config: ServerConfig) -> anyhow::Result<()> {
             .await
             .map_err(|e| anyhow::anyhow!("preparing the ledger: {e}"))?,
     );
+    ledger.start_group_commit();
     if config.dev && ledger.gifts().await.map(|g| g.is_empty()).unwrap_or(false) {
         for (id, name, price) in [
             ("rose", "Rose", 100),
