@@ -4,6 +4,8 @@
 
 mod common;
 
+use std::time::Duration;
+
 use common::{Api, TestServer, WAIT};
 use reqwest::Method;
 use serde_json::json;
@@ -249,4 +251,60 @@ async fn a_gift_storm_survives_kill_9_exactly_once() {
     }
     let (_, audit) = api.call(Method::GET, "/ledger/audit", None).await;
     assert_eq!(audit["balanced"], true);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flash_sale_purchase_sends_a_signed_retried_order_webhook() {
+    let (hook_url, mut hooks, refused) = common::push_receiver(1).await;
+    let server = TestServer::start_with_config(&format!("[webhooks]\nurls = [\"{hook_url}\"]\n"));
+    let api = Api::new(&server);
+    set_up_money(&api, &["buyer"]).await;
+    let _host = join(&server, "host", "host").await;
+    let buyer = join(&server, "buyer", "audience").await;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let (status, body) = api
+        .call(
+            Method::POST,
+            "/rooms/live/sales",
+            Some(
+                json!({"sale_id": "fs-1", "room": "", "product_id": "tote", "title": "Tote",
+                        "price_minor": 2500, "currency": "USD", "stock": 5, "per_buyer_limit": 2,
+                        "starts_at_ms": now - 1000, "ends_at_ms": now + 60_000}),
+            ),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let buy = |req: u32, key: &str, quantity: i64| {
+        ClientMessage::Buy(souk_proto::signal::Buy {
+            req: Some(req),
+            idempotency_key: key.into(),
+            sale_id: "fs-1".into(),
+            quantity,
+        })
+    };
+    let order = request(&buyer, buy(1, "b-1", 2), 1).await.expect("bought");
+    assert_eq!(order["amount_minor"], 5000);
+    assert_eq!(
+        request(&buyer, buy(2, "b-2", 1), 2).await,
+        Err("purchase_limit".into())
+    );
+
+    // The merchant's webhook refuses the first delivery; the outbox retries. (Room
+    // lifecycle webhooks share the URL.)
+    let hook = loop {
+        let hook = tokio::time::timeout(Duration::from_secs(30), hooks.recv())
+            .await
+            .expect("the order webhook arrives")
+            .expect("receiver open");
+        if hook["type"] == "order.created" {
+            break hook;
+        }
+    };
+    assert_eq!(hook["order_id"], order["order_id"]);
+    assert_eq!(hook["quantity"], 2);
+    assert!(refused.load(std::sync::atomic::Ordering::Relaxed) >= 1);
+    assert_eq!(balance(&api, "buyer").await, 1_000_000 - 5000);
 }
