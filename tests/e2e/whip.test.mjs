@@ -1,6 +1,7 @@
-// Going live with WHIP: a WHIP client that Souk did not write (the `whip-whep` package by
-// the WHIP spec's author, in Chromium) publishes H.264, as OBS does, to POST /whip/{room};
-// a viewer on the live page decodes it; DELETE on the session's Location ends it.
+// Going live with WHIP and watching with WHEP, using clients Souk did not write (the
+// `whip-whep` package by the WHIP spec's author, in Chromium): H.264 is published, as OBS
+// does, to POST /whip/{room}; a viewer on the live page and a WHEP player both decode it;
+// DELETE on the session's Location ends it.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
@@ -10,8 +11,9 @@ import { devToken, openPage, waitInPage, inboundSummary, useLab } from './harnes
 const lab = useLab();
 const root = path.resolve(path.dirname(new URL(import.meta.url).pathname), '../..');
 const whipModule = readFileSync(path.join(root, 'node_modules/whip-whep/whip.js'), 'utf8');
+const whepModule = readFileSync(path.join(root, 'node_modules/whip-whep/whep.js'), 'utf8');
 
-test('an H.264 WHIP publisher reaches a viewer, and DELETE ends it', async () => {
+test('an H.264 WHIP publisher reaches a viewer and a WHEP player, and DELETE ends it', async () => {
   const room = 'whip-e2e';
   const viewer = await openPage(lab.browser, `${lab.server.url}/demo/live.html?room=${room}&identity=viewer&role=audience&wallet=0`);
   await viewer.waitForFunction(() => document.querySelector('header .status')?.textContent === 'connected', null, { timeout: 30_000 });
@@ -43,6 +45,34 @@ test('an H.264 WHIP publisher reaches a viewer, and DELETE ends it', async () =>
     return s?.find((x) => x.kind === 'video' && x.framesDecoded > 10) ?? null;
   }, { arg: `(${inboundSummary})`, timeoutMs: 45_000, what: 'the viewer to decode the WHIP stream' });
   assert.equal(video.codec, 'video/H264', 'H.264 end to end');
+
+  // A WHEP player watches the same room.
+  const player = await openPage(lab.browser, `${lab.server.url}/demo/index.html`);
+  await player.route('**/vendor/whep.js', (route) => route.fulfill({ body: whepModule, contentType: 'text/javascript' }));
+  const viewerToken = await devToken(lab.server.url, { room, identity: 'whep-player', role: 'audience' });
+  const location = await player.evaluate(async ({ room, token }) => {
+    const { WHEPClient } = await import('/vendor/whep.js');
+    const pc = new RTCPeerConnection();
+    pc.addTransceiver('audio', { direction: 'recvonly' });
+    pc.addTransceiver('video', { direction: 'recvonly' });
+    const client = new WHEPClient();
+    await client.view(pc, `${location.origin}/whep/${room}`, token);
+    Object.assign(window, { whep: client, playerPc: pc });
+    return client.resourceURL.pathname;
+  }, { room, token: viewerToken });
+  assert.match(location, new RegExp(`^/whep/${room}/WS_[0-9a-f]+$`));
+  const played = await waitInPage(player, async () => {
+    const stats = await window.playerPc.getStats();
+    let found = null;
+    stats.forEach((s) => {
+      if (s.type === 'inbound-rtp' && s.kind === 'video' && s.framesDecoded > 10) {
+        found = { framesDecoded: s.framesDecoded, codec: stats.get(s.codecId)?.mimeType };
+      }
+    });
+    return found;
+  }, { timeoutMs: 45_000, what: 'the WHEP player to decode video' });
+  assert.equal(played.codec, 'video/H264', 'the player gets H.264 as published');
+  await player.evaluate(() => window.whep.stop());
 
   await studio.evaluate(() => window.whip.stop());
   await viewer.waitForFunction(() => document.querySelectorAll('#stage .tile').length === 0, null, { timeout: 30_000 });

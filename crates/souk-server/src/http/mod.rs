@@ -121,6 +121,11 @@ pub fn router(state: State, cors_origins: Option<&[String]>) -> Router {
         .route(
             "/whip/{room}/{session}",
             axum::routing::delete(whip::stop).patch(whip::trickle),
+        )
+        .route("/whep/{room}", post(whip::play))
+        .route(
+            "/whep/{room}/{session}",
+            axum::routing::delete(whip::stop).patch(whip::trickle),
         );
     if state.dev {
         app = app

@@ -3,6 +3,9 @@
 //! joins the room as the token's participant, publishes what the offer sends, and answers
 //! `201 Created` with the SDP answer and a `Location` to `DELETE` when done.
 //!
+//! WHEP is the mirror image: `POST /whep/{room}` with a receive-only offer plays the
+//! room's media.
+//!
 //! The session has no signalling socket: a task drains what the core would tell it, and
 //! the session ends on `DELETE`, when the room closes, or when the participant is removed.
 
@@ -81,13 +84,21 @@ fn bearer(headers: &HeaderMap) -> &str {
         .unwrap_or("")
 }
 
-pub async fn publish(
-    State(state): State<super::State>,
-    Path(room): Path<String>,
-    headers: HeaderMap,
-    offer: String,
-) -> Result<Response, ApiError> {
-    let claims = auth::verify(&state.keys, bearer(&headers))?;
+/// Checks the bearer token for `room` and joins its participant without a socket.
+async fn join_headless(
+    state: &super::State,
+    room: &str,
+    headers: &HeaderMap,
+    body_len: usize,
+) -> Result<
+    (
+        souk_sfu::ParticipantId,
+        crate::media::SessionReceiver,
+        souk_proto::token::Grants,
+    ),
+    ApiError,
+> {
+    let claims = auth::verify(&state.keys, bearer(headers))?;
     if claims.room != room {
         return Err(ProtoError::new(
             ErrorCode::TokenWrongRoom,
@@ -95,22 +106,16 @@ pub async fn publish(
         )
         .into());
     }
-    let grants = claims.effective_grants();
-    if !grants.publish {
-        return Err(
-            ProtoError::new(ErrorCode::PermissionDenied, "this token may not publish").into(),
-        );
-    }
-    if offer.len() > souk_proto::MAX_SIGNAL_MESSAGE_BYTES {
+    if body_len > souk_proto::MAX_SIGNAL_MESSAGE_BYTES {
         return Err(
             ProtoError::new(ErrorCode::MessageTooLarge, "the SDP offer is too large").into(),
         );
     }
-    let tracks = tracks_from_sdp(&offer)?;
+    let grants = claims.effective_grants();
     let conn = state.next_conn.fetch_add(1, Ordering::Relaxed);
-    let (tx, mut rx) = session_channel();
+    let (tx, rx) = session_channel();
     let join = JoinRequest {
-        room: room.clone(),
+        room: room.to_owned(),
         identity: claims.sub.clone(),
         name: claims.name.clone().unwrap_or_else(|| claims.sub.clone()),
         role: claims.role,
@@ -121,6 +126,71 @@ pub async fn publish(
         last_event: None,
     };
     let id = state.media.enter(Entry::Join(join), conn, tx).await?;
+    Ok((id, rx, grants))
+}
+
+/// Keeps a socket-less session: drains what the core tells it until it ends, and
+/// answers `201 Created` with the SDP and the session's `Location`.
+fn start_session(
+    state: &super::State,
+    kind: &str,
+    room: &str,
+    id: souk_sfu::ParticipantId,
+    mut rx: crate::media::SessionReceiver,
+    answer: String,
+) -> Response {
+    let session = format!("WS_{:016x}", rand::random::<u64>());
+    state
+        .whip_sessions
+        .lock()
+        .expect("whip sessions")
+        .insert(session.clone(), (room.to_owned(), id));
+    let sessions = state.clone();
+    let key = session.clone();
+    tokio::spawn(async move {
+        while let Some(event) = rx.recv().await {
+            if matches!(event, SessionEvent::Close) {
+                break;
+            }
+        }
+        sessions
+            .whip_sessions
+            .lock()
+            .expect("whip sessions")
+            .remove(&key);
+    });
+    (
+        StatusCode::CREATED,
+        [
+            (header::CONTENT_TYPE, "application/sdp".to_owned()),
+            (header::LOCATION, format!("/{kind}/{room}/{session}")),
+        ],
+        answer,
+    )
+        .into_response()
+}
+
+async fn leave(state: &super::State, id: souk_sfu::ParticipantId) {
+    let _ = state
+        .media
+        .message(id, ClientMessage::Leave(Req::default()))
+        .await;
+}
+
+pub async fn publish(
+    State(state): State<super::State>,
+    Path(room): Path<String>,
+    headers: HeaderMap,
+    offer: String,
+) -> Result<Response, ApiError> {
+    let tracks = tracks_from_sdp(&offer)?;
+    let (id, mut rx, grants) = join_headless(&state, &room, &headers, offer.len()).await?;
+    if !grants.publish {
+        leave(&state, id).await;
+        return Err(
+            ProtoError::new(ErrorCode::PermissionDenied, "this token may not publish").into(),
+        );
+    }
     let msg = ClientMessage::PublishOffer(PublishOffer {
         req: Some(1),
         sdp: offer,
@@ -150,49 +220,44 @@ pub async fn publish(
             "no answer to the offer in time",
         ))
     });
-    let answer = match answer {
-        Ok(sdp) => sdp,
+    match answer {
+        Ok(sdp) => Ok(start_session(&state, "whip", &room, id, rx, sdp)),
         Err(e) => {
-            let _ = state
-                .media
-                .message(id, ClientMessage::Leave(Req::default()))
-                .await;
-            return Err(e.into());
+            leave(&state, id).await;
+            Err(e.into())
         }
-    };
-    let session = format!("WS_{:016x}", rand::random::<u64>());
-    state
-        .whip_sessions
-        .lock()
-        .expect("whip sessions")
-        .insert(session.clone(), (room.clone(), id));
-    // Nobody reads this session's messages; drain them until it ends.
-    let sessions = state.clone();
-    let key = session.clone();
-    tokio::spawn(async move {
-        while let Some(event) = rx.recv().await {
-            if matches!(event, SessionEvent::Close) {
-                break;
-            }
-        }
-        sessions
-            .whip_sessions
-            .lock()
-            .expect("whip sessions")
-            .remove(&key);
-    });
-    Ok((
-        StatusCode::CREATED,
-        [
-            (header::CONTENT_TYPE, "application/sdp".to_owned()),
-            (header::LOCATION, format!("/whip/{room}/{session}")),
-        ],
-        answer,
-    )
-        .into_response())
+    }
 }
 
-/// Ends a WHIP session.
+/// WHEP: `POST /whep/{room}` with a receive-only offer plays the room's media.
+pub async fn play(
+    State(state): State<super::State>,
+    Path(room): Path<String>,
+    headers: HeaderMap,
+    offer: String,
+) -> Result<Response, ApiError> {
+    let (id, rx, grants) = join_headless(&state, &room, &headers, offer.len()).await?;
+    if !grants.subscribe {
+        leave(&state, id).await;
+        return Err(
+            ProtoError::new(ErrorCode::PermissionDenied, "this token may not watch").into(),
+        );
+    }
+    let answer = state
+        .media
+        .call(move |sfu, now| sfu.accept_viewer_offer(now, id, &offer))
+        .await
+        .and_then(|r| r);
+    match answer {
+        Ok(sdp) => Ok(start_session(&state, "whep", &room, id, rx, sdp)),
+        Err(e) => {
+            leave(&state, id).await;
+            Err(e.into())
+        }
+    }
+}
+
+/// Ends a WHIP or WHEP session.
 pub async fn stop(
     State(state): State<super::State>,
     Path((room, session)): Path<(String, String)>,

@@ -11,6 +11,7 @@ mod media;
 mod membership;
 mod service;
 mod signal;
+mod whep;
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
