@@ -18,7 +18,7 @@ use souk_proto::chat::ChatServerMessage;
 use souk_store::scratch::PgScratch;
 
 use crate::proc_stat;
-use crate::server::{start_server, Server};
+use crate::server::{dev_token, start_server, Server};
 
 #[derive(Parser)]
 pub struct ChatLive {
@@ -73,14 +73,7 @@ fn start(souk: &str, postgres: Option<&str>) -> anyhow::Result<(Option<PgScratch
 }
 
 async fn chat_token(http: &reqwest::Client, url: &str, identity: &str) -> anyhow::Result<String> {
-    let body: serde_json::Value = http
-        .get(format!("{url}/dev/token"))
-        .query(&[("chat", "1"), ("identity", identity)])
-        .send()
-        .await?
-        .json()
-        .await?;
-    Ok(body["token"].as_str().context("token in reply")?.to_owned())
+    dev_token(http, url, &[("chat", "1"), ("identity", identity)]).await
 }
 
 /// Connects users `names`, 20 per local address (the server limits new sockets per

@@ -2,13 +2,12 @@
 
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
 use clap::Parser;
 use souk_client::{Client, ClientOptions, SyntheticMedia};
 use souk_proto::model::TrackKind;
 
 use crate::proc_stat;
-use crate::server::start_server;
+use crate::server::{room_token, start_server};
 
 #[derive(Parser)]
 pub struct Fanout {
@@ -26,22 +25,6 @@ pub struct Fanout {
     seconds: u64,
 }
 
-async fn token(
-    http: &reqwest::Client,
-    url: &str,
-    identity: &str,
-    role: &str,
-) -> anyhow::Result<String> {
-    let body: serde_json::Value = http
-        .get(format!("{url}/dev/token"))
-        .query(&[("room", "bench"), ("identity", identity), ("role", role)])
-        .send()
-        .await?
-        .json()
-        .await?;
-    Ok(body["token"].as_str().context("token in reply")?.to_owned())
-}
-
 pub async fn run(args: Fanout) -> anyhow::Result<()> {
     let server = start_server(&args.souk, &[])?;
     let pid = server.child.id();
@@ -49,7 +32,7 @@ pub async fn run(args: Fanout) -> anyhow::Result<()> {
 
     let publisher = Client::connect(
         &server.url,
-        &token(&http, &server.url, "publisher", "host").await?,
+        &room_token(&http, &server.url, "bench", "publisher", "host").await?,
         ClientOptions::default(),
     )
     .await?;
@@ -68,7 +51,14 @@ pub async fn run(args: Fanout) -> anyhow::Result<()> {
     for &target in &args.subscribers {
         while subscribers.len() < target {
             let i = subscribers.len();
-            let t = token(&http, &server.url, &format!("viewer-{i}"), "audience").await?;
+            let t = room_token(
+                &http,
+                &server.url,
+                "bench",
+                &format!("viewer-{i}"),
+                "audience",
+            )
+            .await?;
             // 20 bots per local address keeps each address under the join rate limit.
             let bind_ip = std::net::Ipv4Addr::new(127, 0, 1, 1 + (i / 20) as u8).into();
             subscribers.push(

@@ -10,13 +10,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context};
+use anyhow::bail;
 use clap::Parser;
 use futures_util::{SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::proc_stat;
-use crate::server::start_server;
+use crate::server::{room_token, start_server};
 
 #[derive(Parser)]
 pub struct LiveFanout {
@@ -72,22 +72,6 @@ fn percentile(sorted: &[u64], p: f64) -> f64 {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize] as f64 / 1000.0
 }
 
-async fn token(
-    http: &reqwest::Client,
-    url: &str,
-    identity: &str,
-    role: &str,
-) -> anyhow::Result<String> {
-    let body: serde_json::Value = http
-        .get(format!("{url}/dev/token"))
-        .query(&[("room", "fanout"), ("identity", identity), ("role", role)])
-        .send()
-        .await?
-        .json()
-        .await?;
-    Ok(body["token"].as_str().context("a token")?.to_owned())
-}
-
 pub async fn live_fanout(args: LiveFanout) -> anyhow::Result<()> {
     let server = start_server(&args.souk, &[])?;
     let pid = server.child.id();
@@ -99,13 +83,20 @@ pub async fn live_fanout(args: LiveFanout) -> anyhow::Result<()> {
     let frames = Arc::new(AtomicU64::new(0));
     let baseline_rss = proc_stat::rss_kib(pid)?;
 
-    let host_token = token(&http, &server.url, "host", "host").await?;
+    let host_token = room_token(&http, &server.url, "fanout", "host", "host").await?;
     let _host = open(addr, IpAddr::V4(Ipv4Addr::LOCALHOST), &host_token, true).await?;
     // Viewers comment, each once a second (their own limit), so `rate` of them make up
     // the load; their frames are drained and not measured.
     let mut commenters = Vec::new();
     for i in 0..args.rate as usize {
-        let t = token(&http, &server.url, &format!("commenter-{i}"), "audience").await?;
+        let t = room_token(
+            &http,
+            &server.url,
+            "fanout",
+            &format!("commenter-{i}"),
+            "audience",
+        )
+        .await?;
         let from = IpAddr::V4(Ipv4Addr::new(127, 9, (i / 20) as u8 + 1, 1));
         let (sink, mut stream) = open(addr, from, &t, true).await?.split();
         tokio::spawn(async move { while let Some(Ok(_)) = stream.next().await {} });
@@ -121,7 +112,14 @@ pub async fn live_fanout(args: LiveFanout) -> anyhow::Result<()> {
             let batch: Vec<usize> = (connected..target.min(connected + 500)).collect();
             let mut joins = Vec::new();
             for i in batch {
-                let t = token(&http, &server.url, &format!("viewer-{i}"), "audience").await?;
+                let t = room_token(
+                    &http,
+                    &server.url,
+                    "fanout",
+                    &format!("viewer-{i}"),
+                    "audience",
+                )
+                .await?;
                 let from = IpAddr::V4(Ipv4Addr::new(
                     127,
                     1 + (i / 5000) as u8,

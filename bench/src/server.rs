@@ -58,3 +58,38 @@ pub fn start_server(bin: &str, extra: &[&str]) -> anyhow::Result<Server> {
         data_dir,
     })
 }
+
+/// A token from the `--dev` server's token endpoint, for these query parameters.
+pub async fn dev_token(
+    http: &reqwest::Client,
+    url: &str,
+    query: &[(&str, &str)],
+) -> anyhow::Result<String> {
+    let body: serde_json::Value = http
+        .get(format!("{url}/dev/token"))
+        .query(query)
+        .send()
+        .await?
+        .json()
+        .await?;
+    Ok(body["token"]
+        .as_str()
+        .context("a token in the reply")?
+        .to_owned())
+}
+
+/// A room token for `identity` with `role` in `room`, from the `--dev` server.
+pub async fn room_token(
+    http: &reqwest::Client,
+    url: &str,
+    room: &str,
+    identity: &str,
+    role: &str,
+) -> anyhow::Result<String> {
+    dev_token(
+        http,
+        url,
+        &[("room", room), ("identity", identity), ("role", role)],
+    )
+    .await
+}

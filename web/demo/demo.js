@@ -21,6 +21,19 @@ export async function pageToken(defaultRoom, defaultRole) {
   return (await resp.json()).token;
 }
 
+/**
+ * A new element with a class and text.
+ * @param {string} tag
+ * @param {string} [cls]
+ * @param {string} [text]
+ */
+export function el(tag, cls, text) {
+  const e = document.createElement(tag);
+  if (cls) e.className = cls;
+  if (text !== undefined) e.textContent = text;
+  return e;
+}
+
 /** @param {string} state */
 export function showStatus(state) {
   const el = document.querySelector('header .status');

@@ -877,15 +877,14 @@ impl Ledger {
     }
 
     pub async fn sale(&self, sale_id: &str) -> Result<Sale> {
-        let row = sqlx::query(&self.db.sql(
-            "SELECT sale_id, room, product_id, title, price_minor, currency, stock, sold, per_buyer_limit, starts_at_ms, ends_at_ms \
-             FROM commerce_sales WHERE sale_id = ?",
-        ))
-        .bind(sale_id)
-        .fetch_optional(self.db.reader())
-        .await
-        .map_err(internal)?
-        .ok_or_else(|| ProtoError::new(ErrorCode::SaleNotFound, format!("no sale '{sale_id}'")))?;
+        let row = self
+            .row_by_id(
+                "SELECT sale_id, room, product_id, title, price_minor, currency, stock, sold, per_buyer_limit, starts_at_ms, ends_at_ms \
+                 FROM commerce_sales WHERE sale_id = ?",
+                sale_id,
+                || ProtoError::new(ErrorCode::SaleNotFound, format!("no sale '{sale_id}'")),
+            )
+            .await?;
         let sale = (|| -> std::result::Result<Sale, StoreError> {
             Ok(Sale {
                 sale_id: text(&row, "sale_id")?,
@@ -1057,6 +1056,21 @@ impl Ledger {
         Ok(Applied::fresh(order))
     }
 
+    /// The one row `sql` selects for `id`, or the `missing` error.
+    async fn row_by_id(
+        &self,
+        sql: &str,
+        id: &str,
+        missing: impl FnOnce() -> ProtoError,
+    ) -> Result<sqlx::any::AnyRow> {
+        sqlx::query(&self.db.sql(sql))
+            .bind(id)
+            .fetch_optional(self.db.reader())
+            .await
+            .map_err(internal)?
+            .ok_or_else(missing)
+    }
+
     /// What each buyer bought in a sale.
     pub async fn buyers(&self, sale_id: &str) -> Result<Vec<(String, i64)>> {
         let rows = sqlx::query(&self.db.sql(
@@ -1073,14 +1087,13 @@ impl Ledger {
     }
 
     pub async fn coupon(&self, coupon_id: &str) -> Result<Coupon> {
-        let row = sqlx::query(&self.db.sql(
-            "SELECT coupon_id, room, quantity, claimed, value_minor, currency FROM commerce_coupons WHERE coupon_id = ?",
-        ))
-        .bind(coupon_id)
-        .fetch_optional(self.db.reader())
-        .await
-        .map_err(internal)?
-        .ok_or_else(|| ProtoError::new(ErrorCode::CouponNotFound, format!("no coupon '{coupon_id}'")))?;
+        let row = self
+            .row_by_id(
+                "SELECT coupon_id, room, quantity, claimed, value_minor, currency FROM commerce_coupons WHERE coupon_id = ?",
+                coupon_id,
+                || ProtoError::new(ErrorCode::CouponNotFound, format!("no coupon '{coupon_id}'")),
+            )
+            .await?;
         let coupon = (|| -> std::result::Result<Coupon, StoreError> {
             Ok(Coupon {
                 coupon_id: text(&row, "coupon_id")?,

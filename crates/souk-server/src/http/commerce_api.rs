@@ -15,21 +15,6 @@ use souk_proto::live::LiveEvent;
 use super::rooms::authorize;
 use super::ApiError;
 
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
-
-async fn announce(state: &super::State, room: &str, event: LiveEvent) {
-    let room = room.to_owned();
-    let _ = state
-        .media
-        .call(move |sfu, now| sfu.publish_event(now, &room, event))
-        .await;
-}
-
 pub async fn gifts(
     State(state): State<super::State>,
     headers: HeaderMap,
@@ -80,18 +65,7 @@ pub async fn top_up(
     Path(user): Path<String>,
     Json(m): Json<WalletMove>,
 ) -> Result<Json<WalletTxn>, ApiError> {
-    authorize(&state, &headers)?;
-    let done = state
-        .ledger
-        .top_up(
-            &m.idempotency_key,
-            &user,
-            m.amount_minor,
-            &m.currency,
-            now_ms(),
-        )
-        .await?;
-    Ok(Json(done))
+    wallet_move(&state, &headers, &user, m, false).await
 }
 
 pub async fn refund(
@@ -100,17 +74,30 @@ pub async fn refund(
     Path(user): Path<String>,
     Json(m): Json<WalletMove>,
 ) -> Result<Json<WalletTxn>, ApiError> {
-    authorize(&state, &headers)?;
-    let done = state
-        .ledger
-        .refund(
-            &m.idempotency_key,
-            &user,
-            m.amount_minor,
-            &m.currency,
-            now_ms(),
-        )
-        .await?;
+    wallet_move(&state, &headers, &user, m, true).await
+}
+
+async fn wallet_move(
+    state: &super::State,
+    headers: &HeaderMap,
+    user: &str,
+    m: WalletMove,
+    refund: bool,
+) -> Result<Json<WalletTxn>, ApiError> {
+    authorize(state, headers)?;
+    let now = crate::auth::unix_now_ms();
+    let (key, amount, currency) = (&m.idempotency_key, m.amount_minor, &m.currency);
+    let done = if refund {
+        state
+            .ledger
+            .refund(key, user, amount, currency, now)
+            .await?
+    } else {
+        state
+            .ledger
+            .top_up(key, user, amount, currency, now)
+            .await?
+    };
     Ok(Json(done))
 }
 
@@ -138,7 +125,7 @@ pub async fn coupon(
         currency: c.currency,
     };
     state.ledger.issue_coupon(&coupon).await?;
-    announce(&state, &room, LiveEvent::CouponIssued(coupon.clone())).await;
+    super::announce(&state, &room, LiveEvent::CouponIssued(coupon.clone())).await;
     Ok(Json(coupon))
 }
 
@@ -152,7 +139,7 @@ pub async fn sale(
     sale.room = room.clone();
     sale.sold = 0;
     state.ledger.create_sale(&sale).await?;
-    announce(&state, &room, LiveEvent::SaleStarted(sale.clone())).await;
+    super::announce(&state, &room, LiveEvent::SaleStarted(sale.clone())).await;
     Ok(Json(sale))
 }
 
@@ -175,10 +162,10 @@ pub async fn battle(
             &room,
             [&b.hosts[0], &b.hosts[1]],
             b.duration_s * 1000,
-            now_ms(),
+            crate::auth::unix_now_ms(),
         )
         .await?;
-    announce(&state, &room, LiveEvent::Battle(battle.clone())).await;
+    super::announce(&state, &room, LiveEvent::Battle(battle.clone())).await;
     Ok(Json(battle))
 }
 
@@ -188,7 +175,9 @@ pub async fn battle_score(
     Path(id): Path<String>,
 ) -> Result<Json<Battle>, ApiError> {
     authorize(&state, &headers)?;
-    Ok(Json(state.ledger.battle(&id, now_ms()).await?))
+    Ok(Json(
+        state.ledger.battle(&id, crate::auth::unix_now_ms()).await?,
+    ))
 }
 
 /// Lets in the merchant's backend (HTTP Basic), or a user whose token (`Bearer`)

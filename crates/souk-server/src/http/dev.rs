@@ -81,7 +81,7 @@ pub async fn top_up(
 ) -> Result<Json<souk_proto::commerce::WalletTxn>, ApiError> {
     let key = format!("dev-{:016x}", rand::random::<u64>());
     let currency = q.currency.unwrap_or_else(|| "USD".into());
-    let now_ms = auth::unix_now() * 1000;
+    let now_ms = auth::unix_now_ms();
     Ok(Json(
         state
             .ledger

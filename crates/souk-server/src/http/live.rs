@@ -10,8 +10,6 @@ use souk_proto::signal::{Ack, ClientMessage, ServerMessage};
 use souk_proto::token::{Role, RoomClaims};
 use souk_sfu::ParticipantId;
 
-use crate::auth::unix_now;
-
 /// Messages handled here rather than by the media core.
 pub(super) fn is_server_side(msg: &ClientMessage) -> bool {
     matches!(
@@ -22,13 +20,6 @@ pub(super) fn is_server_side(msg: &ClientMessage) -> bool {
             | ClientMessage::StartSale(_)
             | ClientMessage::Comment(_)
     )
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(unix_now() * 1000)
 }
 
 /// What became of a request.
@@ -57,14 +48,6 @@ pub(super) async fn handle(
     }
 }
 
-async fn announce(state: &super::State, room: &str, event: LiveEvent) {
-    let room = room.to_owned();
-    let _ = state
-        .media
-        .call(move |sfu, now| sfu.publish_event(now, &room, event))
-        .await;
-}
-
 fn json<T: serde::Serialize>(value: &T) -> serde_json::Value {
     serde_json::to_value(value).expect("ledger answers serialise")
 }
@@ -77,7 +60,7 @@ async fn answer(
 ) -> Result<Outcome, ProtoError> {
     let room = claims.room.as_str();
     let me = claims.sub.as_str();
-    let now = now_ms();
+    let now = crate::auth::unix_now_ms();
     match msg {
         ClientMessage::Comment(c) => {
             if let Some(locale) = state.blocklist.check(&c.text) {
@@ -108,7 +91,7 @@ async fn answer(
                 .send_gift(&g.idempotency_key, room, me, &to, &g.gift_id, g.count, now)
                 .await?;
             if !sent.replayed {
-                announce(state, room, LiveEvent::Gift(sent.value.clone())).await;
+                super::announce(state, room, LiveEvent::Gift(sent.value.clone())).await;
             }
             Ok(Outcome::Done(json(&sent.value)))
         }
@@ -136,7 +119,7 @@ async fn answer(
                 sold: sale.sold,
                 stock: sale.stock,
             };
-            announce(state, room, LiveEvent::OrderPlaced(placed)).await;
+            super::announce(state, room, LiveEvent::OrderPlaced(placed)).await;
             Ok(Outcome::Done(json(&order)))
         }
         ClientMessage::StartSale(s) => {
@@ -160,7 +143,7 @@ async fn answer(
                 ends_at_ms: now + (s.starts_in_s + s.duration_s.max(1)) * 1000,
             };
             state.ledger.create_sale(&sale).await?;
-            announce(state, room, LiveEvent::SaleStarted(sale.clone())).await;
+            super::announce(state, room, LiveEvent::SaleStarted(sale.clone())).await;
             Ok(Outcome::Done(json(&sale)))
         }
         _ => unreachable!("is_server_side lists what reaches here"),

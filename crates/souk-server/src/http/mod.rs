@@ -135,6 +135,15 @@ pub fn router(state: State, cors_origins: Option<&[String]>) -> Router {
     app.fallback(assets::serve).layer(cors).with_state(state)
 }
 
+/// Announces a live-room event (after whatever it reports has been committed).
+pub(super) async fn announce(state: &State, room: &str, event: souk_proto::live::LiveEvent) {
+    let room = room.to_owned();
+    let _ = state
+        .media
+        .call(move |sfu, now| sfu.publish_event(now, &room, event))
+        .await;
+}
+
 /// An API error: a status and the standard body.
 #[derive(Debug)]
 pub struct ApiError(pub ProtoError);
