@@ -46,4 +46,13 @@ test('a viewer joins the stage, comments and gifts reach everyone', async () => 
     await page.waitForFunction(() => document.querySelector('#leaderboard li')?.textContent?.startsWith('host · $5.00'), null, { timeout: 30_000 });
   }
   await v2.waitForFunction(() => document.querySelector('#wallet')?.textContent?.includes('15.00'), null, { timeout: 30_000 });
+
+  // The host pins a product; the card carries the capture time of the host's frame on
+  // screen (from its sender reports) and shows on every viewer.
+  await host.click('#pin');
+  for (const page of [v1, v2]) {
+    await page.waitForFunction(() => document.querySelector('#product .title')?.textContent === 'Handwoven leather tote', null, { timeout: 30_000 });
+  }
+  const capture = await v2.evaluate(() => window.soukRoom.live.pinned?.capture_ms);
+  assert.ok(Math.abs(capture - Date.now()) < 60_000, `capture time ${capture} is the host's recent frame`);
 });

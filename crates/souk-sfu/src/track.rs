@@ -37,9 +37,34 @@ pub(crate) struct PublishedTrack {
     pub keyframe_requested: Vec<(Layer, Instant)>,
     /// Muted by the publisher or by a moderator: nothing is forwarded.
     pub muted: bool,
+    /// The publisher's clock per layer, from its RTCP sender reports: wall-clock ms at
+    /// an RTP timestamp (90 kHz for video).
+    pub sender_clock: Vec<(Layer, u64, u32)>,
+    /// The RTP timestamp of the newest packet, and its layer.
+    pub last_rtp: Option<(Layer, u32)>,
 }
 
 impl PublishedTrack {
+    /// Notes a sender report: the publisher's wall clock at an RTP timestamp.
+    pub fn note_sender_report(&mut self, layer: Layer, ntp_ms: u64, rtp: u32) {
+        self.sender_clock.retain(|(l, ..)| *l != layer);
+        self.sender_clock.push((layer, ntp_ms, rtp));
+    }
+
+    /// When the newest frame was captured, on the publisher's wall clock (ms), once a
+    /// sender report has tied its RTP clock to it.
+    pub fn capture_ms(&self) -> Option<u64> {
+        let (layer, rtp) = self.last_rtp?;
+        let (_, ntp_ms, sr_rtp) = self.sender_clock.iter().find(|(l, ..)| *l == layer)?;
+        let clock_khz = if self.info.kind == TrackKind::Video {
+            90
+        } else {
+            48
+        };
+        let delta_ms = i64::from(rtp.wrapping_sub(*sr_rtp) as i32) / clock_khz;
+        Some((*ntp_ms as i64 + delta_ms).max(0) as u64)
+    }
+
     pub fn new(key: TrackKey, mid: Mid, mut info: TrackInfo) -> PublishedTrack {
         info.layers
             .sort_by_key(|l| (l.width as u64) * (l.height as u64));
@@ -53,6 +78,8 @@ impl PublishedTrack {
             key,
             mid,
             muted: info.muted,
+            sender_clock: Vec::new(),
+            last_rtp: None,
             info,
             rids,
             last_packet: vec![None; slots],
@@ -176,6 +203,23 @@ pub(crate) fn codec_name(params: &PayloadParams) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn capture_time_follows_the_sender_report_clock() {
+        let mut track = PublishedTrack::new(TrackKey(1), Mid::from("0"), info(vec![]));
+        assert_eq!(track.capture_ms(), None, "no report yet");
+        track.note_sender_report(None, 1_000_000, 90_000);
+        track.last_rtp = Some((None, 90_000 + 9_000));
+        assert_eq!(
+            track.capture_ms(),
+            Some(1_000_100),
+            "100 ms of 90 kHz after the report"
+        );
+        // RTP timestamps wrap; the difference is taken modulo 2^32.
+        track.note_sender_report(None, 2_000_000, u32::MAX - 899);
+        track.last_rtp = Some((None, 8_100));
+        assert_eq!(track.capture_ms(), Some(2_000_100));
+    }
     use souk_proto::model::{LayerInfo, TrackSource};
     use std::time::Duration;
 

@@ -289,3 +289,49 @@ fn a_returning_viewer_catches_up_or_is_told_to_reload_and_a_ban_keeps_them_out()
     );
     assert_eq!(again.unwrap_err().code, ErrorCode::Banned);
 }
+
+#[test]
+fn a_pinned_product_carries_the_capture_time_of_the_hosts_frame() {
+    let mut room = Room::new(24);
+    let host = room.join("live", "host", Role::Host);
+    let viewer = room.join("live", "viewer", Role::Audience);
+    room.publish_video(host, false);
+    // str0m sends a sender report about once a second.
+    room.run_for(Duration::from_secs(4));
+    let product = souk_proto::live::PinnedProduct {
+        product_id: "tote".into(),
+        title: "Tote".into(),
+        price_minor: 8900,
+        currency: "USD".into(),
+        image_url: None,
+        url: None,
+        capture_ms: None,
+    };
+    send(
+        &mut room,
+        host,
+        ClientMessage::PinProduct(souk_proto::signal::PinRequest {
+            req: None,
+            product: Some(product),
+        }),
+    );
+    let pinned = events(&room, viewer)
+        .into_iter()
+        .find_map(|e| match e {
+            LiveEvent::ProductPinned(p) => Some(p),
+            _ => None,
+        })
+        .expect("the pin is announced");
+    let captured = pinned
+        .capture_ms
+        .expect("stamped from the host's sender reports");
+    let wall = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    // Simulated time runs ahead of the wall clock by the seconds the test simulated.
+    assert!(
+        captured.abs_diff(wall) < 60_000,
+        "capture {captured} vs now {wall}"
+    );
+}

@@ -68,6 +68,18 @@ impl Sfu {
             })
     }
 
+    /// The capture time of the host's newest video frame, from its sender reports.
+    fn stage_capture_ms(&self, room: &str) -> Option<u64> {
+        self.rooms[room]
+            .members
+            .iter()
+            .map(|m| &self.participants[m])
+            .filter(|p| p.role == Role::Host)
+            .flat_map(|p| p.tracks.iter())
+            .filter(|t| t.info.kind == souk_proto::model::TrackKind::Video)
+            .find_map(|t| t.capture_ms())
+    }
+
     fn can_moderate(&self, id: ParticipantId) -> bool {
         let p = &self.participants[&id];
         p.role == Role::Host
@@ -213,10 +225,21 @@ impl Sfu {
                 if self.participants[&id].role != Role::Host && !self.can_moderate(id) {
                     return Err(denied("pin products"));
                 }
+                let product = match pin.product {
+                    Some(mut product) => {
+                        // Stamp the frame on screen now, so each viewer shows the card
+                        // when that frame plays rather than when the event arrives.
+                        if product.capture_ms.is_none() {
+                            product.capture_ms = self.stage_capture_ms(&room);
+                        }
+                        Some(check_product(product)?)
+                    }
+                    None => None,
+                };
                 let live = &mut self.rooms.get_mut(&room).expect("member's room").live;
-                live.pinned = pin.product.clone();
-                let event = match pin.product {
-                    Some(product) => LiveEvent::ProductPinned(check_product(product)?),
+                live.pinned = product.clone();
+                let event = match product {
+                    Some(product) => LiveEvent::ProductPinned(product),
                     None => LiveEvent::ProductUnpinned,
                 };
                 self.publish_event(now, &room, event);

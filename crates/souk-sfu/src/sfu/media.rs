@@ -163,6 +163,22 @@ impl Sfu {
             Event::RtpPacket(packet) if key.side == Side::Publisher => {
                 self.forward(now, key.participant, packet, dirty);
             }
+            Event::SenderFeedback(fb) if key.side == Side::Publisher => {
+                let ntp_ms = fb
+                    .sender_info
+                    .ntp_time
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_millis() as u64)
+                    .unwrap_or(0);
+                let rtp = fb.sender_info.rtp_time.numer() as u32;
+                if let Some(track) = self
+                    .participants
+                    .get_mut(&key.participant)
+                    .and_then(|p| p.tracks.iter_mut().find(|t| t.mid == fb.mid))
+                {
+                    track.note_sender_report(fb.rid, ntp_ms, rtp);
+                }
+            }
             Event::Connected => {
                 if let Some(peer) = self.peer_mut(key) {
                     peer.connected = true;
@@ -300,6 +316,7 @@ impl Sfu {
             track.info.codec = Some(codec_name(&params));
         }
         track.last_pt = Some((pt, params, is_red));
+        track.last_rtp = Some((layer, packet.header.timestamp));
         let layer_started = track.note_packet(layer, packet.payload.len(), now);
         if track.muted {
             return;
