@@ -147,7 +147,7 @@ fn open_files_limit() -> u64 {
 }
 
 pub async fn live(args: ChatLive) -> anyhow::Result<()> {
-    if args.users % 2 != 0 || args.users < 2 {
+    if !args.users.is_multiple_of(2) || args.users < 2 {
         bail!("--users must be an even number of at least 2");
     }
     if open_files_limit() < (args.users as u64) * 2 + 256 {

@@ -73,6 +73,15 @@ fn check_key(key: &str) -> Result<()> {
     validate_name("idempotency_key", key, MAX_IDEMPOTENCY_KEY_BYTES).map_err(invalid)
 }
 
+fn gift_from_row(r: &sqlx::any::AnyRow) -> std::result::Result<Gift, StoreError> {
+    Ok(Gift {
+        gift_id: text(r, "gift_id")?,
+        name: text(r, "name")?,
+        price_minor: int(r, "price_minor")?,
+        currency: text(r, "currency")?,
+    })
+}
+
 fn digest(request: &serde_json::Value) -> String {
     hex::encode(Sha256::digest(request.to_string().as_bytes()))
 }
@@ -436,14 +445,7 @@ impl Ledger {
         .await
         .map_err(internal)?;
         rows.iter()
-            .map(|r| {
-                Ok(Gift {
-                    gift_id: text(r, "gift_id")?,
-                    name: text(r, "name")?,
-                    price_minor: int(r, "price_minor")?,
-                    currency: text(r, "currency")?,
-                })
-            })
+            .map(gift_from_row)
             .collect::<std::result::Result<_, StoreError>>()
             .map_err(internal)
     }
@@ -469,17 +471,14 @@ impl Ledger {
         if !(1..=MAX_GIFT_COUNT).contains(&count) {
             return Err(invalid(format!("count must be 1 to {MAX_GIFT_COUNT}")));
         }
-        let gift = self
-            .gifts()
-            .await?
-            .into_iter()
-            .find(|g| g.gift_id == gift_id)
-            .ok_or_else(|| {
-                ProtoError::new(
-                    ErrorCode::GiftNotFound,
-                    format!("no gift '{gift_id}' in the catalogue"),
-                )
-            })?;
+        let row = self
+            .row_by_id(
+                "SELECT gift_id, name, price_minor, currency FROM commerce_catalogue WHERE gift_id = ?",
+                gift_id,
+                || ProtoError::new(ErrorCode::GiftNotFound, format!("no gift '{gift_id}' in the catalogue")),
+            )
+            .await?;
+        let gift = gift_from_row(&row).map_err(internal)?;
         let amount = gift
             .price_minor
             .checked_mul(count)

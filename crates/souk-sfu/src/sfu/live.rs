@@ -203,7 +203,7 @@ impl Sfu {
                     ));
                 }
                 stage.seats.retain(|s| *s != r.identity);
-                if let Some(cohost) = self.member_by_identity(&room, &r.identity).ok() {
+                if let Ok(cohost) = self.member_by_identity(&room, &r.identity) {
                     self.set_publish(now, cohost, false);
                 }
                 self.announce_stage(now, &room);
@@ -341,7 +341,7 @@ impl Sfu {
                 live.banned_until.insert(identity.clone(), until);
                 live.stage.seats.retain(|s| *s != identity);
                 live.stage.hands.retain(|h| *h != identity);
-                if let Some(target) = self.member_by_identity(room, &identity).ok() {
+                if let Ok(target) = self.member_by_identity(room, &identity) {
                     if self.participants[&target].role == Role::Host {
                         return Err(ProtoError::new(
                             ErrorCode::PermissionDenied,

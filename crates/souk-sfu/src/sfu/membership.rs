@@ -90,7 +90,7 @@ impl Sfu {
             auto_subscribe: req.auto_subscribe,
             resume_secret: self.random_id("", 32),
             signal_lost_at: None,
-            announced: !(req.role == Role::Audience && !req.grants.publish),
+            announced: req.role != Role::Audience || req.grants.publish,
             publisher: None,
             subscriber: None,
             tracks: Vec::new(),
