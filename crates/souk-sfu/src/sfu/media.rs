@@ -73,8 +73,9 @@ impl Sfu {
     /// Time passed: drive every connection and the core's own timers.
     pub fn handle_timeout(&mut self, now: Instant) {
         let due: Vec<PeerKey> = self
-            .participants
-            .values()
+            .with_peers
+            .iter()
+            .filter_map(|id| self.participants.get(id))
             .flat_map(|p| {
                 let publisher = p
                     .publisher
@@ -536,7 +537,10 @@ impl Sfu {
         // Layers that stopped or started flowing change what subscribers should get.
         let idle = self.config.layer_idle_after;
         let mut reselect = Vec::new();
-        for p in self.participants.values_mut() {
+        for id in &self.with_peers {
+            let Some(p) = self.participants.get_mut(id) else {
+                continue;
+            };
             for t in &mut p.tracks {
                 t.update_rates(self.config.tick_interval);
                 if t.refresh_active(now, idle) {
@@ -548,15 +552,14 @@ impl Sfu {
             self.select_layer(sub, key);
         }
 
+        let ids: Vec<ParticipantId> = self.with_peers.iter().copied().collect();
         if self.config.estimate_bandwidth {
-            let ids: Vec<ParticipantId> = self.participants.keys().copied().collect();
-            for id in ids {
+            for &id in &ids {
                 self.allocate_bandwidth(now, id);
             }
         }
 
         // Nobody should wait for a keyframe on the browser's own (slow) timer.
-        let ids: Vec<ParticipantId> = self.participants.keys().copied().collect();
         for id in ids {
             self.request_keyframes_for_subscriber(now, id);
         }

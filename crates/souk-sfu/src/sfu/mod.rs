@@ -13,7 +13,7 @@ mod service;
 mod signal;
 mod whep;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::Instant;
 
@@ -91,6 +91,10 @@ pub struct Sfu {
     next_id: u64,
     rooms: HashMap<String, Room>,
     participants: HashMap<ParticipantId, Participant>,
+    /// Participants with a WebRTC connection. A live room's audience mostly has none,
+    /// and the per-timeout and per-tick scans go over these alone, not ten thousand
+    /// viewers.
+    with_peers: BTreeSet<ParticipantId>,
     /// Which participant publishes each track.
     track_owner: HashMap<TrackKey, ParticipantId>,
     demux: Demux,
@@ -111,6 +115,7 @@ impl Sfu {
             next_id: 1,
             rooms: HashMap::new(),
             participants: HashMap::new(),
+            with_peers: BTreeSet::new(),
             track_owner: HashMap::new(),
             demux: Demux::default(),
             outputs: VecDeque::new(),
@@ -130,8 +135,9 @@ impl Sfu {
     /// When [`Sfu::handle_timeout`] must next be called.
     pub fn poll_timeout(&self) -> Instant {
         let peers = self
-            .participants
-            .values()
+            .with_peers
+            .iter()
+            .filter_map(|id| self.participants.get(id))
             .flat_map(|p| p.publisher.iter().chain(p.subscriber.iter()))
             .map(|peer| peer.timeout);
         let next = self

@@ -134,6 +134,7 @@ impl Sfu {
         let peer = p
             .publisher
             .get_or_insert_with(|| Peer::new(now, config, Side::Publisher, video_first));
+        self.with_peers.insert(id);
         let old_ufrag = peer.ufrag.clone();
         let answer = peer.rtc.sdp_api().accept_offer(offer).map_err(|e| {
             ProtoError::new(
@@ -516,6 +517,7 @@ impl Sfu {
         let peer = p
             .subscriber
             .get_or_insert_with(|| Peer::new(now, config, Side::Subscriber, VideoCodec::Vp8));
+        self.with_peers.insert(id);
         let old_ufrag = peer.ufrag.clone();
         let mut api = peer.rtc.sdp_api();
         if std::mem::take(&mut p.ice_restart_requested) && !fresh {

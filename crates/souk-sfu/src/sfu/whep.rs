@@ -77,6 +77,7 @@ impl Sfu {
             .get_mut(&id)
             .expect("checked above")
             .subscriber = Some(peer);
+        self.with_peers.insert(id);
         self.demux.set_ufrag(
             PeerKey {
                 participant: id,
