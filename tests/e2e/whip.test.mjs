@@ -6,7 +6,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
-import { devToken, openPage, waitInPage, inboundSummary, useLab } from './harness.mjs';
+import { devToken, openPage, waitInPage, inboundSummary, startServer, useLab } from './harness.mjs';
 
 const lab = useLab();
 const root = path.resolve(path.dirname(new URL(import.meta.url).pathname), '../..');
@@ -79,4 +79,39 @@ test('an H.264 WHIP publisher reaches a viewer and a WHEP player, and DELETE end
   // The session is gone: a second DELETE finds nothing.
   const status = await studio.evaluate(async (p) => (await fetch(p, { method: 'DELETE' })).status, published);
   assert.equal(status, 404);
+});
+
+test('a WHIP publisher that vanishes without DELETE is removed', async () => {
+  // Its connection is its session: lost for the resume window (2 s here, after ICE
+  // notices, about 15 s without checks), the publisher leaves the room.
+  const server = await startServer(['--resume-window', '2s']);
+  try {
+    const room = 'whip-vanish';
+    const studio = await openPage(lab.browser, `${server.url}/demo/index.html`);
+    await studio.route('**/vendor/whip.js', (route) => route.fulfill({ body: whipModule, contentType: 'text/javascript' }));
+    const token = await devToken(server.url, { room, identity: 'obs-gone', role: 'host' });
+    await studio.evaluate(async ({ room, token }) => {
+      const { WHIPClient } = await import('/vendor/whip.js');
+      const stream = await navigator.mediaDevices.getUserMedia({ video: true });
+      const pc = new RTCPeerConnection();
+      pc.addTransceiver(stream.getVideoTracks()[0], { direction: 'sendonly' });
+      await new WHIPClient().publish(pc, `${location.origin}/whip/${room}`, token);
+      await new Promise((resolve) => { pc.onconnectionstatechange = () => pc.connectionState === 'connected' && resolve(); });
+      pc.close();
+    }, { room, token });
+    const auth = `Basic ${Buffer.from('devkey:souk-dev-secret-0123456789abcdef').toString('base64')}`;
+    const present = async () => {
+      const resp = await fetch(`${server.url}/api/v1/rooms/${room}/participants`, { headers: { authorization: auth } });
+      if (resp.status === 404) return false;
+      const body = await resp.json();
+      return body.participants.some((p) => p.identity === 'obs-gone');
+    };
+    const deadline = Date.now() + 60_000;
+    while (await present()) {
+      assert.ok(Date.now() < deadline, 'the vanished publisher is still in the room after 60 s');
+      await new Promise((r) => setTimeout(r, 500));
+    }
+  } finally {
+    await server.stop();
+  }
 });

@@ -39,6 +39,11 @@ pub(crate) struct Participant {
     /// (ten thousand viewers would mean a hundred million join notices): viewers are
     /// counted in `viewers` events, and announced once they are given a seat.
     pub announced: bool,
+    /// Joined without a signalling socket (WHIP, WHEP): its connection is its session,
+    /// so losing the connection counts as losing the socket.
+    pub headless: bool,
+    /// When a datagram last arrived on one of its connections.
+    pub last_heard: Option<Instant>,
 
     pub publisher: Option<Peer>,
     pub subscriber: Option<Peer>,

@@ -126,6 +126,10 @@ async fn join_headless(
         last_event: None,
     };
     let id = state.media.enter(Entry::Join(join), conn, tx).await?;
+    state
+        .media
+        .call(move |sfu, now| sfu.mark_headless(now, id))
+        .await?;
     Ok((id, rx, grants))
 }
 

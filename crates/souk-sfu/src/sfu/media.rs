@@ -25,6 +25,10 @@ use crate::speaker;
 use crate::track::{codec_name, video_codec, TrackKey};
 use crate::ParticipantId;
 
+/// Silence after which a socket-less participant's connection counts as lost. Browsers
+/// send consent checks every few seconds, and media or reports far more often.
+const HEADLESS_SILENCE: std::time::Duration = std::time::Duration::from_secs(10);
+
 impl Sfu {
     /// A datagram (or an ICE-TCP frame) arrived on the media port.
     pub fn handle_datagram(
@@ -66,6 +70,9 @@ impl Sfu {
         }
         if route.learn_address {
             self.demux.learn_address(proto, source, key);
+        }
+        if let Some(p) = self.participants.get_mut(&key.participant) {
+            p.last_heard = Some(now);
         }
         self.drain_peer(now, key);
     }
@@ -531,6 +538,7 @@ impl Sfu {
 
     /// Periodic work: expiry, layer activity, keyframe retries, active speakers.
     fn tick(&mut self, now: Instant) {
+        self.notice_silent_headless(now);
         self.expire_sessions(now);
         self.tick_live(now);
 
@@ -566,6 +574,28 @@ impl Sfu {
 
         self.announce_speakers();
         self.announce_quality();
+    }
+
+    /// A socket-less participant (WHIP, WHEP) whose connection fell silent is treated as
+    /// one whose socket dropped: removed unless heard from again within the resume
+    /// window. (ICE-lite never reports the loss itself: it does no checks of its own.)
+    fn notice_silent_headless(&mut self, now: Instant) {
+        for id in &self.with_peers {
+            let Some(p) = self.participants.get_mut(id) else {
+                continue;
+            };
+            if !p.headless {
+                continue;
+            }
+            let silent = p
+                .last_heard
+                .is_none_or(|t| now.saturating_duration_since(t) >= HEADLESS_SILENCE);
+            if silent {
+                p.signal_lost_at.get_or_insert(now);
+            } else {
+                p.signal_lost_at = None;
+            }
+        }
     }
 
     /// Tells each participant when its connection's grade changes.

@@ -91,6 +91,8 @@ impl Sfu {
             resume_secret: self.random_id("", 32),
             signal_lost_at: None,
             announced: req.role != Role::Audience || req.grants.publish,
+            headless: false,
+            last_heard: None,
             publisher: None,
             subscriber: None,
             tracks: Vec::new(),

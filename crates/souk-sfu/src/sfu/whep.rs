@@ -35,6 +35,17 @@ fn offered_media(sdp: &str) -> Vec<(MediaKind, Mid)> {
 }
 
 impl Sfu {
+    /// Marks a participant that has no signalling socket (WHIP, WHEP): when its
+    /// connection is lost and not back within the resume window, it is removed, as a
+    /// participant whose socket dropped would be.
+    pub fn mark_headless(&mut self, now: Instant, id: ParticipantId) {
+        if let Some(p) = self.participants.get_mut(&id) {
+            p.headless = true;
+            // Time to connect counts as heard from.
+            p.last_heard = Some(now);
+        }
+    }
+
     /// Answers a WHEP viewer's offer with the room's media. Returns the SDP answer.
     pub fn accept_viewer_offer(
         &mut self,
