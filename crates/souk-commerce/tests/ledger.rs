@@ -113,38 +113,18 @@ async fn gifts_move_money_exactly_once_and_refuse_bad_input() {
             300
         );
 
-        assert_eq!(
-            code(
-                ledger
-                    .send_gift("g2", "live", "vic", "hana", "rose", 8, NOW)
-                    .await
-            ),
-            ErrorCode::InsufficientFunds
-        );
-        assert_eq!(
-            code(
-                ledger
-                    .send_gift("g3", "live", "vic", "hana", "tank", 1, NOW)
-                    .await
-            ),
-            ErrorCode::GiftNotFound
-        );
-        assert_eq!(
-            code(
-                ledger
-                    .send_gift("g4", "live", "vic", "vic", "rose", 1, NOW)
-                    .await
-            ),
-            ErrorCode::InvalidRequest
-        );
-        assert_eq!(
-            code(
-                ledger
-                    .send_gift("g5", "live", "vic", "hana", "rose", 0, NOW)
-                    .await
-            ),
-            ErrorCode::InvalidRequest
-        );
+        // Refusals, each with its code; none moves money.
+        for (key, to, gift, count, expected) in [
+            ("g2", "hana", "rose", 8, ErrorCode::InsufficientFunds),
+            ("g3", "hana", "tank", 1, ErrorCode::GiftNotFound),
+            ("g4", "vic", "rose", 1, ErrorCode::InvalidRequest),
+            ("g5", "hana", "rose", 0, ErrorCode::InvalidRequest),
+        ] {
+            let refused = ledger
+                .send_gift(key, "live", "vic", to, gift, count, NOW)
+                .await;
+            assert_eq!(code(refused), expected, "{backend} {key}");
+        }
         assert_eq!(
             code(ledger.top_up("t2", "vic", -5, "USD", NOW).await),
             ErrorCode::InvalidRequest
