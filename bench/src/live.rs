@@ -88,6 +88,8 @@ pub async fn live_fanout(args: LiveFanout) -> anyhow::Result<()> {
     // Viewers comment, each once a second (their own limit), so `rate` of them make up
     // the load; their frames are drained and not measured.
     let mut commenters = Vec::new();
+    let shed = Arc::new(AtomicU64::new(0));
+    let refused = Arc::new(AtomicU64::new(0));
     for i in 0..args.rate as usize {
         let t = room_token(
             &http,
@@ -99,12 +101,25 @@ pub async fn live_fanout(args: LiveFanout) -> anyhow::Result<()> {
         .await?;
         let from = IpAddr::V4(Ipv4Addr::new(127, 9, (i / 20) as u8 + 1, 1));
         let (sink, mut stream) = open(addr, from, &t, true).await?.split();
-        tokio::spawn(async move { while let Some(Ok(_)) = stream.next().await {} });
+        let (shed, refused) = (shed.clone(), refused.clone());
+        // Count what the room's rules did to each comment: shed under overload, or
+        // refused (a rate limit).
+        tokio::spawn(async move {
+            while let Some(Ok(msg)) = stream.next().await {
+                if let Message::Text(t) = msg {
+                    if t.contains("\"shed\":true") {
+                        shed.fetch_add(1, Ordering::Relaxed);
+                    } else if t.contains("\"type\":\"error\"") {
+                        refused.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+        });
         commenters.push(sink);
     }
 
-    println!("| viewers | comments/s | deliveries/s | delivered in window | latency p50 ms | latency p99 ms | latency max ms | server CPU (% of a core) | bots' CPU (% of a core) | server RSS MiB | server memory per viewer KiB |");
-    println!("|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("| viewers | comments/s | shed | refused | deliveries/s | delivered in window | latency p50 ms | latency p99 ms | latency max ms | server CPU (% of a core) | bots' CPU (% of a core) | server RSS MiB | server memory per viewer KiB |");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     let mut connected = 0usize;
     for &target in &args.viewers {
         // Join in parallel batches, 20 viewers per local address (the per-address limit).
@@ -155,6 +170,10 @@ pub async fn live_fanout(args: LiveFanout) -> anyhow::Result<()> {
         }
         tokio::time::sleep(Duration::from_secs(2)).await;
         samples.lock().expect("samples").clear();
+        let (shed0, refused0) = (
+            shed.load(Ordering::Relaxed),
+            refused.load(Ordering::Relaxed),
+        );
 
         let (server0, bots0, t0) = (
             proc_stat::cpu_ticks(pid)?,
@@ -188,8 +207,10 @@ pub async fn live_fanout(args: LiveFanout) -> anyhow::Result<()> {
         all.sort_unstable();
         let ticks = proc_stat::ticks_per_second() as f64;
         println!(
-            "| {target} | {:.0} | {:.0} | {} of {} | {:.1} | {:.1} | {:.1} | {:.0} | {:.0} | {:.0} | {:.1} |",
+            "| {target} | {:.0} | {} | {} | {:.0} | {} of {} | {:.1} | {:.1} | {:.1} | {:.0} | {:.0} | {:.0} | {:.1} |",
             sent as f64 / elapsed,
+            shed.load(Ordering::Relaxed) - shed0,
+            refused.load(Ordering::Relaxed) - refused0,
             all.len() as f64 / elapsed,
             all.len(),
             sent as usize * target,
