@@ -96,6 +96,13 @@ test('an offline reader catches up in order, with unread count, RTL and translat
   await bruno.click('#messages .msg:last-child .translate');
   await bruno.waitForFunction((t) => document.querySelector('#messages .msg:last-child .translation')?.textContent === t, TRANSLATED, { timeout: 30_000 });
 
+  // Product and order cards render as cards, not text.
+  await ana.click('#send-product');
+  await ana.click('#send-order');
+  await bruno.waitForSelector('#messages .msg.product .product-card .title', { timeout: 30_000 });
+  await bruno.waitForSelector('#messages .msg.order .order-card .status', { timeout: 30_000 });
+  assert.equal(await bruno.textContent('#messages .msg.product .product-card .title'), 'Handwoven leather tote');
+
   // Ana's last message shows as read.
   await ana.waitForFunction(() => [...document.querySelectorAll('#messages .msg.mine .ticks')].at(-1)?.classList.contains('read'), null, { timeout: 30_000 });
 });
