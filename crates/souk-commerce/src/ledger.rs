@@ -308,14 +308,20 @@ impl Ledger {
         int(&row, "balance_minor").map_err(internal)
     }
 
-    async fn balance_in(&self, tx: &mut Tx, account: &str, currency: &str) -> Result<i64> {
+    /// An account's balance, read through `executor` (a transaction, or the read pool).
+    async fn balance_on<'e>(
+        &self,
+        executor: impl sqlx::Executor<'e, Database = Any>,
+        account: &str,
+        currency: &str,
+    ) -> Result<i64> {
         let row =
             sqlx::query(&self.db.sql(
                 "SELECT balance_minor FROM commerce_wallets WHERE account = ? AND currency = ?",
             ))
             .bind(account)
             .bind(currency)
-            .fetch_optional(&mut **tx)
+            .fetch_optional(executor)
             .await
             .map_err(internal)?;
         row.map(|r| int(&r, "balance_minor").map_err(internal))
@@ -323,25 +329,20 @@ impl Ledger {
             .map(|b| b.unwrap_or(0))
     }
 
+    async fn balance_in(&self, tx: &mut Tx, account: &str, currency: &str) -> Result<i64> {
+        self.balance_on(&mut **tx, account, currency).await
+    }
+
     pub async fn balance(&self, user: &str, currency: &str) -> Result<Balance> {
         check_name("user", user)?;
         check_currency(currency)?;
-        let row =
-            sqlx::query(&self.db.sql(
-                "SELECT balance_minor FROM commerce_wallets WHERE account = ? AND currency = ?",
-            ))
-            .bind(user_account(user))
-            .bind(currency)
-            .fetch_optional(self.db.reader())
-            .await
-            .map_err(internal)?;
+        let balance_minor = self
+            .balance_on(self.db.reader(), &user_account(user), currency)
+            .await?;
         Ok(Balance {
             user: user.to_owned(),
             currency: currency.to_owned(),
-            balance_minor: row
-                .map(|r| int(&r, "balance_minor").map_err(internal))
-                .transpose()?
-                .unwrap_or(0),
+            balance_minor,
         })
     }
 
@@ -1108,8 +1109,7 @@ impl Ledger {
 
     /// Revenue from flash sales so far, in one currency.
     pub async fn merchant_revenue(&self, currency: &str) -> Result<i64> {
-        let mut tx = self.db.begin().await.map_err(internal)?;
-        self.balance_in(&mut tx, MERCHANT, currency).await
+        self.balance_on(self.db.reader(), MERCHANT, currency).await
     }
 
     /// Checks the books: per currency the entries sum to zero, so do the balances, and

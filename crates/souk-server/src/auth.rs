@@ -132,6 +132,18 @@ pub fn verify(keys: &Keys, token: &str) -> Result<RoomClaims, ProtoError> {
     Ok(data.claims)
 }
 
+/// Checks that verified claims admit to `room`.
+pub fn check_room(claims: &RoomClaims, room: &str) -> Result<(), ProtoError> {
+    if claims.room == room {
+        Ok(())
+    } else {
+        Err(ProtoError::new(
+            ErrorCode::TokenWrongRoom,
+            format!("the token admits to room '{}', not '{room}'", claims.room),
+        ))
+    }
+}
+
 fn unverified_issuer(token: &str) -> Result<String, ProtoError> {
     let malformed =
         |why: &str| ProtoError::new(ErrorCode::TokenMalformed, format!("not a valid JWT: {why}"));

@@ -16,11 +16,7 @@ use super::ApiError;
 use crate::auth;
 
 fn bearer_caller(state: &super::State, headers: &HeaderMap) -> Result<Caller, ApiError> {
-    let token = headers
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or("");
+    let token = super::bearer_token(headers).unwrap_or("");
     let claims = auth::verify(&state.keys, token)?;
     if !claims.chat {
         return Err(ProtoError::new(

@@ -187,11 +187,7 @@ fn backend_or_user(
     headers: &HeaderMap,
     allowed: impl Fn(&souk_proto::token::RoomClaims) -> bool,
 ) -> Result<(), ApiError> {
-    let bearer = headers
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    match bearer {
+    match super::bearer_token(headers) {
         Some(token) => {
             let claims = crate::auth::verify(&state.keys, token)?;
             if allowed(&claims) {

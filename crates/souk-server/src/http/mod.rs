@@ -135,6 +135,14 @@ pub fn router(state: State, cors_origins: Option<&[String]>) -> Router {
     app.fallback(assets::serve).layer(cors).with_state(state)
 }
 
+/// The token in `Authorization: Bearer <token>`, if the request carries one.
+pub(super) fn bearer_token(headers: &axum::http::HeaderMap) -> Option<&str> {
+    headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+}
+
 /// Announces a live-room event (after whatever it reports has been committed).
 pub(super) async fn announce(state: &State, room: &str, event: souk_proto::live::LiveEvent) {
     let room = room.to_owned();

@@ -208,12 +208,7 @@ fn check_join(state: &super::State, join: &Join) -> Result<RoomClaims, ProtoErro
         ));
     }
     if let Some(room) = &join.room {
-        if *room != claims.room {
-            return Err(ProtoError::new(
-                ErrorCode::TokenWrongRoom,
-                format!("the token admits to room '{}', not '{room}'", claims.room),
-            ));
-        }
+        auth::check_room(&claims, room)?;
     }
     Ok(claims)
 }

@@ -76,14 +76,6 @@ pub(crate) fn tracks_from_sdp(sdp: &str) -> Result<Vec<PublishTrack>, ProtoError
     Ok(tracks)
 }
 
-fn bearer(headers: &HeaderMap) -> &str {
-    headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or("")
-}
-
 /// Checks the bearer token for `room` and joins its participant without a socket.
 async fn join_headless(
     state: &super::State,
@@ -98,14 +90,8 @@ async fn join_headless(
     ),
     ApiError,
 > {
-    let claims = auth::verify(&state.keys, bearer(headers))?;
-    if claims.room != room {
-        return Err(ProtoError::new(
-            ErrorCode::TokenWrongRoom,
-            format!("the token admits to room '{}', not '{room}'", claims.room),
-        )
-        .into());
-    }
+    let claims = auth::verify(&state.keys, super::bearer_token(headers).unwrap_or(""))?;
+    auth::check_room(&claims, room)?;
     if body_len > souk_proto::MAX_SIGNAL_MESSAGE_BYTES {
         return Err(
             ProtoError::new(ErrorCode::MessageTooLarge, "the SDP offer is too large").into(),
