@@ -15,6 +15,7 @@
 //! ```
 
 pub mod chat;
+mod latency;
 mod session;
 pub mod synthetic;
 
@@ -27,6 +28,8 @@ use souk_proto::error::ProtoError;
 use souk_proto::model::{ParticipantInfo, TrackInfo, TrackKind};
 use souk_proto::signal::{ClientMessage, Joined, ServerMessage};
 use tokio::sync::{mpsc, oneshot, watch};
+
+pub use latency::LatencyHistogram;
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -51,6 +54,9 @@ pub struct ClientOptions {
     /// Local address to bind media sockets to. Many bots on one machine spread over
     /// several 127.0.0.x addresses to stay under per-address limits.
     pub bind_ip: IpAddr,
+    /// Receive RTP packets as they are instead of reassembling frames: cheaper, and it
+    /// counts packet loss exactly. Load generators use it so they are not the bottleneck.
+    pub receive_packets: bool,
 }
 
 impl Default for ClientOptions {
@@ -58,6 +64,7 @@ impl Default for ClientOptions {
         ClientOptions {
             auto_subscribe: true,
             bind_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            receive_packets: false,
         }
     }
 }
@@ -94,7 +101,8 @@ impl Default for SyntheticMedia {
 pub struct TrackStats {
     pub participant_sid: String,
     pub kind: Option<TrackKind>,
-    /// Whole frames (video) or packets (audio) reassembled.
+    /// Whole frames (video) or packets (audio) received. When receiving packets, a
+    /// video frame counts at its last packet (RTP marker).
     pub frames: u64,
     pub keyframes: u64,
     pub bytes: u64,
@@ -102,6 +110,10 @@ pub struct TrackStats {
     pub discontinuities: u64,
     /// Width of the last key frame (synthetic VP8 carries it).
     pub last_key_width: u16,
+    /// RTP packets received and the number the sequence numbers say were sent (only
+    /// when receiving packets): their difference is the loss.
+    pub packets: u64,
+    pub packets_expected: u64,
 }
 
 /// A snapshot of what the client saw.
@@ -116,6 +128,8 @@ pub struct Stats {
     pub messages: Vec<ServerMessage>,
     /// The session ended (server said leave or the socket closed for good).
     pub ended: bool,
+    /// From each synthetic payload's send stamp to its arrival here (same-host clocks).
+    pub latency: LatencyHistogram,
 }
 
 impl Stats {

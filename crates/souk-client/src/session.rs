@@ -17,9 +17,11 @@ use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
 use str0m::format::Codec;
 use str0m::media::{Direction, MediaKind, MediaTime, Mid, Rid, Simulcast, SimulcastLayer};
 use str0m::net::{Protocol, Receive};
+use str0m::rtp::Ssrc;
 use str0m::{Candidate, Event, Input, Output, Rtc};
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot, watch};
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tracing::debug;
 
@@ -67,6 +69,8 @@ pub(crate) async fn start(
         pending_publish: None,
         media: None,
         sub_mids: HashMap::new(),
+        receive_packets: options.receive_packets,
+        rx_seq: HashMap::new(),
         stats: stats.clone(),
         changed: changed_tx,
     };
@@ -109,17 +113,25 @@ pub(crate) async fn open_signalling(url: &str, bind_ip: IpAddr) -> Result<Ws, Cl
         .connect(server)
         .await
         .map_err(|e| ClientError::Connect(format!("{server}: {e}")))?;
-    let (ws, _) = tokio_tungstenite::client_async(format!("ws://{host}/rtc"), stream)
-        .await
-        .map_err(|e| match e {
-            tokio_tungstenite::tungstenite::Error::Http(resp) if resp.status() == 429 => {
-                ClientError::Refused(ProtoError::new(
-                    souk_proto::error::ErrorCode::RateLimited,
-                    "too many connections from this address; retry shortly",
-                ))
-            }
-            e => ClientError::Connect(e.to_string()),
-        })?;
+    // tungstenite grows its read buffer to this size and zeroes it on every poll that
+    // finds no data: with the 128 KiB default, a bot polling its socket once per media
+    // packet spent most of its time in memset. Signalling messages are small.
+    let config = WebSocketConfig::default().read_buffer_size(4096);
+    let (ws, _) = tokio_tungstenite::client_async_with_config(
+        format!("ws://{host}/rtc"),
+        stream,
+        Some(config),
+    )
+    .await
+    .map_err(|e| match e {
+        tokio_tungstenite::tungstenite::Error::Http(resp) if resp.status() == 429 => {
+            ClientError::Refused(ProtoError::new(
+                souk_proto::error::ErrorCode::RateLimited,
+                "too many connections from this address; retry shortly",
+            ))
+        }
+        e => ClientError::Connect(e.to_string()),
+    })?;
     Ok(ws)
 }
 
@@ -250,6 +262,10 @@ struct Session {
     )>,
     media: Option<Publishing>,
     sub_mids: HashMap<Mid, (String, String)>,
+    /// Receive RTP packets instead of frames ([`ClientOptions::receive_packets`]).
+    receive_packets: bool,
+    /// Lowest and highest sequence number seen per received stream, for loss.
+    rx_seq: HashMap<Ssrc, (u64, u64)>,
     stats: Arc<Mutex<Stats>>,
     changed: watch::Sender<u64>,
 }
@@ -344,12 +360,20 @@ impl Session {
                 self.update(|s| s.publisher_connected = true);
             }
         }
-        for e in sub_events {
+        if !sub_events.is_empty() {
+            self.on_subscriber_events(sub_events);
+        }
+    }
+
+    /// Accounts for what the subscriber connection delivered, under one lock.
+    fn on_subscriber_events(&mut self, events: Vec<Event>) {
+        let arrived = synthetic::unix_micros();
+        let mut stats = self.stats.lock().unwrap_or_else(|e| e.into_inner());
+        for e in events {
             match e {
-                Event::Connected => self.update(|s| s.subscriber_connected = true),
+                Event::Connected => stats.subscriber_connected = true,
                 Event::MediaData(data) => {
-                    let Some((track_id, participant_sid)) = self.sub_mids.get(&data.mid).cloned()
-                    else {
+                    let Some(t) = track_stats(&mut stats.tracks, &self.sub_mids, data.mid) else {
                         continue;
                     };
                     let kind = if data.params.spec().codec.is_audio() {
@@ -357,30 +381,67 @@ impl Session {
                     } else {
                         TrackKind::Video
                     };
-                    let is_key =
-                        kind == TrackKind::Video && data.data.first().is_some_and(|b| b & 1 == 0);
-                    self.update(|s| {
-                        let t = s.tracks.entry(track_id).or_insert_with(|| TrackStats {
-                            participant_sid,
-                            ..Default::default()
-                        });
-                        t.kind = Some(kind);
-                        t.frames += 1;
-                        t.bytes += data.data.len() as u64;
-                        if !data.contiguous {
-                            t.discontinuities += 1;
+                    t.kind = Some(kind);
+                    t.frames += 1;
+                    t.bytes += data.data.len() as u64;
+                    if !data.contiguous {
+                        t.discontinuities += 1;
+                    }
+                    if kind == TrackKind::Video && data.data.first().is_some_and(|b| b & 1 == 0) {
+                        t.keyframes += 1;
+                        if data.data.len() >= 8 {
+                            t.last_key_width = u16::from_le_bytes([data.data[6], data.data[7]]);
                         }
-                        if is_key {
-                            t.keyframes += 1;
-                            if data.data.len() >= 8 {
-                                t.last_key_width = u16::from_le_bytes([data.data[6], data.data[7]]);
-                            }
-                        }
+                    }
+                    if let Some(sent) = synthetic::sent_at_micros(&data.data) {
+                        stats.latency.record_micros(arrived.saturating_sub(sent));
+                    }
+                }
+                Event::RtpPacket(packet) => {
+                    let ssrc = packet.header.ssrc;
+                    let Some(peer) = self.subscriber.as_mut() else {
+                        continue;
+                    };
+                    let Some(mid) = peer.rtc.direct_api().stream_rx(&ssrc).map(|s| s.mid()) else {
+                        continue;
+                    };
+                    let audio = peer
+                        .rtc
+                        .media(mid)
+                        .is_some_and(|m| m.kind() == MediaKind::Audio);
+                    let Some(t) = track_stats(&mut stats.tracks, &self.sub_mids, mid) else {
+                        continue;
+                    };
+                    let seq = *packet.seq_no;
+                    let (first, highest) = self.rx_seq.entry(ssrc).or_insert((seq, seq));
+                    *first = (*first).min(seq);
+                    *highest = (*highest).max(seq);
+                    t.packets += 1;
+                    t.packets_expected = *highest - *first + 1;
+                    t.bytes += packet.payload.len() as u64;
+                    // Audio is one frame a packet; a video frame ends at the marker.
+                    t.kind = Some(if audio {
+                        TrackKind::Audio
+                    } else {
+                        TrackKind::Video
                     });
+                    if audio || packet.header.marker {
+                        t.frames += 1;
+                    }
+                    let frame = if audio {
+                        Some(&packet.payload[..])
+                    } else {
+                        synthetic::vp8_frame_start(&packet.payload)
+                    };
+                    if let Some(sent) = frame.and_then(synthetic::sent_at_micros) {
+                        stats.latency.record_micros(arrived.saturating_sub(sent));
+                    }
                 }
                 _ => {}
             }
         }
+        drop(stats);
+        self.changed.send_modify(|n| *n += 1);
     }
 
     fn write_media(&mut self, now: Instant) {
@@ -597,7 +658,7 @@ impl Session {
             }
             ServerMessage::SubscriberOffer(offer) => {
                 if self.subscriber.is_none() {
-                    match Peer::new(self.bind_ip, false).await {
+                    match Peer::new(self.bind_ip, self.receive_packets).await {
                         Ok(p) => self.subscriber = Some(p),
                         Err(_) => return false,
                     }
@@ -642,6 +703,23 @@ impl Session {
         }
         true
     }
+}
+
+/// The stats of the received track on `mid`, created on its first media.
+fn track_stats<'a>(
+    tracks: &'a mut HashMap<String, TrackStats>,
+    sub_mids: &HashMap<Mid, (String, String)>,
+    mid: Mid,
+) -> Option<&'a mut TrackStats> {
+    let (track_id, participant_sid) = sub_mids.get(&mid)?;
+    Some(
+        tracks
+            .entry(track_id.clone())
+            .or_insert_with(|| TrackStats {
+                participant_sid: participant_sid.clone(),
+                ..Default::default()
+            }),
+    )
 }
 
 /// Receives on a socket that may not exist yet (then never resolves).

@@ -14,7 +14,7 @@ use crate::peer::Side;
 use crate::stun;
 use crate::ParticipantId;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct PeerKey {
     pub participant: ParticipantId,
     pub side: Side,

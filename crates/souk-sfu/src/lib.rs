@@ -14,6 +14,7 @@
 //! - `red`: redundant audio per subscriber;
 //! - `quality`: the E-model MOS of the path to a client;
 //! - `demux`, `stun`: which connection a datagram belongs to;
+//! - `timers`: when each connection next needs str0m's clock;
 //! - `speaker`: audio levels and active speakers.
 
 mod allocate;
@@ -32,6 +33,7 @@ mod room;
 pub mod sfu;
 mod speaker;
 mod stun;
+mod timers;
 mod track;
 
 pub use config::SfuConfig;

@@ -39,7 +39,7 @@ pub(crate) fn preferred_video_codec(sdp: &str) -> VideoCodec {
 }
 
 /// Which of a participant's two connections.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Side {
     /// The browser offers and sends media here.
     Publisher,

@@ -79,36 +79,18 @@ impl Sfu {
 
     /// Time passed: drive every connection and the core's own timers.
     pub fn handle_timeout(&mut self, now: Instant) {
-        let due: Vec<PeerKey> = self
-            .with_peers
-            .iter()
-            .filter_map(|id| self.participants.get(id))
-            .flat_map(|p| {
-                let publisher = p
-                    .publisher
-                    .as_ref()
-                    .filter(|peer| peer.timeout <= now)
-                    .map(|_| Side::Publisher);
-                let subscriber = p
-                    .subscriber
-                    .as_ref()
-                    .filter(|peer| peer.timeout <= now)
-                    .map(|_| Side::Subscriber);
-                publisher
-                    .into_iter()
-                    .chain(subscriber)
-                    .map(move |side| PeerKey {
-                        participant: p.id,
-                        side,
-                    })
-            })
-            .collect();
+        let due = self.timers.pop_due(now);
         for key in due {
-            if let Some(peer) = self.peer_mut(key) {
+            if let Some(peer) = self.peer_mut(key).filter(|peer| peer.timeout <= now) {
                 if let Err(e) = peer.handle_input(Input::Timeout(now)) {
                     debug!("timeout handling failed: {e}");
                 }
                 self.drain_peer(now, key);
+                // Its entry was used up: keep one for the deadline it has now, even if
+                // str0m named the same instant again.
+                if let Some(at) = self.peer_mut(key).map(|peer| peer.timeout) {
+                    self.timers.schedule(at, key);
+                }
             }
         }
         if now >= self.next_tick {
@@ -133,7 +115,12 @@ impl Sfu {
             return;
         };
         let (peer, outputs) = peer;
-        let events = match peer.drain(outputs) {
+        let deadline = peer.timeout;
+        let drained = peer.drain(outputs);
+        if let Some(at) = (peer.timeout != deadline).then_some(peer.timeout) {
+            self.timers.schedule(at, key);
+        }
+        let events = match drained {
             Ok(events) => events,
             Err(e) => {
                 warn!(participant = ?key.participant, side = ?key.side, "connection failed: {e}");

@@ -26,6 +26,7 @@ use str0m::net::Protocol;
 
 use crate::config::SfuConfig;
 use crate::demux::Demux;
+use crate::timers::PeerTimers;
 use crate::participant::Participant;
 use crate::room::Room;
 use crate::track::TrackKey;
@@ -98,6 +99,8 @@ pub struct Sfu {
     /// Which participant publishes each track.
     track_owner: HashMap<TrackKey, ParticipantId>,
     demux: Demux,
+    /// Every connection's next str0m deadline.
+    timers: PeerTimers,
     outputs: VecDeque<Output>,
     next_tick: Instant,
     /// When the batched room events go out, if any are waiting.
@@ -118,6 +121,7 @@ impl Sfu {
             with_peers: BTreeSet::new(),
             track_owner: HashMap::new(),
             demux: Demux::default(),
+            timers: PeerTimers::default(),
             outputs: VecDeque::new(),
             next_live_flush: None,
         }
@@ -134,16 +138,10 @@ impl Sfu {
 
     /// When [`Sfu::handle_timeout`] must next be called.
     pub fn poll_timeout(&self) -> Instant {
-        let peers = self
-            .with_peers
-            .iter()
-            .filter_map(|id| self.participants.get(id))
-            .flat_map(|p| p.publisher.iter().chain(p.subscriber.iter()))
-            .map(|peer| peer.timeout);
         let next = self
             .next_live_flush
             .map_or(self.next_tick, |f| f.min(self.next_tick));
-        peers.fold(next, Instant::min)
+        self.timers.next().map_or(next, |t| t.min(next))
     }
 
     /// Number of participants across all rooms (for metrics and leak checks).

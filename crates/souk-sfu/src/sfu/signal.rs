@@ -135,6 +135,13 @@ impl Sfu {
             .publisher
             .get_or_insert_with(|| Peer::new(now, config, Side::Publisher, video_first));
         self.with_peers.insert(id);
+        self.timers.schedule(
+            now,
+            PeerKey {
+                participant: id,
+                side: Side::Publisher,
+            },
+        );
         let old_ufrag = peer.ufrag.clone();
         let answer = peer.rtc.sdp_api().accept_offer(offer).map_err(|e| {
             ProtoError::new(
@@ -518,6 +525,13 @@ impl Sfu {
             .subscriber
             .get_or_insert_with(|| Peer::new(now, config, Side::Subscriber, VideoCodec::Vp8));
         self.with_peers.insert(id);
+        self.timers.schedule(
+            now,
+            PeerKey {
+                participant: id,
+                side: Side::Subscriber,
+            },
+        );
         let old_ufrag = peer.ufrag.clone();
         let mut api = peer.rtc.sdp_api();
         if std::mem::take(&mut p.ice_restart_requested) && !fresh {

@@ -89,6 +89,13 @@ impl Sfu {
             .expect("checked above")
             .subscriber = Some(peer);
         self.with_peers.insert(id);
+        self.timers.schedule(
+            now,
+            PeerKey {
+                participant: id,
+                side: Side::Subscriber,
+            },
+        );
         self.demux.set_ufrag(
             PeerKey {
                 participant: id,
