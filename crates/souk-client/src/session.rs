@@ -173,6 +173,9 @@ impl Peer {
         let local = socket
             .local_addr()
             .map_err(|e| ClientError::Connect(e.to_string()))?;
+        // Hundreds of bots share two cores; a bot that is not scheduled for a moment
+        // should not lose media to a full socket buffer.
+        let _ = socket2::SockRef::from(&socket).set_recv_buffer_size(1 << 20);
         let mut rtc = Rtc::builder()
             .set_rtp_mode(rtp_mode)
             .clear_codecs()

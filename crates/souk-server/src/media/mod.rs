@@ -33,6 +33,10 @@ pub enum SessionEvent {
     Close,
 }
 
+/// Datagrams taken from the socket in one go before the core's output is sent. Small
+/// enough that the first packet of a burst is not held back for long.
+const RECEIVE_BURST: usize = 16;
+
 /// How many signalling messages may queue for one client before it counts as stuck.
 const SESSION_QUEUE: usize = 512;
 
@@ -145,6 +149,7 @@ impl MediaSockets {
                 .await
                 .with_context(|| format!("binding media UDP port {ip}:{port}"))?;
             let local = udp.local_addr()?;
+            enlarge_buffers(&udp);
             match tokio::net::TcpListener::bind(local).await {
                 Ok(tcp) => return Ok(MediaSockets { udp, tcp, local }),
                 Err(e) if port == 0 => {
@@ -155,6 +160,27 @@ impl MediaSockets {
         }
         anyhow::bail!("could not find a port free for both UDP and TCP")
     }
+}
+
+/// Socket buffer size asked for (the kernel caps it at `net.core.rmem_max`/`wmem_max`).
+const UDP_BUFFER_BYTES: usize = 4 << 20;
+
+/// Gives the media socket room for bursts. One socket takes every subscriber's RTCP, and
+/// they all answer the same video frame at once: with the default ~200 KiB, a burst of
+/// feedback at a few hundred subscribers overflowed it and took publisher packets with it.
+fn enlarge_buffers(udp: &UdpSocket) {
+    let socket = socket2::SockRef::from(udp);
+    if let Err(e) = socket.set_recv_buffer_size(UDP_BUFFER_BYTES) {
+        warn!("could not enlarge the media receive buffer: {e}");
+    }
+    if let Err(e) = socket.set_send_buffer_size(UDP_BUFFER_BYTES) {
+        warn!("could not enlarge the media send buffer: {e}");
+    }
+    debug!(
+        receive = ?socket.recv_buffer_size(),
+        send = ?socket.send_buffer_size(),
+        "media socket buffers"
+    );
 }
 
 /// Starts the media task. It runs until `cancel` fires, then ends every session.
@@ -210,6 +236,7 @@ impl Driver {
                 received = self.udp.recv_from(&mut buf) => match received {
                     Ok((n, source)) => {
                         self.sfu.handle_datagram(Instant::now(), Protocol::Udp, source, self.local, &buf[..n]);
+                        self.receive_burst(&mut buf);
                     }
                     // ICMP errors (a peer went away) surface here; they are not ours to fix.
                     Err(e) => debug!("UDP receive error: {e}"),
@@ -232,6 +259,25 @@ impl Driver {
         info!("media engine stopping: ending every session");
         self.sfu.shutdown(Instant::now());
         self.flush();
+    }
+
+    /// Hands the core whatever else already waits on the socket before it is polled: a
+    /// video frame arrives as a burst of packets, and the core then drains each
+    /// subscriber once for the whole burst.
+    fn receive_burst(&mut self, buf: &mut [u8]) {
+        for _ in 0..RECEIVE_BURST {
+            match self.udp.try_recv_from(buf) {
+                Ok((n, source)) => self.sfu.handle_datagram(
+                    Instant::now(),
+                    Protocol::Udp,
+                    source,
+                    self.local,
+                    &buf[..n],
+                ),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
+                Err(e) => debug!("UDP receive error: {e}"),
+            }
+        }
     }
 
     fn handle_command(&mut self, cmd: Command) {

@@ -108,8 +108,9 @@ impl Sfu {
             .peer_mut(key.side)
     }
 
-    /// Collects what a connection has to say and acts on it; forwarding makes other
-    /// (subscriber) connections dirty, and those are drained in turn.
+    /// Collects what a connection has to say and acts on it. Forwarding makes other
+    /// (subscriber) connections dirty; those are drained later, once, when the driver
+    /// polls for output ([`Sfu::drain_deferred`]).
     fn drain_peer(&mut self, now: Instant, key: PeerKey) {
         let Some(peer) = self.peer_mut_split(key) else {
             return;
@@ -128,15 +129,28 @@ impl Sfu {
                 return;
             }
         };
-        let mut dirty: Vec<PeerKey> = Vec::new();
+        let mut dirty = Vec::new();
         for event in events {
             self.handle_event(now, key, event, &mut dirty);
         }
-        dirty.sort_by_key(|k| (k.participant, k.side == Side::Subscriber));
-        dirty.dedup();
-        for other in dirty {
-            if other != key {
-                self.drain_peer(now, other);
+        if !dirty.is_empty() {
+            self.deferred.peers.extend(dirty);
+            self.deferred.now = now;
+        }
+    }
+
+    /// Drains every connection that forwarding wrote to since the last call, each once.
+    /// A driver that hands over a burst of datagrams before polling (a video frame is
+    /// several packets) pays str0m's per-poll work (DTLS, SCTP, pacer, timers) once per
+    /// subscriber per burst instead of once per packet.
+    pub(super) fn drain_deferred(&mut self) {
+        while !self.deferred.peers.is_empty() {
+            let mut keys = std::mem::take(&mut self.deferred.peers);
+            keys.sort_unstable();
+            keys.dedup();
+            let now = self.deferred.now;
+            for key in keys {
+                self.drain_peer(now, key);
             }
         }
     }

@@ -101,10 +101,18 @@ pub struct Sfu {
     demux: Demux,
     /// Every connection's next str0m deadline.
     timers: PeerTimers,
+    /// Connections written to and not yet drained.
+    deferred: Deferred,
     outputs: VecDeque<Output>,
     next_tick: Instant,
     /// When the batched room events go out, if any are waiting.
     next_live_flush: Option<Instant>,
+}
+
+/// Connections to drain at the next poll, and the time of the input that dirtied them.
+struct Deferred {
+    peers: Vec<crate::demux::PeerKey>,
+    now: Instant,
 }
 
 impl Sfu {
@@ -122,6 +130,10 @@ impl Sfu {
             track_owner: HashMap::new(),
             demux: Demux::default(),
             timers: PeerTimers::default(),
+            deferred: Deferred {
+                peers: Vec::new(),
+                now,
+            },
             outputs: VecDeque::new(),
             next_live_flush: None,
         }
@@ -133,6 +145,9 @@ impl Sfu {
 
     /// The next thing for the driver to do, if any.
     pub fn poll_output(&mut self) -> Option<Output> {
+        if self.outputs.is_empty() {
+            self.drain_deferred();
+        }
         self.outputs.pop_front()
     }
 
