@@ -1,8 +1,9 @@
 //! `souk-bench`: what Souk costs to run, measured on the real server.
 //!
-//! - `fanout`: one bot publisher (synthetic VP8 + Opus) fanned out to bot subscribers
-//!   in steps: server CPU and memory from /proc, what the bots received, and the bots'
-//!   own CPU, so the load generator's share is visible.
+//! - `fanout`: one bot publisher (synthetic simulcast VP8 + Opus) fanned out to bot
+//!   subscribers in steps: server CPU and memory from /proc, loss and latency at the
+//!   bots, the bots' own CPU, and the most subscribers held under the loss and latency
+//!   bar.
 //! - `chat-live`: thousands of connected chat users in direct conversations at a steady
 //!   message rate: delivery and durable-acknowledgement latency.
 //! - `chat-sync`: how long a user who was offline takes to catch up on many messages.

@@ -26,9 +26,9 @@ use str0m::net::Protocol;
 
 use crate::config::SfuConfig;
 use crate::demux::Demux;
-use crate::timers::PeerTimers;
 use crate::participant::Participant;
 use crate::room::Room;
+use crate::timers::PeerTimers;
 use crate::track::TrackKey;
 use crate::ParticipantId;
 

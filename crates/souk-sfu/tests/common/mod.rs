@@ -103,12 +103,22 @@ pub struct Client {
     pub messages: Vec<ServerMessage>,
 }
 
+/// One datagram on the simulated wire.
+pub struct Datagram {
+    pub proto: Protocol,
+    pub source: SocketAddr,
+    pub destination: SocketAddr,
+    pub contents: Vec<u8>,
+}
+
 pub struct Room {
     pub now: Instant,
     pub sfu: Sfu,
     pub clients: Vec<Client>,
     net: Vec<(Instant, Protocol, SocketAddr, SocketAddr, Vec<u8>)>,
     pub link: Link,
+    /// Size of each synthetic video frame (a benchmark picks one that fits a packet).
+    pub frame_bytes: usize,
     rng: Rng,
     next_port: u16,
 }
@@ -126,6 +136,7 @@ impl Room {
             clients: Vec::new(),
             net: Vec::new(),
             link: Link::default(),
+            frame_bytes: 1200,
             rng: Rng(seed | 1),
             next_port: 10_000,
         }
@@ -302,12 +313,57 @@ impl Room {
         }
     }
 
-    fn enqueue(&mut self, proto: Protocol, from: SocketAddr, to: SocketAddr, data: Vec<u8>) {
+    pub fn enqueue(&mut self, proto: Protocol, from: SocketAddr, to: SocketAddr, data: Vec<u8>) {
         if self.rng.next_f64() < self.link.loss {
             return;
         }
         self.net
             .push((self.now + self.link.delay, proto, from, to, data));
+    }
+
+    /// The datagrams of one video frame from client `i`'s publisher (with any RTCP or
+    /// STUN it sends alongside), taken off the wire instead of delivered: benchmarks hand
+    /// them to the core themselves. What the server sent the publisher meanwhile is
+    /// delivered first, so its connection stays up; everything else on the wire is
+    /// dropped. Advances the clock by one frame interval.
+    pub fn capture_frame(&mut self, i: usize) -> Vec<Datagram> {
+        self.now += Duration::from_millis(33);
+        let now = self.now;
+        let from = self.clients[i].pub_addr;
+        for (_, proto, source, destination, data) in std::mem::take(&mut self.net) {
+            if destination != from {
+                continue;
+            }
+            let input = Input::Receive(
+                now,
+                Receive {
+                    proto,
+                    source,
+                    destination,
+                    contents: data.as_slice().try_into().unwrap(),
+                },
+            );
+            if let Some(peer) = self.clients[i].publisher.as_mut() {
+                let _ = peer.rtc.handle_input(input);
+            }
+        }
+        self.clients[i].next_frame = now;
+        self.write_frames(now);
+        // str0m sends what was written on its next timeout: make that now.
+        if let Some(peer) = self.clients[i].publisher.as_mut() {
+            peer.timeout = now;
+        }
+        self.drain_client(i);
+        std::mem::take(&mut self.net)
+            .into_iter()
+            .filter(|p| p.2 == from)
+            .map(|(_, proto, source, destination, contents)| Datagram {
+                proto,
+                source,
+                destination,
+                contents,
+            })
+            .collect()
     }
 
     /// Runs the room for `d` of simulated time.
@@ -378,6 +434,7 @@ impl Room {
     }
 
     fn write_frames(&mut self, now: Instant) {
+        let frame_bytes = self.frame_bytes;
         for c in &mut self.clients {
             let (Some((mid, simulcast)), Some(Peer { rtc, .. })) =
                 (c.publishing, c.publisher.as_mut())
@@ -421,7 +478,7 @@ impl Room {
                             pt,
                             now,
                             time,
-                            synthetic::vp8_frame(c.frame, 1200, w, h, key),
+                            synthetic::vp8_frame(c.frame, frame_bytes, w, h, key),
                         )
                         .unwrap();
                 }
@@ -493,5 +550,54 @@ impl Room {
             })
             .next_back()
             .unwrap_or_default()
+    }
+}
+
+/// A room where client 0 publishes one-packet video frames to `subscribers` connected
+/// viewers, for benchmarks of the forwarding path.
+pub fn fanout_room(subscribers: usize) -> Room {
+    let mut room = Room::new(7);
+    room.frame_bytes = 1000;
+    let host = room.join("bench", "host", Role::Staff);
+    room.publish_video(host, false);
+    for i in 0..subscribers {
+        room.join("bench", &format!("viewer-{i}"), Role::Shopper);
+    }
+    room.run_for(Duration::from_secs(3));
+    let track = room.published_tracks(host)[0].clone();
+    let watching = room.clients[1..]
+        .iter()
+        .filter(|c| c.received.get(&track).is_some_and(|r| r.frames > 0))
+        .count();
+    assert_eq!(watching, subscribers, "every viewer receives the video");
+    room
+}
+
+/// Hands a publisher's datagrams to the core and runs it as a driver would until
+/// nothing more is due (str0m releases queued packets on its next timeout). Returns how
+/// many datagrams went to subscribers: those are dropped, not delivered, so this
+/// measures the core alone. Datagrams for the publisher go back on the wire.
+pub fn forward(room: &mut Room, datagrams: &[Datagram]) -> usize {
+    let now = room.now;
+    let publisher = datagrams.first().map(|d| d.source);
+    for d in datagrams {
+        room.sfu
+            .handle_datagram(now, d.proto, d.source, d.destination, &d.contents);
+    }
+    let mut sent = 0;
+    loop {
+        while let Some(out) = room.sfu.poll_output() {
+            if let Output::Transmit(t) = out {
+                if Some(t.destination) == publisher {
+                    room.enqueue(t.proto, t.source, t.destination, t.contents);
+                } else {
+                    sent += 1;
+                }
+            }
+        }
+        if room.sfu.poll_timeout() > now {
+            return sent;
+        }
+        room.sfu.handle_timeout(now);
     }
 }
