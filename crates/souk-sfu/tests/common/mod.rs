@@ -334,17 +334,10 @@ impl Room {
             if destination != from {
                 continue;
             }
-            let input = Input::Receive(
-                now,
-                Receive {
-                    proto,
-                    source,
-                    destination,
-                    contents: data.as_slice().try_into().unwrap(),
-                },
-            );
             if let Some(peer) = self.clients[i].publisher.as_mut() {
-                let _ = peer.rtc.handle_input(input);
+                let _ = peer
+                    .rtc
+                    .handle_input(received(now, proto, source, destination, &data));
             }
         }
         self.clients[i].next_frame = now;
@@ -401,16 +394,7 @@ impl Room {
                 self.sfu.handle_datagram(now, proto, from, to, &data);
                 self.pump_outputs();
             } else if let Some(peer) = self.peer_at(to) {
-                let input = Input::Receive(
-                    now,
-                    Receive {
-                        proto,
-                        source: from,
-                        destination: to,
-                        contents: data.as_slice().try_into().unwrap(),
-                    },
-                );
-                let _ = peer.rtc.handle_input(input);
+                let _ = peer.rtc.handle_input(received(now, proto, from, to, &data));
             }
         }
 
@@ -551,6 +535,27 @@ impl Room {
             .next_back()
             .unwrap_or_default()
     }
+}
+
+/// A datagram arriving at a client peer.
+fn received<'a>(
+    now: Instant,
+    proto: Protocol,
+    source: SocketAddr,
+    destination: SocketAddr,
+    data: &'a [u8],
+) -> Input<'a> {
+    Input::Receive(
+        now,
+        Receive {
+            proto,
+            source,
+            destination,
+            contents: data
+                .try_into()
+                .expect("the simulated wire carries whole datagrams"),
+        },
+    )
 }
 
 /// A room where client 0 publishes one-packet video frames to `subscribers` connected
