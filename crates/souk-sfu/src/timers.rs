@@ -7,10 +7,12 @@
 //! longer matches its peer's deadline is skipped when it comes due.
 
 use std::cmp::Reverse;
-use std::collections::BinaryHeap;
+use std::collections::{BTreeSet, BinaryHeap};
 use std::time::Instant;
 
 use crate::demux::PeerKey;
+use crate::peer::Side;
+use crate::ParticipantId;
 
 #[derive(Default)]
 pub(crate) struct PeerTimers {
@@ -18,6 +20,19 @@ pub(crate) struct PeerTimers {
 }
 
 impl PeerTimers {
+    /// A new connection: listed among those with peers (the periodic scans) and due for
+    /// its first timeout now.
+    pub fn start(
+        &mut self,
+        with_peers: &mut BTreeSet<ParticipantId>,
+        now: Instant,
+        participant: ParticipantId,
+        side: Side,
+    ) {
+        with_peers.insert(participant);
+        self.schedule(now, PeerKey { participant, side });
+    }
+
     pub fn schedule(&mut self, at: Instant, key: PeerKey) {
         self.heap.push(Reverse((at, key)));
     }
@@ -47,8 +62,6 @@ impl PeerTimers {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::peer::Side;
-    use crate::ParticipantId;
     use std::time::Duration;
 
     fn key(n: u64) -> PeerKey {

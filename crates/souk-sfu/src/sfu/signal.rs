@@ -134,14 +134,8 @@ impl Sfu {
         let peer = p
             .publisher
             .get_or_insert_with(|| Peer::new(now, config, Side::Publisher, video_first));
-        self.with_peers.insert(id);
-        self.timers.schedule(
-            now,
-            PeerKey {
-                participant: id,
-                side: Side::Publisher,
-            },
-        );
+        self.timers
+            .start(&mut self.with_peers, now, id, Side::Publisher);
         let old_ufrag = peer.ufrag.clone();
         let answer = peer.rtc.sdp_api().accept_offer(offer).map_err(|e| {
             ProtoError::new(
@@ -524,14 +518,8 @@ impl Sfu {
         let peer = p
             .subscriber
             .get_or_insert_with(|| Peer::new(now, config, Side::Subscriber, VideoCodec::Vp8));
-        self.with_peers.insert(id);
-        self.timers.schedule(
-            now,
-            PeerKey {
-                participant: id,
-                side: Side::Subscriber,
-            },
-        );
+        self.timers
+            .start(&mut self.with_peers, now, id, Side::Subscriber);
         let old_ufrag = peer.ufrag.clone();
         let mut api = peer.rtc.sdp_api();
         if std::mem::take(&mut p.ice_restart_requested) && !fresh {

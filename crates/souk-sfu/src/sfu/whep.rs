@@ -88,14 +88,8 @@ impl Sfu {
             .get_mut(&id)
             .expect("checked above")
             .subscriber = Some(peer);
-        self.with_peers.insert(id);
-        self.timers.schedule(
-            now,
-            PeerKey {
-                participant: id,
-                side: Side::Subscriber,
-            },
-        );
+        self.timers
+            .start(&mut self.with_peers, now, id, Side::Subscriber);
         self.demux.set_ufrag(
             PeerKey {
                 participant: id,
