@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use futures_util::{SinkExt, StreamExt};
 use souk_proto::error::ProtoError;
 use souk_proto::model::{LayerInfo, TrackInfo, TrackKind, TrackSource};
+use souk_proto::payload::vp8_frame_start;
 use souk_proto::signal::{
     ClientMessage, Join, PublishOffer, PublishTrack, SdpMessage, ServerMessage,
 };
@@ -434,7 +435,7 @@ impl Session {
                     let frame = if audio {
                         Some(&packet.payload[..])
                     } else {
-                        synthetic::vp8_frame_start(&packet.payload)
+                        vp8_frame_start(&packet.payload)
                     };
                     if let Some(sent) = frame.and_then(synthetic::sent_at_micros) {
                         stats.latency.record_micros(arrived.saturating_sub(sent));

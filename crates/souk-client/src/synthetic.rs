@@ -58,31 +58,6 @@ pub fn sent_at_micros(payload: &[u8]) -> Option<u64> {
     Some(u64::from_be_bytes(bytes.try_into().ok()?))
 }
 
-/// The VP8 frame inside an RTP payload when the packet starts a frame (RFC 7741 4.2:
-/// the S bit with partition 0), skipping the payload descriptor.
-pub fn vp8_frame_start(payload: &[u8]) -> Option<&[u8]> {
-    let first = *payload.first()?;
-    if first & 0x10 == 0 || first & 0x07 != 0 {
-        return None;
-    }
-    let mut len = 1;
-    if first & 0x80 != 0 {
-        let ext = *payload.get(1)?;
-        len += 1;
-        if ext & 0x80 != 0 {
-            // PictureID: 15 bits when its M bit is set, else 7.
-            len += if payload.get(len)? & 0x80 != 0 { 2 } else { 1 };
-        }
-        if ext & 0x40 != 0 {
-            len += 1; // TL0PICIDX
-        }
-        if ext & 0x30 != 0 {
-            len += 1; // TID / KEYIDX
-        }
-    }
-    payload.get(len..)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -98,24 +73,5 @@ mod tests {
         let t = sent_at_micros(&delta).unwrap();
         assert!(t.abs_diff(unix_micros()) < 5_000_000);
         assert_eq!(opus_packet(60)[0], 0xfc);
-    }
-
-    #[test]
-    fn frame_start_skips_the_payload_descriptor() {
-        let frame = vp8_frame(3, 100, 640, 360, false);
-        // X, S; extension with I and L; a 15-bit PictureID; TL0PICIDX.
-        let mut payload = vec![0x90, 0xc0, 0x80 | 0x12, 0x34, 7];
-        payload.extend_from_slice(&frame);
-        assert_eq!(vp8_frame_start(&payload), Some(&frame[..]));
-        // A continuation packet (no S bit) starts no frame.
-        payload[0] = 0x80;
-        assert_eq!(vp8_frame_start(&payload), None);
-        // No extension at all.
-        let mut plain = vec![0x10];
-        plain.extend_from_slice(&frame);
-        assert_eq!(
-            sent_at_micros(vp8_frame_start(&plain).unwrap()),
-            sent_at_micros(&frame)
-        );
     }
 }

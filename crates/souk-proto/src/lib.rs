@@ -2,7 +2,8 @@
 //!
 //! Everything that crosses a process boundary is defined here and nowhere else: the
 //! signalling messages spoken over the WebSocket ([`signal`]), the access-token claims
-//! ([`token`]), the REST bodies ([`rest`]) and the stable error codes ([`error`]).
+//! ([`token`]), the REST bodies ([`rest`]), the stable error codes ([`error`]) and the
+//! parts of RTP payload formats both ends read ([`payload`]).
 //! The server, the Rust client and (by hand, see `docs/PROTOCOL.md`) the browser SDK
 //! all speak these types, so a change here is a protocol change.
 
@@ -11,6 +12,7 @@ pub mod commerce;
 pub mod error;
 pub mod live;
 pub mod model;
+pub mod payload;
 pub mod rest;
 pub mod signal;
 pub mod token;

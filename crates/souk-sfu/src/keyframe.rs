@@ -4,6 +4,8 @@
 //! forwarder must recognise one without decoding anything. Only the *first* packet of a
 //! keyframe is recognisable, which is exactly the packet a switch must start at.
 
+use souk_proto::payload::vp8_frame_start;
+
 /// The video codecs the forwarder understands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum VideoCodec {
@@ -22,39 +24,9 @@ pub fn starts_keyframe(codec: VideoCodec, payload: &[u8]) -> bool {
 /// RFC 7741: a payload descriptor, then (at the start of partition 0) the VP8 frame
 /// header whose lowest bit is 0 for a key frame.
 fn vp8_starts_keyframe(payload: &[u8]) -> bool {
-    let Some(&first) = payload.first() else {
-        return false;
-    };
-    let extended = first & 0x80 != 0;
-    let start_of_partition = first & 0x10 != 0;
-    let partition_index = first & 0x07;
-    if !start_of_partition || partition_index != 0 {
-        return false;
-    }
-    let mut offset = 1;
-    if extended {
-        let Some(&ext) = payload.get(offset) else {
-            return false;
-        };
-        offset += 1;
-        let has_picture_id = ext & 0x80 != 0;
-        let has_tl0_pic_idx = ext & 0x40 != 0;
-        let has_tid_or_keyidx = ext & 0x30 != 0;
-        if has_picture_id {
-            let Some(&pid) = payload.get(offset) else {
-                return false;
-            };
-            // The M bit says the picture id takes 15 bits (two octets).
-            offset += if pid & 0x80 != 0 { 2 } else { 1 };
-        }
-        if has_tl0_pic_idx {
-            offset += 1;
-        }
-        if has_tid_or_keyidx {
-            offset += 1;
-        }
-    }
-    payload.get(offset).is_some_and(|header| header & 0x01 == 0)
+    vp8_frame_start(payload)
+        .and_then(|frame| frame.first())
+        .is_some_and(|header| header & 0x01 == 0)
 }
 
 const NAL_IDR: u8 = 5;
