@@ -14,11 +14,12 @@
 //! - `red`: redundant audio per subscriber;
 //! - `quality`: the E-model MOS of the path to a client;
 //! - `demux`, `stun`: which connection a datagram belongs to;
-//! - `timers`: when each connection next needs str0m's clock;
+//! - `connections`: who has a WebRTC connection, and when each next needs str0m's clock;
 //! - `speaker`: audio levels and active speakers.
 
 mod allocate;
 mod config;
+mod connections;
 mod demux;
 mod forward;
 mod keyframe;
@@ -33,7 +34,6 @@ mod room;
 pub mod sfu;
 mod speaker;
 mod stun;
-mod timers;
 mod track;
 
 pub use config::SfuConfig;

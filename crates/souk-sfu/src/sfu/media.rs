@@ -79,18 +79,22 @@ impl Sfu {
 
     /// Time passed: drive every connection and the core's own timers.
     pub fn handle_timeout(&mut self, now: Instant) {
-        let due = self.timers.pop_due(now);
-        for key in due {
-            if let Some(peer) = self.peer_mut(key).filter(|peer| peer.timeout <= now) {
-                if let Err(e) = peer.handle_input(Input::Timeout(now)) {
-                    debug!("timeout handling failed: {e}");
-                }
-                self.drain_peer(now, key);
-                // Its entry was used up: keep one for the deadline it has now, even if
-                // str0m named the same instant again.
-                if let Some(at) = self.peer_mut(key).map(|peer| peer.timeout) {
-                    self.timers.schedule(at, key);
-                }
+        for key in self.connections.pop_due(now) {
+            let Some(peer) = self.peer_mut(key).filter(|peer| peer.timeout <= now) else {
+                continue;
+            };
+            let due_at = peer.timeout;
+            if let Err(e) = peer.handle_input(Input::Timeout(now)) {
+                debug!("timeout handling failed: {e}");
+            }
+            self.drain_peer(now, key);
+            // `drain_peer` schedules a deadline that changed; one that str0m named again
+            // just lost its entry here, so it needs a new one.
+            if self
+                .peer_mut(key)
+                .is_some_and(|peer| peer.timeout == due_at)
+            {
+                self.connections.schedule(due_at, key);
             }
         }
         if now >= self.next_tick {
@@ -119,7 +123,7 @@ impl Sfu {
         let deadline = peer.timeout;
         let drained = peer.drain(outputs);
         if let Some(at) = (peer.timeout != deadline).then_some(peer.timeout) {
-            self.timers.schedule(at, key);
+            self.connections.schedule(at, key);
         }
         let events = match drained {
             Ok(events) => events,
@@ -546,7 +550,7 @@ impl Sfu {
         // Layers that stopped or started flowing change what subscribers should get.
         let idle = self.config.layer_idle_after;
         let mut reselect = Vec::new();
-        for id in &self.with_peers {
+        for id in &self.connections.participants {
             let Some(p) = self.participants.get_mut(id) else {
                 continue;
             };
@@ -561,7 +565,7 @@ impl Sfu {
             self.select_layer(sub, key);
         }
 
-        let ids: Vec<ParticipantId> = self.with_peers.iter().copied().collect();
+        let ids: Vec<ParticipantId> = self.connections.participants.iter().copied().collect();
         if self.config.estimate_bandwidth {
             for &id in &ids {
                 self.allocate_bandwidth(now, id);
@@ -581,7 +585,7 @@ impl Sfu {
     /// one whose socket dropped: removed unless heard from again within the resume
     /// window. (ICE-lite never reports the loss itself: it does no checks of its own.)
     fn notice_silent_headless(&mut self, now: Instant) {
-        for id in &self.with_peers {
+        for id in &self.connections.participants {
             let Some(p) = self.participants.get_mut(id) else {
                 continue;
             };

@@ -261,7 +261,7 @@ impl Sfu {
         let Some(mut p) = self.participants.remove(&id) else {
             return;
         };
-        self.with_peers.remove(&id);
+        self.connections.close(id);
         self.demux.forget(id);
 
         // Their tracks leave every subscriber's connection.

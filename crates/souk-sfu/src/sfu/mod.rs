@@ -13,7 +13,7 @@ mod service;
 mod signal;
 mod whep;
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::Instant;
 
@@ -25,10 +25,10 @@ use souk_proto::token::{Grants, Role};
 use str0m::net::Protocol;
 
 use crate::config::SfuConfig;
+use crate::connections::Connections;
 use crate::demux::Demux;
 use crate::participant::Participant;
 use crate::room::Room;
-use crate::timers::PeerTimers;
 use crate::track::TrackKey;
 use crate::ParticipantId;
 
@@ -92,15 +92,11 @@ pub struct Sfu {
     next_id: u64,
     rooms: HashMap<String, Room>,
     participants: HashMap<ParticipantId, Participant>,
-    /// Participants with a WebRTC connection. A live room's audience mostly has none,
-    /// and the per-timeout and per-tick scans go over these alone, not ten thousand
-    /// viewers.
-    with_peers: BTreeSet<ParticipantId>,
+    /// Who has a WebRTC connection, and each connection's next str0m deadline.
+    connections: Connections,
     /// Which participant publishes each track.
     track_owner: HashMap<TrackKey, ParticipantId>,
     demux: Demux,
-    /// Every connection's next str0m deadline.
-    timers: PeerTimers,
     /// Connections written to and not yet drained.
     deferred: Deferred,
     outputs: VecDeque<Output>,
@@ -126,10 +122,9 @@ impl Sfu {
             next_id: 1,
             rooms: HashMap::new(),
             participants: HashMap::new(),
-            with_peers: BTreeSet::new(),
+            connections: Connections::default(),
             track_owner: HashMap::new(),
             demux: Demux::default(),
-            timers: PeerTimers::default(),
             deferred: Deferred {
                 peers: Vec::new(),
                 now,
@@ -156,7 +151,9 @@ impl Sfu {
         let next = self
             .next_live_flush
             .map_or(self.next_tick, |f| f.min(self.next_tick));
-        self.timers.next().map_or(next, |t| t.min(next))
+        self.connections
+            .next_deadline()
+            .map_or(next, |t| t.min(next))
     }
 
     /// Number of participants across all rooms (for metrics and leak checks).

@@ -134,8 +134,7 @@ impl Sfu {
         let peer = p
             .publisher
             .get_or_insert_with(|| Peer::new(now, config, Side::Publisher, video_first));
-        self.timers
-            .start(&mut self.with_peers, now, id, Side::Publisher);
+        self.connections.open(now, id, Side::Publisher);
         let old_ufrag = peer.ufrag.clone();
         let answer = peer.rtc.sdp_api().accept_offer(offer).map_err(|e| {
             ProtoError::new(
@@ -518,8 +517,7 @@ impl Sfu {
         let peer = p
             .subscriber
             .get_or_insert_with(|| Peer::new(now, config, Side::Subscriber, VideoCodec::Vp8));
-        self.timers
-            .start(&mut self.with_peers, now, id, Side::Subscriber);
+        self.connections.open(now, id, Side::Subscriber);
         let old_ufrag = peer.ufrag.clone();
         let mut api = peer.rtc.sdp_api();
         if std::mem::take(&mut p.ice_restart_requested) && !fresh {

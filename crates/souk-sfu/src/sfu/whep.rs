@@ -88,8 +88,7 @@ impl Sfu {
             .get_mut(&id)
             .expect("checked above")
             .subscriber = Some(peer);
-        self.timers
-            .start(&mut self.with_peers, now, id, Side::Subscriber);
+        self.connections.open(now, id, Side::Subscriber);
         self.demux.set_ufrag(
             PeerKey {
                 participant: id,
