@@ -1,6 +1,7 @@
 //! The client's task: one WebSocket, two str0m peers each on its own UDP socket, and a
 //! synthetic media clock.
 
+use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
@@ -71,7 +72,7 @@ pub(crate) async fn start(
         media: None,
         sub_mids: HashMap::new(),
         receive_packets: options.receive_packets,
-        rx_seq: HashMap::new(),
+        rx_streams: HashMap::new(),
         stats: stats.clone(),
         changed: changed_tx,
     };
@@ -268,8 +269,8 @@ struct Session {
     sub_mids: HashMap<Mid, (String, String)>,
     /// Receive RTP packets instead of frames ([`ClientOptions::receive_packets`]).
     receive_packets: bool,
-    /// Lowest and highest sequence number seen per received stream, for loss.
-    rx_seq: HashMap<Ssrc, (u64, u64)>,
+    /// Streams received so far (when receiving packets), by SSRC.
+    rx_streams: HashMap<Ssrc, ReceivedStream>,
     stats: Arc<Mutex<Stats>>,
     changed: watch::Sender<u64>,
 }
@@ -402,26 +403,27 @@ impl Session {
                     }
                 }
                 Event::RtpPacket(packet) => {
-                    let ssrc = packet.header.ssrc;
-                    let Some(peer) = self.subscriber.as_mut() else {
+                    let (ssrc, seq) = (packet.header.ssrc, *packet.seq_no);
+                    let stream = match self.rx_streams.entry(ssrc) {
+                        Entry::Occupied(e) => e.into_mut(),
+                        Entry::Vacant(e) => {
+                            let Some(peer) = self.subscriber.as_mut() else {
+                                continue;
+                            };
+                            let Some(stream) = ReceivedStream::first(peer, ssrc, seq) else {
+                                continue;
+                            };
+                            e.insert(stream)
+                        }
+                    };
+                    stream.first_seq = stream.first_seq.min(seq);
+                    stream.highest_seq = stream.highest_seq.max(seq);
+                    let audio = stream.audio;
+                    let Some(t) = track_stats(&mut stats.tracks, &self.sub_mids, stream.mid) else {
                         continue;
                     };
-                    let Some(mid) = peer.rtc.direct_api().stream_rx(&ssrc).map(|s| s.mid()) else {
-                        continue;
-                    };
-                    let audio = peer
-                        .rtc
-                        .media(mid)
-                        .is_some_and(|m| m.kind() == MediaKind::Audio);
-                    let Some(t) = track_stats(&mut stats.tracks, &self.sub_mids, mid) else {
-                        continue;
-                    };
-                    let seq = *packet.seq_no;
-                    let (first, highest) = self.rx_seq.entry(ssrc).or_insert((seq, seq));
-                    *first = (*first).min(seq);
-                    *highest = (*highest).max(seq);
+                    t.packets_expected = stream.highest_seq - stream.first_seq + 1;
                     t.packets += 1;
-                    t.packets_expected = *highest - *first + 1;
                     t.bytes += packet.payload.len() as u64;
                     // Audio is one frame a packet; a video frame ends at the marker.
                     t.kind = Some(if audio {
@@ -706,6 +708,32 @@ impl Session {
             _ => {}
         }
         true
+    }
+}
+
+/// A received RTP stream: what it carries, looked up once, and the sequence numbers
+/// seen (their range is what was sent; the packets missing from it were lost).
+struct ReceivedStream {
+    mid: Mid,
+    audio: bool,
+    first_seq: u64,
+    highest_seq: u64,
+}
+
+impl ReceivedStream {
+    /// From the stream's first packet; `None` while str0m does not know the SSRC yet.
+    fn first(peer: &mut Peer, ssrc: Ssrc, seq: u64) -> Option<ReceivedStream> {
+        let mid = peer.rtc.direct_api().stream_rx(&ssrc)?.mid();
+        let audio = peer
+            .rtc
+            .media(mid)
+            .is_some_and(|m| m.kind() == MediaKind::Audio);
+        Some(ReceivedStream {
+            mid,
+            audio,
+            first_seq: seq,
+            highest_seq: seq,
+        })
     }
 }
 
