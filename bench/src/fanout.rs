@@ -14,7 +14,7 @@ use souk_client::{Client, ClientOptions, LatencyHistogram, Stats, SyntheticMedia
 use souk_proto::model::TrackKind;
 
 use crate::proc_stat;
-use crate::server::{room_token, start_server};
+use crate::server::{bot_ip, room_token, start_server};
 
 #[derive(Parser)]
 pub struct Fanout {
@@ -79,10 +79,7 @@ pub async fn run(args: Fanout) -> anyhow::Result<()> {
                 "audience",
             )
             .await?;
-            // 20 bots per local address keeps each address under the join rate limit.
-            let bind_ip =
-                std::net::Ipv4Addr::new(127, 0, 1 + (i / 5000) as u8, 1 + (i / 20 % 250) as u8)
-                    .into();
+            let bind_ip = bot_ip(0, i);
             subscribers.push(
                 Client::connect(
                     &server.url,

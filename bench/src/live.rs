@@ -16,7 +16,7 @@ use futures_util::{SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::proc_stat;
-use crate::server::{room_token, start_server};
+use crate::server::{bot_ip, room_token, start_server};
 
 #[derive(Parser)]
 pub struct LiveFanout {
@@ -99,7 +99,7 @@ pub async fn live_fanout(args: LiveFanout) -> anyhow::Result<()> {
             "audience",
         )
         .await?;
-        let from = IpAddr::V4(Ipv4Addr::new(127, 9, (i / 20) as u8 + 1, 1));
+        let from = bot_ip(9, i);
         let (sink, mut stream) = open(addr, from, &t, true).await?.split();
         let (shed, refused) = (shed.clone(), refused.clone());
         // Count what the room's rules did to each comment: shed under overload, or
@@ -122,7 +122,7 @@ pub async fn live_fanout(args: LiveFanout) -> anyhow::Result<()> {
     println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     let mut connected = 0usize;
     for &target in &args.viewers {
-        // Join in parallel batches, 20 viewers per local address (the per-address limit).
+        // Join in parallel batches, spread over local addresses (the per-address limit).
         while connected < target {
             let batch: Vec<usize> = (connected..target.min(connected + 500)).collect();
             let mut joins = Vec::new();
@@ -135,12 +135,7 @@ pub async fn live_fanout(args: LiveFanout) -> anyhow::Result<()> {
                     "audience",
                 )
                 .await?;
-                let from = IpAddr::V4(Ipv4Addr::new(
-                    127,
-                    1 + (i / 5000) as u8,
-                    ((i / 20) % 250) as u8 + 1,
-                    1,
-                ));
+                let from = bot_ip(1, i);
                 let (samples, measuring, frames) =
                     (samples.clone(), measuring.clone(), frames.clone());
                 joins.push(tokio::spawn(async move {

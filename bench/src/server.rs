@@ -59,6 +59,16 @@ pub fn start_server(bin: &str, extra: &[&str]) -> anyhow::Result<Server> {
     })
 }
 
+/// How many bots share one local address: the server limits joins per address.
+const BOTS_PER_ADDRESS: usize = 20;
+
+/// The local address bot number `i` connects from, in `127.{block}.0.0/16`; each block
+/// keeps one kind of bot apart from the others.
+pub fn bot_ip(block: u8, i: usize) -> std::net::IpAddr {
+    let n = i / BOTS_PER_ADDRESS;
+    std::net::Ipv4Addr::new(127, block, 1 + (n / 250) as u8, 1 + (n % 250) as u8).into()
+}
+
 /// A token from the `--dev` server's token endpoint, for these query parameters.
 pub async fn dev_token(
     http: &reqwest::Client,
