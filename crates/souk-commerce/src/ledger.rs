@@ -82,6 +82,33 @@ fn gift_from_row(r: &sqlx::any::AnyRow) -> std::result::Result<Gift, StoreError>
     })
 }
 
+fn sale_from_row(r: &sqlx::any::AnyRow) -> std::result::Result<Sale, StoreError> {
+    Ok(Sale {
+        sale_id: text(r, "sale_id")?,
+        room: text(r, "room")?,
+        product_id: text(r, "product_id")?,
+        title: text(r, "title")?,
+        price_minor: int(r, "price_minor")?,
+        currency: text(r, "currency")?,
+        stock: int(r, "stock")?,
+        sold: int(r, "sold")?,
+        per_buyer_limit: int(r, "per_buyer_limit")?,
+        starts_at_ms: int(r, "starts_at_ms")? as u64,
+        ends_at_ms: int(r, "ends_at_ms")? as u64,
+    })
+}
+
+fn coupon_from_row(r: &sqlx::any::AnyRow) -> std::result::Result<Coupon, StoreError> {
+    Ok(Coupon {
+        coupon_id: text(r, "coupon_id")?,
+        room: text(r, "room")?,
+        quantity: int(r, "quantity")?,
+        claimed: int(r, "claimed")?,
+        value_minor: int(r, "value_minor")?,
+        currency: text(r, "currency")?,
+    })
+}
+
 fn digest(request: &serde_json::Value) -> String {
     hex::encode(Sha256::digest(request.to_string().as_bytes()))
 }
@@ -885,22 +912,7 @@ impl Ledger {
                 || ProtoError::new(ErrorCode::SaleNotFound, format!("no sale '{sale_id}'")),
             )
             .await?;
-        let sale = (|| -> std::result::Result<Sale, StoreError> {
-            Ok(Sale {
-                sale_id: text(&row, "sale_id")?,
-                room: text(&row, "room")?,
-                product_id: text(&row, "product_id")?,
-                title: text(&row, "title")?,
-                price_minor: int(&row, "price_minor")?,
-                currency: text(&row, "currency")?,
-                stock: int(&row, "stock")?,
-                sold: int(&row, "sold")?,
-                per_buyer_limit: int(&row, "per_buyer_limit")?,
-                starts_at_ms: int(&row, "starts_at_ms")? as u64,
-                ends_at_ms: int(&row, "ends_at_ms")? as u64,
-            })
-        })();
-        sale.map_err(internal)
+        sale_from_row(&row).map_err(internal)
     }
 
     /// Buys in a flash sale, paid from the buyer's wallet. Stock, the per-buyer limit and
@@ -1094,17 +1106,7 @@ impl Ledger {
                 || ProtoError::new(ErrorCode::CouponNotFound, format!("no coupon '{coupon_id}'")),
             )
             .await?;
-        let coupon = (|| -> std::result::Result<Coupon, StoreError> {
-            Ok(Coupon {
-                coupon_id: text(&row, "coupon_id")?,
-                room: text(&row, "room")?,
-                quantity: int(&row, "quantity")?,
-                claimed: int(&row, "claimed")?,
-                value_minor: int(&row, "value_minor")?,
-                currency: text(&row, "currency")?,
-            })
-        })();
-        coupon.map_err(internal)
+        coupon_from_row(&row).map_err(internal)
     }
 
     /// Revenue from flash sales so far, in one currency.
