@@ -9,11 +9,11 @@ use common::Room;
 use souk_proto::error::ErrorCode;
 use souk_proto::live::{EventCursor, LiveEvent, Moderation};
 use souk_proto::signal::{
-    ClientMessage, CommentRequest, IdentityRef, LikeRequest, ModerateRequest, Req, ServerMessage,
-    StageDecision,
+    ClientMessage, CommentRequest, IdentityRef, Joined, LikeRequest, ModerateRequest, Req,
+    ServerMessage, StageDecision,
 };
 use souk_proto::token::Role;
-use souk_sfu::JoinRequest;
+use souk_sfu::{JoinRequest, ParticipantId};
 
 fn errors(room: &Room, i: usize) -> Vec<ErrorCode> {
     room.clients[i]
@@ -53,6 +53,19 @@ fn last_stage(room: &Room, i: usize) -> souk_proto::live::StageState {
 }
 
 /// Sends and lets the batched room events go out.
+/// The `joined` the core sends `id` next, taken straight from its output.
+fn next_joined(room: &mut Room, id: ParticipantId) -> Joined {
+    std::iter::from_fn(|| room.sfu.poll_output())
+        .find_map(|o| match o {
+            souk_sfu::Output::Signal(to, msg) if to == id => match *msg {
+                ServerMessage::Joined(j) => Some(j),
+                _ => None,
+            },
+            _ => None,
+        })
+        .expect("joined")
+}
+
 fn send(room: &mut Room, i: usize, msg: ClientMessage) {
     room.send(i, msg);
     room.run_for(Duration::from_millis(200));
@@ -230,12 +243,7 @@ fn a_returning_viewer_catches_up_or_is_told_to_reload_and_a_ban_keeps_them_out()
             }),
         )
         .unwrap();
-    let joined = std::iter::from_fn(|| room.sfu.poll_output())
-        .find_map(|o| match o {
-            souk_sfu::Output::Signal(id, ServerMessage::Joined(j)) if id == fan2 => Some(j),
-            _ => None,
-        })
-        .expect("joined");
+    let joined = next_joined(&mut room, fan2);
     let missed: Vec<String> = joined
         .live
         .missed
@@ -258,12 +266,7 @@ fn a_returning_viewer_catches_up_or_is_told_to_reload_and_a_ban_keeps_them_out()
             }),
         )
         .unwrap();
-    let joined = std::iter::from_fn(|| room.sfu.poll_output())
-        .find_map(|o| match o {
-            souk_sfu::Output::Signal(id, ServerMessage::Joined(j)) if id == fan3 => Some(j),
-            _ => None,
-        })
-        .expect("joined");
+    let joined = next_joined(&mut room, fan3);
     assert!(
         joined.live.reload,
         "another epoch: rebuild from the snapshot"

@@ -332,7 +332,7 @@ impl Driver {
                 },
                 Output::Signal(id, msg) => {
                     if let Some((_, session)) = self.sessions.get(&id) {
-                        if let Err(e) = session.try_send(SessionEvent::Message(msg)) {
+                        if let Err(e) = session.try_send(SessionEvent::Message(*msg)) {
                             match e {
                                 mpsc::error::TrySendError::Full(_) => {
                                     warn!(
@@ -374,7 +374,7 @@ impl Driver {
                 }
                 Output::Webhook(event) => {
                     if let Some(tx) = &self.webhooks {
-                        if tx.try_send(event).is_err() {
+                        if tx.try_send(*event).is_err() {
                             warn!("webhook queue full; an event was not delivered");
                         }
                     }

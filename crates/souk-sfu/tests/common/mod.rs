@@ -258,7 +258,7 @@ impl Room {
                     let Some(i) = self.clients.iter().position(|c| c.id == id) else {
                         continue;
                     };
-                    self.on_signal(i, msg);
+                    self.on_signal(i, *msg);
                 }
                 Output::Broadcast(ids, text) => {
                     let msg: ServerMessage =
