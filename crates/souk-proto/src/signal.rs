@@ -504,6 +504,16 @@ impl ClientMessage {
     }
 }
 
+/// The `req` of a frame that was refused before it was parsed (rate limit) or that did
+/// not parse, so its sender can still pair the error with its request.
+pub fn req_of(text: &str) -> Option<u32> {
+    #[derive(Deserialize)]
+    struct RequestId {
+        req: Option<u32>,
+    }
+    serde_json::from_str::<RequestId>(text).ok()?.req
+}
+
 /// Parses a `type`-tagged JSON message, telling an oversized, malformed or unknown one
 /// apart so the client learns which mistake it made.
 pub(crate) fn parse_tagged<T: serde::de::DeserializeOwned>(
@@ -609,6 +619,15 @@ mod tests {
         assert!(err.message.contains("mute"));
         let err = ClientMessage::parse(r#"[1,2]"#).unwrap_err();
         assert_eq!(err.code, ErrorCode::MalformedMessage);
+    }
+
+    #[test]
+    fn finds_the_req_of_a_frame_it_does_not_parse() {
+        assert_eq!(req_of(r#"{"type":"send_gift","req":7,"junk":[1]}"#), Some(7));
+        assert_eq!(req_of(r#"{"type":"teleport","req":8}"#), Some(8));
+        assert_eq!(req_of(r#"{"type":"ping"}"#), None);
+        assert_eq!(req_of(r#"{"req":-1}"#), None);
+        assert_eq!(req_of("{not json"), None);
     }
 
     #[test]

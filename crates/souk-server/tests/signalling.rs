@@ -156,25 +156,26 @@ async fn a_message_flood_is_throttled_then_cut() {
     let mut ws = RawSignal::connect(&server).await;
     ws.join(&server.token("r", "flooder", "staff")).await;
 
-    // A burst past the allowance (50) is throttled, message by message.
+    // A burst past the allowance (50) is throttled, message by message, and every
+    // refusal names the request it refuses, so a client knows which one to retry.
     for i in 0..80 {
-        ws.send_text(format!(r#"{{"type":"ping","ts":{i}}}"#)).await;
+        ws.send_text(format!(r#"{{"type":"lower_hand","req":{i}}}"#)).await;
     }
-    let (mut pongs, mut limited) = (0, 0);
-    while pongs + limited < 80 {
+    let mut answered = std::collections::BTreeMap::new();
+    while answered.len() < 80 {
         let msg = ws
             .next()
             .await
             .expect("the socket stays open while throttled");
-        match msg["type"].as_str() {
-            Some("pong") => pongs += 1,
-            Some("error") if msg["code"] == "rate_limited" => limited += 1,
-            _ => {}
+        if let Some(req) = msg["req"].as_u64() {
+            let limited = msg["type"] == "error" && msg["code"] == "rate_limited";
+            assert!(answered.insert(req, limited).is_none(), "req {req} answered twice");
         }
     }
+    let limited = answered.values().filter(|l| **l).count();
     assert!(
-        pongs >= 50 && limited > 0,
-        "{pongs} answered, {limited} refused"
+        answered.len() - limited >= 50 && limited > 0,
+        "{answered:?}"
     );
 
     // Keeping it up gets the socket cut.

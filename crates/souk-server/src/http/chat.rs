@@ -16,6 +16,7 @@ use souk_proto::chat::{
     ChatClientMessage, ChatConnect, ChatServerMessage, ConversationReply, Done,
 };
 use souk_proto::error::{ErrorCode, ProtoError};
+use souk_proto::signal::req_of;
 use souk_proto::PROTOCOL_VERSION;
 use tokio::sync::mpsc;
 
@@ -147,12 +148,6 @@ async fn relay(
             }
         }
     }
-}
-
-/// The `req` of a message that did not parse, so its sender can still pair the error.
-fn req_of(text: &str) -> Option<u32> {
-    let value: serde_json::Value = serde_json::from_str(text).ok()?;
-    value.get("req")?.as_u64()?.try_into().ok()
 }
 
 /// Answers one request; `None` when it needs no answer (or answers later).

@@ -13,7 +13,7 @@ use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use souk_proto::chat::{ChatClientMessage, ChatConnect};
 use souk_proto::error::{ErrorCode, ProtoError};
-use souk_proto::signal::{ClientMessage, Join, RefreshToken, ServerMessage};
+use souk_proto::signal::{req_of, ClientMessage, Join, RefreshToken, ServerMessage};
 use souk_proto::token::RoomClaims;
 use souk_proto::{MAX_SIGNAL_MESSAGE_BYTES, PROTOCOL_VERSION};
 use souk_sfu::{JoinRequest, ParticipantId, ResumeRequest};
@@ -265,7 +265,7 @@ async fn relay(
                         return false;
                     }
                     let err = ProtoError::new(ErrorCode::RateLimited, "too many messages; slow down");
-                    if !send(socket, &ServerMessage::error(None, err)).await {
+                    if !send(socket, &ServerMessage::error(req_of(&text), err)).await {
                         return false;
                     }
                     continue;
@@ -284,7 +284,7 @@ async fn relay(
                         }
                     }
                     Err(err) => {
-                        if !send(socket, &ServerMessage::error(None, err)).await {
+                        if !send(socket, &ServerMessage::error(req_of(&text), err)).await {
                             return false;
                         }
                     }
