@@ -6,15 +6,23 @@
 //! packets they got against the sequence numbers sent (loss) and each payload's trip
 //! time (latency). Subscribers receive RTP packets without reassembling frames, so the
 //! load generator stays cheap; its own CPU is reported beside the server's.
+//!
+//! `--servers souk,janus` measures Janus's VideoRoom with the same bots, the same
+//! streams and the same steps, one server after the other in one run (run it through
+//! `bench/netns.sh`: see [`crate::janus`]).
 
+use std::ops::Deref;
 use std::time::{Duration, Instant};
 
-use clap::Parser;
-use souk_client::{Client, ClientOptions, LatencyHistogram, Stats, SyntheticMedia};
+use clap::{Parser, ValueEnum};
+use souk_client::{
+    Client, ClientOptions, ExternalPeers, LatencyHistogram, SessionHandle, Stats, SyntheticMedia,
+};
 use souk_proto::model::TrackKind;
 
+use crate::janus::Janus;
 use crate::proc_stat;
-use crate::server::{bot_ip, room_token, start_server};
+use crate::server::{bot_ip, room_token, start_server, Server};
 
 #[derive(Parser)]
 pub struct Fanout {
@@ -36,6 +44,106 @@ pub struct Fanout {
     /// Extra arguments for `souk serve`.
     #[arg(long, allow_hyphen_values = true, value_delimiter = ' ')]
     serve_args: Vec<String>,
+    /// The servers to measure, one after the other.
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "souk")]
+    servers: Vec<Sfu>,
+    /// The janus binary.
+    #[arg(long, default_value = "janus")]
+    janus: String,
+    /// The interface Janus gathers ICE candidates on (bench/netns.sh creates `sb0`).
+    #[arg(long, default_value = "sb0")]
+    janus_iface: String,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug, ValueEnum)]
+enum Sfu {
+    Souk,
+    Janus,
+}
+
+/// A bot's session, whichever signalling it joined with.
+type Bot = Box<dyn Deref<Target = SessionHandle> + Send + Sync>;
+
+/// The server under test and how bots join it.
+enum UnderTest {
+    Souk {
+        server: Server,
+        http: reqwest::Client,
+    },
+    Janus {
+        janus: Janus,
+        feed: u64,
+    },
+}
+
+impl UnderTest {
+    /// Starts `sfu` and publishes the workload's stream into it.
+    async fn start(
+        sfu: Sfu,
+        args: &Fanout,
+        media: SyntheticMedia,
+    ) -> anyhow::Result<(UnderTest, Bot)> {
+        match sfu {
+            Sfu::Souk => {
+                let extra: Vec<&str> = args.serve_args.iter().map(String::as_str).collect();
+                let server = start_server(&args.souk, &extra)?;
+                let http = reqwest::Client::new();
+                let token = room_token(&http, &server.url, "bench", "publisher", "host").await?;
+                let publisher =
+                    Client::connect(&server.url, &token, ClientOptions::default()).await?;
+                publisher.publish(media).await?;
+                Ok((UnderTest::Souk { server, http }, Box::new(publisher)))
+            }
+            Sfu::Janus => {
+                let janus = Janus::start(&args.janus, &args.janus_iface).await?;
+                let publisher = ExternalPeers::new(ClientOptions {
+                    bind_ip: janus.bot_address(),
+                    ..Default::default()
+                });
+                let feed = janus.publish(&publisher, media).await?;
+                // Janus lists a feed only once its connection is up.
+                publisher
+                    .wait_for(
+                        "the publisher to connect to janus",
+                        Duration::from_secs(20),
+                        |s| s.publisher_connected,
+                    )
+                    .await?;
+                Ok((UnderTest::Janus { janus, feed }, Box::new(publisher)))
+            }
+        }
+    }
+
+    fn pid(&self) -> u32 {
+        match self {
+            UnderTest::Souk { server, .. } => server.child.id(),
+            UnderTest::Janus { janus, .. } => janus.pid(),
+        }
+    }
+
+    /// Joins subscriber bot number `i`, receiving packets from its own local address.
+    async fn subscriber(&self, i: usize) -> anyhow::Result<Bot> {
+        let options = ClientOptions {
+            bind_ip: bot_ip(0, i),
+            receive_packets: true,
+            ..Default::default()
+        };
+        Ok(match self {
+            UnderTest::Souk { server, http } => {
+                let identity = format!("viewer-{i}");
+                let token = room_token(http, &server.url, "bench", &identity, "audience").await?;
+                Box::new(Client::connect(&server.url, &token, options).await?)
+            }
+            UnderTest::Janus { janus, feed } => {
+                let peers = ExternalPeers::new(ClientOptions {
+                    bind_ip: janus.bot_address(),
+                    ..options
+                });
+                janus.subscribe(&peers, *feed).await?;
+                Box::new(peers)
+            }
+        })
+    }
 }
 
 /// A step is "held" below this loss and latency (issue 6's bar).
@@ -43,55 +151,32 @@ const MAX_LOSS: f64 = 0.005;
 const MAX_P99_MS: f64 = 20.0;
 
 pub async fn run(args: Fanout) -> anyhow::Result<()> {
-    let extra: Vec<&str> = args.serve_args.iter().map(String::as_str).collect();
-    let server = start_server(&args.souk, &extra)?;
-    let pid = server.child.id();
-    let http = reqwest::Client::new();
+    for &sfu in &args.servers {
+        measure(sfu, &args).await?;
+    }
+    Ok(())
+}
 
-    let publisher = Client::connect(
-        &server.url,
-        &room_token(&http, &server.url, "bench", "publisher", "host").await?,
-        ClientOptions::default(),
-    )
-    .await?;
-    publisher
-        .publish(SyntheticMedia {
-            video_kbps: args.video_kbps,
-            simulcast: !args.no_simulcast,
-            ..Default::default()
-        })
-        .await?;
+/// One server's table.
+async fn measure(sfu: Sfu, args: &Fanout) -> anyhow::Result<()> {
+    let media = SyntheticMedia {
+        video_kbps: args.video_kbps,
+        simulcast: !args.no_simulcast,
+        ..Default::default()
+    };
+    let (under_test, _publisher) = UnderTest::start(sfu, args, media).await?;
+    let pid = under_test.pid();
     tokio::time::sleep(Duration::from_secs(2)).await;
     let baseline_rss = proc_stat::rss_kib(pid)?;
 
+    println!("\n{sfu:?}\n");
     println!("| subscribers | egress Mbps (payload) | packets/s out | server CPU (% of a core) | server CPU s per GB | loss % | latency p50 ms | latency p99 ms | server RSS MiB | memory per subscriber KiB | bots' CPU (% of a core) |");
     println!("|---|---|---|---|---|---|---|---|---|---|---|");
-    let mut subscribers: Vec<Client> = Vec::new();
+    let mut subscribers: Vec<Bot> = Vec::new();
     let mut held = None;
     for &target in &args.subscribers {
         while subscribers.len() < target {
-            let i = subscribers.len();
-            let t = room_token(
-                &http,
-                &server.url,
-                "bench",
-                &format!("viewer-{i}"),
-                "audience",
-            )
-            .await?;
-            let bind_ip = bot_ip(0, i);
-            subscribers.push(
-                Client::connect(
-                    &server.url,
-                    &t,
-                    ClientOptions {
-                        bind_ip,
-                        receive_packets: true,
-                        ..Default::default()
-                    },
-                )
-                .await?,
-            );
+            subscribers.push(under_test.subscriber(subscribers.len()).await?);
         }
         for (i, s) in subscribers.iter().enumerate() {
             s.wait_for(
@@ -150,7 +235,6 @@ pub async fn run(args: Fanout) -> anyhow::Result<()> {
             MAX_LOSS * 100.0
         ),
     }
-    drop(server);
     Ok(())
 }
 
@@ -164,7 +248,7 @@ struct Totals {
 }
 
 impl Totals {
-    fn of(subscribers: &[Client]) -> Totals {
+    fn of(subscribers: &[Bot]) -> Totals {
         let mut totals = Totals::default();
         for s in subscribers {
             totals.add(&s.stats());

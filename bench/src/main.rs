@@ -12,6 +12,7 @@
 
 mod chat;
 mod fanout;
+mod janus;
 mod ledger;
 mod live;
 mod proc_stat;

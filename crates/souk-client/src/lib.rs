@@ -149,54 +149,20 @@ pub(crate) enum Command {
     ),
     Send(ClientMessage),
     Leave,
+    /// Offer to publish, for signalling carried by the caller.
+    Offer(SyntheticMedia, oneshot::Sender<Result<String, ClientError>>),
+    AcceptAnswer(String, oneshot::Sender<Result<(), ClientError>>),
+    AnswerOffer(String, oneshot::Sender<Result<String, ClientError>>),
 }
 
-/// A joined participant. Dropping it closes the connection without `leave` (as a crash
-/// would); call [`Client::leave`] to leave properly.
-pub struct Client {
+/// The running session task: what it saw so far, and a way to wait for it.
+pub struct SessionHandle {
     commands: mpsc::Sender<Command>,
     stats: Arc<Mutex<Stats>>,
     changed: watch::Receiver<u64>,
-    joined: Joined,
 }
 
-impl Client {
-    /// Joins the room the token admits to. Resolves once `joined` arrived.
-    pub async fn connect(
-        url: &str,
-        token: &str,
-        options: ClientOptions,
-    ) -> Result<Client, ClientError> {
-        session::start(url, token, options).await
-    }
-
-    pub fn participant(&self) -> &ParticipantInfo {
-        &self.joined.participant
-    }
-
-    pub fn joined(&self) -> &Joined {
-        &self.joined
-    }
-
-    /// Publishes synthetic media; resolves with the published tracks once the server
-    /// answered.
-    pub async fn publish(&self, media: SyntheticMedia) -> Result<Vec<TrackInfo>, ClientError> {
-        let (tx, rx) = oneshot::channel();
-        self.commands
-            .send(Command::Publish(media, tx))
-            .await
-            .map_err(|_| ClientError::Closed)?;
-        rx.await.map_err(|_| ClientError::Closed)?
-    }
-
-    /// Sends any signalling message as it is (tests use this for bad input).
-    pub async fn send(&self, msg: ClientMessage) -> Result<(), ClientError> {
-        self.commands
-            .send(Command::Send(msg))
-            .await
-            .map_err(|_| ClientError::Closed)
-    }
-
+impl SessionHandle {
     pub fn stats(&self) -> Stats {
         self.stats.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
@@ -230,11 +196,112 @@ impl Client {
             .map_err(|_| ClientError::Timeout(what.to_owned()))?
     }
 
+    /// Asks the session task for something and waits for its reply.
+    async fn ask<T>(
+        &self,
+        command: impl FnOnce(oneshot::Sender<Result<T, ClientError>>) -> Command,
+    ) -> Result<T, ClientError> {
+        let (tx, rx) = oneshot::channel();
+        self.commands
+            .send(command(tx))
+            .await
+            .map_err(|_| ClientError::Closed)?;
+        rx.await.map_err(|_| ClientError::Closed)?
+    }
+}
+
+/// A joined participant. Dropping it closes the connection without `leave` (as a crash
+/// would); call [`Client::leave`] to leave properly. Its stats are on the
+/// [`SessionHandle`] it dereferences to.
+pub struct Client {
+    session: SessionHandle,
+    joined: Joined,
+}
+
+impl std::ops::Deref for Client {
+    type Target = SessionHandle;
+
+    fn deref(&self) -> &SessionHandle {
+        &self.session
+    }
+}
+
+impl Client {
+    /// Joins the room the token admits to. Resolves once `joined` arrived.
+    pub async fn connect(
+        url: &str,
+        token: &str,
+        options: ClientOptions,
+    ) -> Result<Client, ClientError> {
+        session::start(url, token, options).await
+    }
+
+    pub fn participant(&self) -> &ParticipantInfo {
+        &self.joined.participant
+    }
+
+    pub fn joined(&self) -> &Joined {
+        &self.joined
+    }
+
+    /// Publishes synthetic media; resolves with the published tracks once the server
+    /// answered.
+    pub async fn publish(&self, media: SyntheticMedia) -> Result<Vec<TrackInfo>, ClientError> {
+        self.ask(|reply| Command::Publish(media, reply)).await
+    }
+
+    /// Sends any signalling message as it is (tests use this for bad input).
+    pub async fn send(&self, msg: ClientMessage) -> Result<(), ClientError> {
+        self.commands
+            .send(Command::Send(msg))
+            .await
+            .map_err(|_| ClientError::Closed)
+    }
+
     /// Leaves the room and waits for the server to close the session.
     pub async fn leave(self) {
         let _ = self.commands.send(Command::Leave).await;
         let _ = self
             .wait_for("the session to end", Duration::from_secs(5), |s| s.ended)
             .await;
+    }
+}
+
+/// The same WebRTC peers, synthetic media and accounting as a [`Client`], for a server
+/// that speaks another signalling protocol: the caller carries the SDP. The benchmark
+/// drives Janus with it, so both servers get identical bots.
+pub struct ExternalPeers {
+    session: SessionHandle,
+}
+
+impl std::ops::Deref for ExternalPeers {
+    type Target = SessionHandle;
+
+    fn deref(&self) -> &SessionHandle {
+        &self.session
+    }
+}
+
+impl ExternalPeers {
+    pub fn new(options: ClientOptions) -> ExternalPeers {
+        ExternalPeers {
+            session: session::spawn(None, &options),
+        }
+    }
+
+    /// An SDP offer publishing `media`; the synthetic media starts once its answer is
+    /// accepted.
+    pub async fn offer_to_publish(&self, media: SyntheticMedia) -> Result<String, ClientError> {
+        self.ask(|reply| Command::Offer(media, reply)).await
+    }
+
+    pub async fn accept_publish_answer(&self, sdp: String) -> Result<(), ClientError> {
+        self.ask(|reply| Command::AcceptAnswer(sdp, reply)).await
+    }
+
+    /// Answers the server's offer to send media; each received m-line counts as a track
+    /// named `mid-<mid>`.
+    pub async fn answer_offer(&self, sdp: String) -> Result<String, ClientError> {
+        self.ask(|reply| Command::AnswerOffer(sdp, reply)).await
     }
 }

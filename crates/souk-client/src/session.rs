@@ -28,7 +28,9 @@ use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tracing::debug;
 
 use crate::synthetic::{self, KEYFRAME_EVERY};
-use crate::{Client, ClientError, ClientOptions, Command, Stats, SyntheticMedia, TrackStats};
+use crate::{
+    Client, ClientError, ClientOptions, Command, SessionHandle, Stats, SyntheticMedia, TrackStats,
+};
 
 pub(crate) type Ws = tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>;
 
@@ -37,9 +39,6 @@ pub(crate) async fn start(
     token: &str,
     options: ClientOptions,
 ) -> Result<Client, ClientError> {
-    static CRYPTO: std::sync::Once = std::sync::Once::new();
-    CRYPTO.call_once(|| str0m::crypto::from_feature_flags().install_process_default());
-
     let mut ws = open_signalling(url, options.bind_ip).await?;
     let join = ClientMessage::Join(Join {
         req: None,
@@ -60,6 +59,18 @@ pub(crate) async fn start(
             _ => continue,
         }
     };
+    Ok(Client {
+        session: spawn(Some(ws), &options),
+        joined,
+    })
+}
+
+/// Starts a session task: with `ws` it speaks Souk signalling, without it the caller
+/// carries the SDP ([`crate::ExternalPeers`]).
+pub(crate) fn spawn(ws: Option<Ws>, options: &ClientOptions) -> SessionHandle {
+    static CRYPTO: std::sync::Once = std::sync::Once::new();
+    CRYPTO.call_once(|| str0m::crypto::from_feature_flags().install_process_default());
+
     let stats = Arc::new(Mutex::new(Stats::default()));
     let (changed_tx, changed) = watch::channel(0u64);
     let (commands, rx) = mpsc::channel(64);
@@ -77,12 +88,11 @@ pub(crate) async fn start(
         changed: changed_tx,
     };
     tokio::spawn(session.run(rx));
-    Ok(Client {
+    SessionHandle {
         commands,
         stats,
         changed,
-        joined,
-    })
+    }
 }
 
 /// Opens the signalling socket from `bind_ip`, so many bots on one machine can spread
@@ -253,18 +263,23 @@ const LAYERS: [(&str, u32, u16, u16); 3] = [
     ("f", 100, 1280, 720),
 ];
 
+/// A publish offer sent and not yet answered.
+struct PendingPublish {
+    pending: SdpPendingOffer,
+    media: SyntheticMedia,
+    audio_mid: Option<Mid>,
+    video_mid: Option<Mid>,
+    /// Who waits for the published tracks (Souk signalling only).
+    reply: Option<oneshot::Sender<Result<Vec<TrackInfo>, ClientError>>>,
+}
+
 struct Session {
-    ws: Ws,
+    /// Souk signalling; `None` when the caller carries the SDP itself.
+    ws: Option<Ws>,
     bind_ip: IpAddr,
     publisher: Option<Peer>,
     subscriber: Option<Peer>,
-    pending_publish: Option<(
-        SdpPendingOffer,
-        oneshot::Sender<Result<Vec<TrackInfo>, ClientError>>,
-        SyntheticMedia,
-        Option<Mid>,
-        Option<Mid>,
-    )>,
+    pending_publish: Option<PendingPublish>,
     media: Option<Publishing>,
     sub_mids: HashMap<Mid, (String, String)>,
     /// Receive RTP packets instead of frames ([`ClientOptions::receive_packets`]).
@@ -284,7 +299,7 @@ impl Session {
             let publisher = self.publisher.as_ref().map(|p| &p.socket);
             let subscriber = self.subscriber.as_ref().map(|p| &p.socket);
             tokio::select! {
-                msg = self.ws.next() => match msg {
+                msg = next_ws(self.ws.as_mut()) => match msg {
                     Some(Ok(WsMessage::Text(text))) => {
                         if let Ok(msg) = serde_json::from_str::<ServerMessage>(&text) {
                             if !self.on_server_message(msg).await {
@@ -297,8 +312,21 @@ impl Session {
                 },
                 cmd = commands.recv() => match cmd {
                     Some(Command::Publish(media, reply)) => self.start_publish(media, reply).await,
-                    Some(Command::Send(msg)) => { let _ = send_ws(&mut self.ws, &msg).await; }
-                    Some(Command::Leave) => { let _ = send_ws(&mut self.ws, &ClientMessage::Leave(Default::default())).await; }
+                    Some(Command::Send(msg)) => { let _ = self.signal(&msg).await; }
+                    Some(Command::Leave) => { let _ = self.signal(&ClientMessage::Leave(Default::default())).await; }
+                    Some(Command::Offer(media, reply)) => {
+                        let offer = self.offer_publish(media).await.and_then(|offer| {
+                            offer.map(|(sdp, _)| sdp.to_sdp_string()).ok_or_else(|| ClientError::Rtc("nothing to publish".into()))
+                        });
+                        let _ = reply.send(offer);
+                    }
+                    Some(Command::AcceptAnswer(sdp, reply)) => { let _ = reply.send(self.accept_publish_answer(&sdp).1); }
+                    Some(Command::AnswerOffer(sdp, reply)) => {
+                        for mid in sdp.lines().filter_map(|l| l.trim().strip_prefix("a=mid:")) {
+                            self.sub_mids.entry(Mid::from(mid)).or_insert_with(|| (format!("mid-{mid}"), String::new()));
+                        }
+                        let _ = reply.send(self.answer_subscription(&sdp).await);
+                    }
                     None => break,
                 },
                 Some(received) = recv(publisher, &mut pub_buf) => {
@@ -531,19 +559,14 @@ impl Session {
         }
     }
 
-    async fn start_publish(
+    /// Creates the publisher connection (the first time) and an offer adding `media`'s
+    /// tracks, kept pending until its answer; `None` when there is nothing to add.
+    async fn offer_publish(
         &mut self,
         media: SyntheticMedia,
-        reply: oneshot::Sender<Result<Vec<TrackInfo>, ClientError>>,
-    ) {
+    ) -> Result<Option<(SdpOffer, Vec<PublishTrack>)>, ClientError> {
         if self.publisher.is_none() {
-            match Peer::new(self.bind_ip, false).await {
-                Ok(p) => self.publisher = Some(p),
-                Err(e) => {
-                    let _ = reply.send(Err(e));
-                    return;
-                }
-            }
+            self.publisher = Some(Peer::new(self.bind_ip, false).await?);
         }
         let peer = self.publisher.as_mut().expect("created above");
         let mut api = peer.rtc.sdp_api();
@@ -573,8 +596,7 @@ impl Session {
             )
         });
         let Some((offer, pending)) = api.apply() else {
-            let _ = reply.send(Ok(Vec::new()));
-            return;
+            return Ok(None);
         };
         let mut tracks = Vec::new();
         if let Some(mid) = audio_mid {
@@ -613,16 +635,111 @@ impl Session {
                 layers,
             });
         }
+        self.pending_publish = Some(PendingPublish {
+            pending,
+            media,
+            audio_mid,
+            video_mid,
+            reply: None,
+        });
+        Ok(Some((offer, tracks)))
+    }
+
+    /// Publishes over Souk signalling; `reply` gets the tracks once the server answered.
+    async fn start_publish(
+        &mut self,
+        media: SyntheticMedia,
+        reply: oneshot::Sender<Result<Vec<TrackInfo>, ClientError>>,
+    ) {
+        let (offer, tracks) = match self.offer_publish(media).await {
+            Ok(Some(offer)) => offer,
+            Ok(None) => {
+                let _ = reply.send(Ok(Vec::new()));
+                return;
+            }
+            Err(e) => {
+                let _ = reply.send(Err(e));
+                return;
+            }
+        };
         let msg = ClientMessage::PublishOffer(PublishOffer {
             req: Some(1),
             sdp: offer.to_sdp_string(),
             tracks,
         });
-        if send_ws(&mut self.ws, &msg).await.is_err() {
+        if self.signal(&msg).await.is_err() {
+            self.pending_publish = None;
             let _ = reply.send(Err(ClientError::Closed));
             return;
         }
-        self.pending_publish = Some((pending, reply, media, audio_mid, video_mid));
+        if let Some(pending) = self.pending_publish.as_mut() {
+            pending.reply = Some(reply);
+        }
+    }
+
+    /// Applies the answer to the pending publish offer and starts the synthetic media;
+    /// returns who waits for the outcome, and the outcome.
+    fn accept_publish_answer(
+        &mut self,
+        sdp: &str,
+    ) -> (
+        Option<oneshot::Sender<Result<Vec<TrackInfo>, ClientError>>>,
+        Result<(), ClientError>,
+    ) {
+        let Some(p) = self.pending_publish.take() else {
+            return (
+                None,
+                Err(ClientError::Rtc("no publish offer is pending".into())),
+            );
+        };
+        let peer = self
+            .publisher
+            .as_mut()
+            .expect("publishing implies a publisher");
+        let result = SdpAnswer::from_sdp_string(sdp)
+            .map_err(|e| ClientError::Rtc(e.to_string()))
+            .and_then(|a| {
+                peer.rtc
+                    .sdp_api()
+                    .accept_answer(p.pending, a)
+                    .map_err(|e| ClientError::Rtc(e.to_string()))
+            });
+        if result.is_ok() {
+            let now = Instant::now();
+            self.media = Some(Publishing {
+                media: p.media,
+                video_mid: p.video_mid,
+                audio_mid: p.audio_mid,
+                started: now,
+                frame: 0,
+                next_video: now,
+                next_audio: now,
+            });
+        }
+        (p.reply, result)
+    }
+
+    /// Answers an offer for the subscriber connection, creating it the first time.
+    async fn answer_subscription(&mut self, sdp: &str) -> Result<String, ClientError> {
+        if self.subscriber.is_none() {
+            self.subscriber = Some(Peer::new(self.bind_ip, self.receive_packets).await?);
+        }
+        let peer = self.subscriber.as_mut().expect("created above");
+        let offer = SdpOffer::from_sdp_string(sdp).map_err(|e| ClientError::Rtc(e.to_string()))?;
+        let answer = peer
+            .rtc
+            .sdp_api()
+            .accept_offer(offer)
+            .map_err(|e| ClientError::Rtc(e.to_string()))?;
+        Ok(answer.to_sdp_string())
+    }
+
+    /// Sends a Souk signalling message.
+    async fn signal(&mut self, msg: &ClientMessage) -> Result<(), ClientError> {
+        match self.ws.as_mut() {
+            Some(ws) => send_ws(ws, msg).await,
+            None => Err(ClientError::Closed),
+        }
     }
 
     /// Acts on one server message; false when the session is over.
@@ -630,74 +747,31 @@ impl Session {
         self.update(|s| s.messages.push(msg.clone()));
         match msg {
             ServerMessage::PublishAnswer(answer) => {
-                let Some((pending, reply, media, audio_mid, video_mid)) =
-                    self.pending_publish.take()
-                else {
-                    return true;
-                };
-                let peer = self
-                    .publisher
-                    .as_mut()
-                    .expect("publishing implies a publisher");
-                let result = SdpAnswer::from_sdp_string(&answer.sdp)
-                    .map_err(|e| ClientError::Rtc(e.to_string()))
-                    .and_then(|a| {
-                        peer.rtc
-                            .sdp_api()
-                            .accept_answer(pending, a)
-                            .map_err(|e| ClientError::Rtc(e.to_string()))
-                    });
-                if result.is_ok() {
-                    let now = Instant::now();
-                    self.media = Some(Publishing {
-                        media,
-                        video_mid,
-                        audio_mid,
-                        started: now,
-                        frame: 0,
-                        next_video: now,
-                        next_audio: now,
-                    });
+                let (reply, result) = self.accept_publish_answer(&answer.sdp);
+                if let Some(reply) = reply {
+                    let tracks = answer.tracks.into_iter().map(|t| t.track).collect();
+                    let _ = reply.send(result.map(|()| tracks));
                 }
-                let _ = reply
-                    .send(result.map(|_| answer.tracks.into_iter().map(|t| t.track).collect()));
             }
             ServerMessage::SubscriberOffer(offer) => {
-                if self.subscriber.is_none() {
-                    match Peer::new(self.bind_ip, self.receive_packets).await {
-                        Ok(p) => self.subscriber = Some(p),
-                        Err(_) => return false,
-                    }
-                }
                 for t in &offer.tracks {
                     self.sub_mids.insert(
                         Mid::from(t.mid.as_str()),
                         (t.track_id.clone(), t.participant_sid.clone()),
                     );
                 }
-                let peer = self.subscriber.as_mut().expect("created above");
-                let answer = SdpOffer::from_sdp_string(&offer.sdp)
-                    .map_err(|e| e.to_string())
-                    .and_then(|o| {
-                        peer.rtc
-                            .sdp_api()
-                            .accept_offer(o)
-                            .map_err(|e| e.to_string())
-                    });
-                match answer {
-                    Ok(answer) => {
-                        let msg = ClientMessage::SubscriberAnswer(SdpMessage {
-                            req: None,
-                            sdp: answer.to_sdp_string(),
-                        });
-                        let _ = send_ws(&mut self.ws, &msg).await;
+                match self.answer_subscription(&offer.sdp).await {
+                    Ok(sdp) => {
+                        let msg = ClientMessage::SubscriberAnswer(SdpMessage { req: None, sdp });
+                        let _ = self.signal(&msg).await;
                     }
-                    Err(e) => debug!("subscriber offer refused: {e}"),
+                    Err(ClientError::Rtc(e)) => debug!("subscriber offer refused: {e}"),
+                    Err(_) => return false,
                 }
             }
             ServerMessage::Error(e) => {
                 if e.req == Some(1) {
-                    if let Some((_, reply, ..)) = self.pending_publish.take() {
+                    if let Some(reply) = self.pending_publish.take().and_then(|p| p.reply) {
                         let _ = reply.send(Err(ClientError::Refused(ProtoError::new(
                             e.code, e.message,
                         ))));
@@ -752,6 +826,16 @@ fn track_stats<'a>(
                 ..Default::default()
             }),
     )
+}
+
+/// The next frame from the signalling socket; never resolves without one.
+async fn next_ws(
+    ws: Option<&mut Ws>,
+) -> Option<Result<WsMessage, tokio_tungstenite::tungstenite::Error>> {
+    match ws {
+        Some(ws) => ws.next().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Receives on a socket that may not exist yet (then never resolves).

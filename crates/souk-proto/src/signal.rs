@@ -623,7 +623,10 @@ mod tests {
 
     #[test]
     fn finds_the_req_of_a_frame_it_does_not_parse() {
-        assert_eq!(req_of(r#"{"type":"send_gift","req":7,"junk":[1]}"#), Some(7));
+        assert_eq!(
+            req_of(r#"{"type":"send_gift","req":7,"junk":[1]}"#),
+            Some(7)
+        );
         assert_eq!(req_of(r#"{"type":"teleport","req":8}"#), Some(8));
         assert_eq!(req_of(r#"{"type":"ping"}"#), None);
         assert_eq!(req_of(r#"{"req":-1}"#), None);

@@ -159,7 +159,8 @@ async fn a_message_flood_is_throttled_then_cut() {
     // A burst past the allowance (50) is throttled, message by message, and every
     // refusal names the request it refuses, so a client knows which one to retry.
     for i in 0..80 {
-        ws.send_text(format!(r#"{{"type":"lower_hand","req":{i}}}"#)).await;
+        ws.send_text(format!(r#"{{"type":"lower_hand","req":{i}}}"#))
+            .await;
     }
     let mut answered = std::collections::BTreeMap::new();
     while answered.len() < 80 {
@@ -169,7 +170,10 @@ async fn a_message_flood_is_throttled_then_cut() {
             .expect("the socket stays open while throttled");
         if let Some(req) = msg["req"].as_u64() {
             let limited = msg["type"] == "error" && msg["code"] == "rate_limited";
-            assert!(answered.insert(req, limited).is_none(), "req {req} answered twice");
+            assert!(
+                answered.insert(req, limited).is_none(),
+                "req {req} answered twice"
+            );
         }
     }
     let limited = answered.values().filter(|l| **l).count();
