@@ -175,16 +175,11 @@ async fn measure(sfu: Sfu, args: &Fanout) -> anyhow::Result<()> {
     let mut subscribers: Vec<Bot> = Vec::new();
     let mut held = None;
     for &target in &args.subscribers {
-        while subscribers.len() < target {
-            subscribers.push(under_test.subscriber(subscribers.len()).await?);
-        }
-        for (i, s) in subscribers.iter().enumerate() {
-            s.wait_for(
-                &format!("subscriber {i} to receive video"),
-                Duration::from_secs(60),
-                |st| st.frames_of(TrackKind::Video) > 0,
-            )
-            .await?;
+        // A server that cannot take more subscribers ends its table; the next server
+        // still gets measured.
+        if let Err(e) = add_subscribers(&under_test, &mut subscribers, target).await {
+            println!("| {target} | could not join every subscriber: {e} |");
+            break;
         }
         // Let new subscribers settle on the top layer before measuring.
         tokio::time::sleep(Duration::from_secs(3)).await;
@@ -234,6 +229,26 @@ async fn measure(sfu: Sfu, args: &Fanout) -> anyhow::Result<()> {
             "\nNo step held loss < {}% and p99 <= {MAX_P99_MS} ms",
             MAX_LOSS * 100.0
         ),
+    }
+    Ok(())
+}
+
+/// Joins subscribers up to `target` and waits until each receives video.
+async fn add_subscribers(
+    under_test: &UnderTest,
+    subscribers: &mut Vec<Bot>,
+    target: usize,
+) -> anyhow::Result<()> {
+    while subscribers.len() < target {
+        subscribers.push(under_test.subscriber(subscribers.len()).await?);
+    }
+    for (i, s) in subscribers.iter().enumerate() {
+        s.wait_for(
+            &format!("subscriber {i} to receive video"),
+            Duration::from_secs(60),
+            |st| st.frames_of(TrackKind::Video) > 0,
+        )
+        .await?;
     }
     Ok(())
 }

@@ -263,6 +263,9 @@ const LAYERS: [(&str, u32, u16, u16); 3] = [
     ("f", 100, 1280, 720),
 ];
 
+/// Who waits for the tracks a publish offer published.
+type PublishReply = oneshot::Sender<Result<Vec<TrackInfo>, ClientError>>;
+
 /// A publish offer sent and not yet answered.
 struct PendingPublish {
     pending: SdpPendingOffer,
@@ -270,7 +273,7 @@ struct PendingPublish {
     audio_mid: Option<Mid>,
     video_mid: Option<Mid>,
     /// Who waits for the published tracks (Souk signalling only).
-    reply: Option<oneshot::Sender<Result<Vec<TrackInfo>, ClientError>>>,
+    reply: Option<PublishReply>,
 }
 
 struct Session {
@@ -489,7 +492,7 @@ impl Session {
             while m.next_video <= now {
                 let elapsed = m.next_video.saturating_duration_since(m.started);
                 let time = MediaTime::new(
-                    (elapsed.as_micros() as u64 * 90_000 / 1_000_000) as u64,
+                    elapsed.as_micros() as u64 * 90_000 / 1_000_000,
                     str0m::media::Frequency::NINETY_KHZ,
                 );
                 let keyframe = m.frame % KEYFRAME_EVERY == 0;
@@ -535,7 +538,7 @@ impl Session {
             while m.next_audio <= now {
                 let elapsed = m.next_audio.saturating_duration_since(m.started);
                 let time = MediaTime::new(
-                    (elapsed.as_micros() as u64 * 48_000 / 1_000_000) as u64,
+                    elapsed.as_micros() as u64 * 48_000 / 1_000_000,
                     str0m::media::Frequency::FORTY_EIGHT_KHZ,
                 );
                 let Some(writer) = peer.rtc.writer(mid) else {
@@ -646,11 +649,7 @@ impl Session {
     }
 
     /// Publishes over Souk signalling; `reply` gets the tracks once the server answered.
-    async fn start_publish(
-        &mut self,
-        media: SyntheticMedia,
-        reply: oneshot::Sender<Result<Vec<TrackInfo>, ClientError>>,
-    ) {
+    async fn start_publish(&mut self, media: SyntheticMedia, reply: PublishReply) {
         let (offer, tracks) = match self.offer_publish(media).await {
             Ok(Some(offer)) => offer,
             Ok(None) => {
@@ -682,10 +681,7 @@ impl Session {
     fn accept_publish_answer(
         &mut self,
         sdp: &str,
-    ) -> (
-        Option<oneshot::Sender<Result<Vec<TrackInfo>, ClientError>>>,
-        Result<(), ClientError>,
-    ) {
+    ) -> (Option<PublishReply>, Result<(), ClientError>) {
         let Some(p) = self.pending_publish.take() else {
             return (
                 None,
@@ -769,13 +765,11 @@ impl Session {
                     Err(_) => return false,
                 }
             }
-            ServerMessage::Error(e) => {
-                if e.req == Some(1) {
-                    if let Some(reply) = self.pending_publish.take().and_then(|p| p.reply) {
-                        let _ = reply.send(Err(ClientError::Refused(ProtoError::new(
-                            e.code, e.message,
-                        ))));
-                    }
+            ServerMessage::Error(e) if e.req == Some(1) => {
+                if let Some(reply) = self.pending_publish.take().and_then(|p| p.reply) {
+                    let _ = reply.send(Err(ClientError::Refused(ProtoError::new(
+                        e.code, e.message,
+                    ))));
                 }
             }
             ServerMessage::Leave(_) => return false,

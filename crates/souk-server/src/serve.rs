@@ -107,7 +107,8 @@ async fn serve(config: ServerConfig) -> anyhow::Result<()> {
         .webhooks
         .clone()
         .map(|w| webhook::spawn(w, cancel.clone(), &tracker));
-    let media = media::spawn(sfu, sockets, webhooks, cancel.clone(), &tracker);
+    let media = media::spawn(sfu, sockets, webhooks, cancel.clone(), &tracker)
+        .context("starting the media sending thread")?;
     let db = open_db(&config).await?;
     let outbox_wake = Arc::new(tokio::sync::Notify::new());
     let chat = open_chat(&config, db.clone(), outbox_wake.clone()).await?;

@@ -6,6 +6,7 @@
 //! send commands; the task answers through oneshot channels and delivers signalling
 //! messages through each session's own channel.
 
+mod egress;
 mod tcp;
 
 use std::collections::HashMap;
@@ -16,6 +17,8 @@ use souk_proto::error::{ErrorCode, ProtoError};
 use souk_proto::rest::WebhookKind;
 use souk_proto::signal::{ClientMessage, ServerMessage};
 use souk_sfu::{JoinRequest, Output, ParticipantId, ResumeRequest, Sfu};
+
+use self::egress::{Batch, Egress};
 use str0m::net::Protocol;
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
@@ -183,14 +186,16 @@ fn enlarge_buffers(udp: &UdpSocket) {
     );
 }
 
-/// Starts the media task. It runs until `cancel` fires, then ends every session.
+/// Starts the media task and its sending thread. The task runs until `cancel` fires,
+/// then ends every session.
 pub fn spawn(
     sfu: Sfu,
     sockets: MediaSockets,
     webhooks: Option<mpsc::Sender<WebhookKind>>,
     cancel: CancellationToken,
     tracker: &TaskTracker,
-) -> MediaHandle {
+) -> std::io::Result<MediaHandle> {
+    let egress = Egress::start(&sockets.udp)?;
     let (commands, rx) = mpsc::channel(1024);
     let (tcp_tx, tcp_rx) = mpsc::channel(4096);
     tracker.spawn(tcp::accept_loop(
@@ -202,18 +207,21 @@ pub fn spawn(
     let driver = Driver {
         sfu,
         udp: sockets.udp,
+        egress,
         local: sockets.local,
         sessions: HashMap::new(),
         tcp_writers: HashMap::new(),
         webhooks,
     };
     tracker.spawn(driver.run(rx, tcp_rx, cancel));
-    MediaHandle { commands }
+    Ok(MediaHandle { commands })
 }
 
 struct Driver {
     sfu: Sfu,
+    /// Receives; sending goes through `egress`.
     udp: UdpSocket,
+    egress: Egress,
     local: SocketAddr,
     sessions: HashMap<ParticipantId, (ConnId, SessionSender)>,
     tcp_writers: HashMap<SocketAddr, mpsc::Sender<Vec<u8>>>,
@@ -312,18 +320,14 @@ impl Driver {
         }
     }
 
-    /// Carries out everything the core asked for.
+    /// Carries out everything the core asked for; its UDP datagrams go to the sending
+    /// thread as one batch.
     fn flush(&mut self) {
+        let mut datagrams = Batch::new();
         while let Some(output) = self.sfu.poll_output() {
             match output {
                 Output::Transmit(t) => match t.proto {
-                    Protocol::Udp => {
-                        if let Err(e) = self.udp.try_send_to(&t.contents, t.destination) {
-                            // A full buffer drops the datagram as the network would; a refused
-                            // send (EPERM from a firewall) must not take the server down.
-                            debug!(destination = %t.destination, "UDP send failed: {e}");
-                        }
-                    }
+                    Protocol::Udp => datagrams.push((t.destination, t.contents)),
                     _ => {
                         if let Some(writer) = self.tcp_writers.get(&t.destination) {
                             let _ = writer.try_send(t.contents);
@@ -382,5 +386,6 @@ impl Driver {
                 _ => {}
             }
         }
+        self.egress.send(datagrams);
     }
 }
