@@ -206,12 +206,14 @@ async fn measure(sfu: Sfu, args: &Fanout) -> anyhow::Result<()> {
         let p50 = window.latency.quantile_ms(0.5).unwrap_or(f64::NAN);
         let p99 = window.latency.quantile_ms(0.99).unwrap_or(f64::NAN);
         println!(
-            "| {target} | {:.1} | {:.0} | {:.1} | {:.1} | {:.3} | {p50:.1} | {p99:.1} | {:.1} | {:.0} | {:.1} |",
+            "| {target} | {:.1} | {:.0} | {:.1} | {:.1} | {:.3} | {} | {} | {:.1} | {:.0} | {:.1} |",
             window.bytes as f64 * 8.0 / elapsed / 1e6,
             window.packets as f64 / elapsed,
             server_cpu_s / elapsed * 100.0,
             server_cpu_s / (window.bytes as f64 / 1e9),
             loss * 100.0,
+            latency_cell(p50),
+            latency_cell(p99),
             rss as f64 / 1024.0,
             (rss.saturating_sub(baseline_rss)) as f64 / target as f64,
             bots_pct,
@@ -231,6 +233,15 @@ async fn measure(sfu: Sfu, args: &Fanout) -> anyhow::Result<()> {
         ),
     }
     Ok(())
+}
+
+/// A latency quantile for the table; at the histogram's end it is a lower bound.
+fn latency_cell(ms: f64) -> String {
+    if ms >= LatencyHistogram::RANGE_MS {
+        format!("≥ {}", LatencyHistogram::RANGE_MS)
+    } else {
+        format!("{ms:.1}")
+    }
 }
 
 /// Joins subscribers up to `target` and waits until each receives video.

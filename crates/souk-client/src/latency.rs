@@ -21,6 +21,9 @@ impl Default for LatencyHistogram {
 }
 
 impl LatencyHistogram {
+    /// The slowest time told apart; slower samples count as this.
+    pub const RANGE_MS: f64 = (BUCKETS as u64 * BUCKET_MICROS) as f64 / 1000.0;
+
     pub fn record_micros(&mut self, micros: u64) {
         let bucket = ((micros / BUCKET_MICROS) as usize).min(BUCKETS - 1);
         self.counts[bucket] += 1;
