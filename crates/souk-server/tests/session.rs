@@ -5,7 +5,7 @@ mod common;
 
 use std::process::Command;
 
-use common::{RawSignal, TestServer, WAIT};
+use common::{eventually, RawSignal, TestServer, WAIT};
 use souk_client::{Client, ClientOptions, SyntheticMedia};
 use souk_proto::model::TrackKind;
 use souk_proto::signal::{ClientMessage, ServerMessage, Subscribe};
@@ -229,4 +229,31 @@ async fn subscribers_are_told_their_connection_quality_and_it_is_exported() {
             .any(|l| l.starts_with("souk_participant_mos{") && l.contains(&sid)),
         "{metrics}"
     );
+    // What the viewer is sent: the video's bitrate (500 kbps synthetic, one layer) once
+    // two stats reports are in, and the layer it gets.
+    eventually("the viewer's bitrate and layer in /metrics", || async {
+        let metrics = reqwest::get(format!("{}/metrics", server.url))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let bitrate = metric_for(&metrics, "souk_participant_send_bitrate_bps", &sid);
+        let layer = metric_for(&metrics, "souk_subscription_layer", &sid);
+        bitrate.is_some_and(|b| b > 200_000.0) && layer == Some(0.0)
+    })
+    .await;
+}
+
+/// The value of metric `name` on the line labelled with participant `sid`.
+fn metric_for(metrics: &str, name: &str, sid: &str) -> Option<f64> {
+    metrics
+        .lines()
+        .find(|l| {
+            l.starts_with(&format!("{name}{{")) && l.contains(&format!("participant=\"{sid}\""))
+        })?
+        .rsplit(' ')
+        .next()?
+        .parse()
+        .ok()
 }

@@ -38,7 +38,7 @@ mod track;
 
 pub use config::SfuConfig;
 pub use peer::Side;
-pub use quality::PathQuality;
+pub use quality::{PathQuality, SubscriptionLayer};
 pub use sfu::{JoinRequest, Output, ResumeRequest, Sfu, Transmit};
 
 /// Internal handle of a participant session (the wire id is its `sid`).

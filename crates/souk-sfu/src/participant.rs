@@ -67,6 +67,8 @@ pub(crate) struct Participant {
     /// told to the client.
     pub path: Option<PathQuality>,
     pub grade_told: Option<QualityGrade>,
+    /// Bytes sent on the subscriber connection at its last stats report, for the rate.
+    pub sent_at_last_stats: Option<(u64, Instant)>,
 
     pub level: LevelMeter,
 }

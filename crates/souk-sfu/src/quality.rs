@@ -13,6 +13,19 @@ pub struct PathQuality {
     pub jitter_ms: f64,
     /// Fraction lost, 0.0 to 1.0.
     pub loss: f64,
+    /// What the server sends the client, bits per second, between its last two stats
+    /// reports (not part of the MOS: it shows whether the client gets video at all).
+    pub send_bps: f64,
+}
+
+/// The video layer one subscriber gets of one track.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubscriptionLayer {
+    pub room: String,
+    pub subscriber_sid: String,
+    pub track_id: String,
+    /// Index of the simulcast layer sent (0 the smallest), `None` while paused.
+    pub index: Option<usize>,
 }
 
 impl PathQuality {

@@ -10,13 +10,14 @@ use axum::response::IntoResponse;
 use super::ApiError;
 
 pub async fn metrics(State(state): State<super::State>) -> Result<impl IntoResponse, ApiError> {
-    let (rooms, participants, paths) = state
+    let (rooms, participants, paths, layers) = state
         .media
         .call(|sfu, _| {
             (
                 sfu.room_count(),
                 sfu.participant_count(),
                 sfu.path_qualities(),
+                sfu.subscription_layers(),
             )
         })
         .await?;
@@ -61,7 +62,7 @@ pub async fn metrics(State(state): State<super::State>) -> Result<impl IntoRespo
         outbox as usize,
     );
     // Per participant: the path from this server to the client, from its receiver reports.
-    let per_path: [(&str, &str, fn(&souk_sfu::PathQuality) -> f64); 4] = [
+    let per_path: [(&str, &str, PathValue); 5] = [
         (
             "souk_participant_mos",
             "E-model MOS estimate of the path to the participant (1 to 4.5).",
@@ -82,11 +83,16 @@ pub async fn metrics(State(state): State<super::State>) -> Result<impl IntoRespo
             "Fraction of packets the participant reports lost.",
             |q| q.loss,
         ),
+        (
+            "souk_participant_send_bitrate_bps",
+            "Bits per second this server sends the participant.",
+            |q| q.send_bps,
+        ),
     ];
     for (name, help, value) in per_path {
         let _ = writeln!(body, "# HELP {name} {help}\n# TYPE {name} gauge");
         for (room, sid, path) in &paths {
-            let room = room.replace(['"', '\\', '\n'], "_");
+            let room = label(room);
             let _ = writeln!(
                 body,
                 "{name}{{room=\"{room}\",participant=\"{sid}\"}} {}",
@@ -94,5 +100,28 @@ pub async fn metrics(State(state): State<super::State>) -> Result<impl IntoRespo
             );
         }
     }
+    let name = "souk_subscription_layer";
+    let _ = writeln!(
+        body,
+        "# HELP {name} Simulcast layer each subscriber gets of each video (0 the smallest, -1 paused).\n# TYPE {name} gauge"
+    );
+    for layer in &layers {
+        let room = label(&layer.room);
+        let track = label(&layer.track_id);
+        let index = layer.index.map_or(-1, |i| i as i64);
+        let sid = &layer.subscriber_sid;
+        let _ = writeln!(
+            body,
+            "{name}{{room=\"{room}\",participant=\"{sid}\",track=\"{track}\"}} {index}"
+        );
+    }
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body))
+}
+
+/// A per-path gauge's value.
+type PathValue = fn(&souk_sfu::PathQuality) -> f64;
+
+/// A label value with the characters the text format would need escaped replaced.
+fn label(value: &str) -> String {
+    value.replace(['"', '\\', '\n'], "_")
 }

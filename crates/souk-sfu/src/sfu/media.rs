@@ -7,7 +7,7 @@ use souk_proto::error::{ErrorCode, ProtoError};
 use souk_proto::model::{LeaveReason, SpeakerInfo};
 use souk_proto::signal::{ActiveSpeakers, ConnectionQuality, ServerMessage};
 use str0m::bwe::BweKind;
-use str0m::media::KeyframeRequestKind;
+use str0m::media::{KeyframeRequestKind, MediaKind};
 use str0m::net::{Protocol, Receive};
 use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite};
 use str0m::{Event, Input};
@@ -19,7 +19,7 @@ use crate::forward::{Layer, Verdict};
 use crate::keyframe::starts_keyframe;
 use crate::participant::DowntrackState;
 use crate::peer::{Peer, Side};
-use crate::quality::PathQuality;
+use crate::quality::{PathQuality, SubscriptionLayer};
 use crate::red;
 use crate::speaker;
 use crate::track::{codec_name, video_codec, TrackKey};
@@ -229,6 +229,14 @@ impl Sfu {
                     if let Some(loss) = stats.egress_loss_fraction {
                         path.loss = loss as f64;
                     }
+                    if let Some((bytes, at)) = p.sent_at_last_stats {
+                        let seconds = stats.timestamp.saturating_duration_since(at).as_secs_f64();
+                        if seconds > 0.0 {
+                            path.send_bps =
+                                stats.bytes_tx.saturating_sub(bytes) as f64 * 8.0 / seconds;
+                        }
+                    }
+                    p.sent_at_last_stats = Some((stats.bytes_tx, stats.timestamp));
                 }
             }
             Event::MediaEgressStats(stats) if key.side == Side::Subscriber => {
@@ -626,6 +634,28 @@ impl Sfu {
         for (id, quality) in changed {
             self.signal(id, ServerMessage::ConnectionQuality(quality));
         }
+    }
+
+    /// Every subscription's forwarded layer, for metrics: the index of the simulcast
+    /// layer being sent (0 the smallest; 0 without simulcast), `None` while paused or
+    /// before the first keyframe.
+    pub fn subscription_layers(&self) -> Vec<SubscriptionLayer> {
+        let mut layers = Vec::new();
+        for p in self.participants.values() {
+            for dt in p.downtracks.iter().filter(|d| d.kind == MediaKind::Video) {
+                let index = self.participants.get(&dt.publisher).and_then(|publisher| {
+                    let track = publisher.track(dt.track)?;
+                    track.layer_index(dt.forwarder.current()?)
+                });
+                layers.push(SubscriptionLayer {
+                    room: p.room.clone(),
+                    subscriber_sid: p.sid.clone(),
+                    track_id: dt.track_id.clone(),
+                    index,
+                });
+            }
+        }
+        layers
     }
 
     /// Every participant's path quality, for metrics: (room, sid, path).

@@ -106,6 +106,7 @@ impl Sfu {
             estimate_bps: None,
             path: None,
             grade_told: None,
+            sent_at_last_stats: None,
             level: Default::default(),
         };
         let info = participant.info();
