@@ -5,7 +5,7 @@ mod common;
 
 use std::process::Command;
 
-use common::{eventually, RawSignal, TestServer, WAIT};
+use common::{eventually, metrics, RawSignal, TestServer, WAIT};
 use souk_client::{Client, ClientOptions, SyntheticMedia};
 use souk_proto::model::TrackKind;
 use souk_proto::signal::{ClientMessage, ServerMessage, Subscribe};
@@ -217,29 +217,18 @@ async fn subscribers_are_told_their_connection_quality_and_it_is_exported() {
     );
     assert!(quality.mos > 4.0 && quality.loss < 0.01, "{quality:?}");
     let sid = viewer.participant().sid.clone();
-    let metrics = reqwest::get(format!("{}/metrics", server.url))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let page = metrics(&server).await;
     assert!(
-        metrics
-            .lines()
+        page.lines()
             .any(|l| l.starts_with("souk_participant_mos{") && l.contains(&sid)),
-        "{metrics}"
+        "{page}"
     );
     // What the viewer is sent: the video's bitrate (500 kbps synthetic, one layer) once
     // two stats reports are in, and the layer it gets.
     eventually("the viewer's bitrate and layer in /metrics", || async {
-        let metrics = reqwest::get(format!("{}/metrics", server.url))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        let bitrate = metric_for(&metrics, "souk_participant_send_bitrate_bps", &sid);
-        let layer = metric_for(&metrics, "souk_subscription_layer", &sid);
+        let page = metrics(&server).await;
+        let bitrate = metric_for(&page, "souk_participant_send_bitrate_bps", &sid);
+        let layer = metric_for(&page, "souk_subscription_layer", &sid);
         bitrate.is_some_and(|b| b > 200_000.0) && layer == Some(0.0)
     })
     .await;

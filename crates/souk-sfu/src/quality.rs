@@ -61,6 +61,7 @@ mod tests {
             rtt_ms: 20.0,
             jitter_ms: 2.0,
             loss: 0.0,
+            ..Default::default()
         };
         assert!((q.mos() - 4.4227).abs() < 0.001, "{}", q.mos());
         assert_eq!(q.grade(), QualityGrade::Excellent);
@@ -73,6 +74,7 @@ mod tests {
             rtt_ms: 250.0,
             jitter_ms: 10.0,
             loss: 0.01,
+            ..Default::default()
         };
         assert!((far.mos() - 3.875).abs() < 0.001, "{}", far.mos());
         assert_eq!(far.grade(), QualityGrade::Good);
@@ -81,12 +83,14 @@ mod tests {
             rtt_ms: 50.0,
             jitter_ms: 5.0,
             loss: 0.2,
+            ..Default::default()
         };
         assert_eq!(lossy.grade(), QualityGrade::Poor, "{}", lossy.mos());
         let hopeless = PathQuality {
             rtt_ms: 2000.0,
             jitter_ms: 500.0,
             loss: 0.5,
+            ..Default::default()
         };
         assert_eq!(hopeless.mos(), 1.0);
     }

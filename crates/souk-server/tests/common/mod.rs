@@ -272,14 +272,19 @@ impl RawSignal {
     }
 }
 
-/// Reads one gauge from `/metrics`.
-pub async fn gauge(server: &TestServer, name: &str) -> u64 {
-    let body = reqwest::get(format!("{}/metrics", server.url))
+/// The server's `/metrics` page.
+pub async fn metrics(server: &TestServer) -> String {
+    reqwest::get(format!("{}/metrics", server.url))
         .await
         .unwrap()
         .text()
         .await
-        .unwrap();
+        .unwrap()
+}
+
+/// Reads one gauge from `/metrics`.
+pub async fn gauge(server: &TestServer, name: &str) -> u64 {
+    let body = metrics(server).await;
     body.lines()
         .find_map(|l| l.strip_prefix(&format!("{name} ")))
         .and_then(|v| v.trim().parse().ok())
