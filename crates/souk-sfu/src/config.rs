@@ -3,13 +3,27 @@
 use std::time::Duration;
 
 /// Retransmission cache per outgoing video stream: enough for a second of 2 Mbps video.
-/// Payloads are shared with every other subscriber's cache, so this costs pointers.
+/// Payloads are shared with every other subscriber's cache, but each entry keeps its own
+/// packet header (~500 bytes), so the age is what the path needs once its round trip is
+/// known ([`rtx_cache_age`]); until then, enough for a 225 ms round trip.
 pub(crate) const RTX_CACHE_PACKETS: usize = 1024;
-pub(crate) const RTX_CACHE_AGE: Duration = Duration::from_secs(2);
+pub(crate) const RTX_CACHE_INITIAL_AGE: Duration = Duration::from_secs(1);
+const RTX_CACHE_MIN_AGE: Duration = Duration::from_millis(500);
+const RTX_CACHE_MAX_AGE: Duration = Duration::from_secs(2);
+
+/// How long a subscriber's sent video stays retransmittable: four round trips (the NACK
+/// takes one, a lost retransmission another, plus the receiver's wait before it asks)
+/// and 100 ms, between 0.5 s and 2 s. Rounded up to quarter seconds, since
+/// resizing drops the cache and a wobbling round trip must not do that each second.
+pub(crate) fn rtx_cache_age(rtt: Duration) -> Duration {
+    let age = (rtt * 4 + Duration::from_millis(100)).clamp(RTX_CACHE_MIN_AGE, RTX_CACHE_MAX_AGE);
+    Duration::from_millis((age.as_millis() as u64).div_ceil(250) * 250)
+}
 /// Where a subscriber's bandwidth estimate starts: enough for a middle layer, low enough
 /// not to flood a weak link before the estimator has learnt anything.
 const INITIAL_ESTIMATE_KBPS: u64 = 1000;
 
+use str0m::rtp::{Extension, ExtensionMap};
 use str0m::{Candidate, RtcConfig};
 
 use crate::keyframe::VideoCodec;
@@ -76,10 +90,72 @@ impl SfuConfig {
         }
         if subscriber && self.estimate_bandwidth {
             config = config.enable_bwe(Some(str0m::bwe::Bitrate::kbps(INITIAL_ESTIMATE_KBPS)));
+        } else if subscriber {
+            // Without estimation nothing reads the subscriber's transport-wide feedback:
+            // not offering it spares the client that feedback and each connection str0m's
+            // register of the last 1,000 packets sent (~90 KiB).
+            config = config.set_extension_map(standard_extensions_without_twcc());
         }
         match video_first {
             VideoCodec::Vp8 => config.enable_vp8(true).enable_h264(true),
             VideoCodec::H264 => config.enable_h264(true).enable_vp8(true),
         }
+    }
+}
+
+fn standard_extensions_without_twcc() -> ExtensionMap {
+    let mut map = ExtensionMap::empty();
+    for (id, extension) in ExtensionMap::standard().iter() {
+        if *extension != Extension::TransportSequenceNumber {
+            map.set(id, extension.clone());
+        }
+    }
+    map
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use str0m::media::{Direction, MediaKind};
+
+    use super::*;
+
+    /// The SDP offer a subscriber connection built from `config` makes for one video.
+    fn subscriber_offer(config: &SfuConfig) -> String {
+        let mut rtc = config
+            .rtc_config(VideoCodec::Vp8, true)
+            .build(Instant::now());
+        let mut api = rtc.sdp_api();
+        api.add_media(MediaKind::Video, Direction::SendOnly, None, None, None);
+        let (offer, _) = api.apply().expect("an offer");
+        offer.to_sdp_string()
+    }
+
+    #[test]
+    fn the_retransmission_window_follows_the_round_trip() {
+        let ms = Duration::from_millis;
+        assert_eq!(rtx_cache_age(ms(1)), ms(500), "loopback: the floor");
+        assert_eq!(
+            rtx_cache_age(ms(180)),
+            ms(1000),
+            "intercontinental: 820 ms rounded up"
+        );
+        assert_eq!(rtx_cache_age(ms(185)), ms(1000), "a wobble keeps the size");
+        assert_eq!(rtx_cache_age(ms(900)), RTX_CACHE_MAX_AGE, "the cap");
+    }
+
+    #[test]
+    fn subscribers_are_offered_transport_wide_feedback_only_when_it_is_used() {
+        const TWCC: &str = "transport-wide-cc-extensions";
+        let mut config = SfuConfig::new(Vec::new(), 1);
+        let offer = subscriber_offer(&config);
+        assert!(!offer.contains(TWCC), "{offer}");
+        assert!(
+            offer.contains("urn:ietf:params:rtp-hdrext:sdes:mid"),
+            "{offer}"
+        );
+        config.estimate_bandwidth = true;
+        assert!(subscriber_offer(&config).contains(TWCC));
     }
 }

@@ -1,7 +1,7 @@
 //! A participant: who they are, their two connections, what they publish and receive.
 
 use std::collections::HashMap;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use souk_proto::model::{ParticipantInfo, QualityGrade, TrackKind};
 use souk_proto::signal::{SubscribedTrack, SubscriberOffer};
@@ -11,6 +11,7 @@ use str0m::media::Pt;
 use str0m::media::{MediaKind, Mid};
 use str0m::rtp::Ssrc;
 
+use crate::config::RTX_CACHE_PACKETS;
 use crate::forward::{Forwarder, Layer};
 use crate::layer::Wanted;
 use crate::peer::{Peer, Side};
@@ -69,6 +70,9 @@ pub(crate) struct Participant {
     pub grade_told: Option<QualityGrade>,
     /// Bytes sent on the subscriber connection at its last stats report, for the rate.
     pub sent_at_last_stats: Option<(u64, Instant)>,
+    /// How long its video streams keep sent packets for retransmission, once sized from
+    /// the round trip.
+    pub rtx_age: Option<Duration>,
 
     pub level: LevelMeter,
 }
@@ -126,6 +130,32 @@ impl Participant {
 
     pub fn downtrack_mut(&mut self, key: TrackKey) -> Option<&mut Downtrack> {
         self.downtracks.iter_mut().find(|d| d.track == key)
+    }
+
+    /// Sizes the retransmission cache of the subscriber connection's video streams on
+    /// `mids` (this drops what they cached).
+    pub fn set_rtx_cache(&mut self, mids: &[Mid], age: Duration) {
+        let Some(peer) = self.subscriber.as_mut() else {
+            return;
+        };
+        let mut api = peer.rtc.direct_api();
+        for mid in mids {
+            if let Some(stream) = api.stream_tx_by_mid(*mid, None) {
+                stream.set_rtx_cache(RTX_CACHE_PACKETS, age, None);
+            }
+        }
+    }
+
+    /// The mids of the video it receives.
+    pub fn open_video_mids(&self) -> Vec<Mid> {
+        self.downtracks
+            .iter()
+            .filter(|d| d.kind.is_video())
+            .filter_map(|d| match d.state {
+                DowntrackState::Open(mid) => Some(mid),
+                _ => None,
+            })
+            .collect()
     }
 
     pub fn downtrack_by_mid(&self, mid: Mid) -> Option<&Downtrack> {

@@ -190,11 +190,14 @@ pub async fn publish(
     let answer = tokio::time::timeout(ANSWER_TIMEOUT, async {
         while let Some(event) = rx.recv().await {
             match event {
-                SessionEvent::Message(ServerMessage::PublishAnswer(a)) => return Ok(a.sdp),
-                SessionEvent::Message(ServerMessage::Error(e)) if e.req == Some(1) => {
-                    return Err(ProtoError::new(e.code, e.message))
-                }
-                SessionEvent::Message(_) | SessionEvent::Text(_) => {}
+                SessionEvent::Message(msg) => match *msg {
+                    ServerMessage::PublishAnswer(a) => return Ok(a.sdp),
+                    ServerMessage::Error(e) if e.req == Some(1) => {
+                        return Err(ProtoError::new(e.code, e.message))
+                    }
+                    _ => {}
+                },
+                SessionEvent::Text(_) => {}
                 SessionEvent::Close => break,
             }
         }

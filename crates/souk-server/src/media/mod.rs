@@ -29,7 +29,9 @@ use tracing::{debug, info, warn};
 /// Messages a signalling session receives from the core.
 #[derive(Debug)]
 pub enum SessionEvent {
-    Message(ServerMessage),
+    /// Boxed: each session's queue reserves room for 32 events at a time, and a
+    /// `ServerMessage` inline is ~650 bytes (20 KiB per connected client).
+    Message(Box<ServerMessage>),
     /// A message already serialised, shared by many sockets (room events).
     Text(std::sync::Arc<str>),
     /// The session is over; close the socket after flushing.
@@ -336,7 +338,7 @@ impl Driver {
                 },
                 Output::Signal(id, msg) => {
                     if let Some((_, session)) = self.sessions.get(&id) {
-                        if let Err(e) = session.try_send(SessionEvent::Message(*msg)) {
+                        if let Err(e) = session.try_send(SessionEvent::Message(msg)) {
                             match e {
                                 mpsc::error::TrySendError::Full(_) => {
                                     warn!(

@@ -14,6 +14,7 @@ use str0m::{Event, Input};
 use tracing::{debug, warn};
 
 use super::Sfu;
+use crate::config::rtx_cache_age;
 use crate::demux::PeerKey;
 use crate::forward::{Layer, Verdict};
 use crate::keyframe::starts_keyframe;
@@ -237,6 +238,15 @@ impl Sfu {
                         }
                     }
                     p.sent_at_last_stats = Some((stats.bytes_tx, stats.timestamp));
+                    let resized = stats
+                        .rtt
+                        .map(rtx_cache_age)
+                        .filter(|age| self.config.resilience && p.rtx_age != Some(*age));
+                    if let Some(age) = resized {
+                        p.rtx_age = Some(age);
+                        let mids = p.open_video_mids();
+                        p.set_rtx_cache(&mids, age);
+                    }
                 }
             }
             Event::MediaEgressStats(stats) if key.side == Side::Subscriber => {

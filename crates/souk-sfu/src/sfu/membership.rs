@@ -107,10 +107,11 @@ impl Sfu {
             path: None,
             grade_told: None,
             sent_at_last_stats: None,
+            rtx_age: None,
             level: Default::default(),
         };
         let info = participant.info();
-        self.participants.insert(id, participant);
+        self.participants.insert(id, Box::new(participant));
         let room = self.rooms.get_mut(&req.room).expect("room opened above");
         room.members.push(id);
         room.empty_since = None;

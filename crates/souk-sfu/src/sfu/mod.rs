@@ -93,7 +93,9 @@ pub struct Sfu {
     started_unix_ms: u64,
     next_id: u64,
     rooms: HashMap<String, Room>,
-    participants: HashMap<ParticipantId, Participant>,
+    /// Boxed: a participant holds two str0m connections inline (tens of KiB), and the
+    /// map keeps spare slots as it grows.
+    participants: HashMap<ParticipantId, Box<Participant>>,
     /// Who has a WebRTC connection, and each connection's next str0m deadline.
     connections: Connections,
     /// Which participant publishes each track.
