@@ -316,10 +316,11 @@ fn write_config(dir: &std::path::Path, iface: &str, port: u16) -> anyhow::Result
             }
         }
     }
-    std::fs::write(
-        dir.join("janus.jcfg"),
-        format!(
-            r#"general: {{
+    let files = [
+        (
+            "janus.jcfg",
+            format!(
+                r#"general: {{
   configs_folder = "{dir_str}"
   plugins_folder = "{dir_str}/plugins"
   transports_folder = "{dir_str}/transports"
@@ -334,12 +335,12 @@ nat: {{
   ice_enforce_list = "{iface}"
 }}
 "#
+            ),
         ),
-    )?;
-    std::fs::write(
-        dir.join("janus.plugin.videoroom.jcfg"),
-        format!(
-            r#"general: {{
+        (
+            "janus.plugin.videoroom.jcfg",
+            format!(
+                r#"general: {{
 }}
 room-{ROOM}: {{
   description = "souk-bench"
@@ -349,12 +350,12 @@ room-{ROOM}: {{
   audiocodec = "opus"
 }}
 "#
+            ),
         ),
-    )?;
-    std::fs::write(
-        dir.join("janus.transport.http.jcfg"),
-        format!(
-            r#"general: {{
+        (
+            "janus.transport.http.jcfg",
+            format!(
+                r#"general: {{
   json = "compact"
   base_path = "/janus"
   http = true
@@ -365,7 +366,11 @@ admin: {{
   admin_http = false
 }}
 "#
+            ),
         ),
-    )?;
+    ];
+    for (name, text) in files {
+        std::fs::write(dir.join(name), text)?;
+    }
     Ok(())
 }
