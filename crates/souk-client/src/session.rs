@@ -317,19 +317,9 @@ impl Session {
                     Some(Command::Publish(media, reply)) => self.start_publish(media, reply).await,
                     Some(Command::Send(msg)) => { let _ = self.signal(&msg).await; }
                     Some(Command::Leave) => { let _ = self.signal(&ClientMessage::Leave(Default::default())).await; }
-                    Some(Command::Offer(media, reply)) => {
-                        let offer = self.offer_publish(media).await.and_then(|offer| {
-                            offer.map(|(sdp, _)| sdp.to_sdp_string()).ok_or_else(|| ClientError::Rtc("nothing to publish".into()))
-                        });
-                        let _ = reply.send(offer);
-                    }
+                    Some(Command::Offer(media, reply)) => { let _ = reply.send(self.external_offer(media).await); }
                     Some(Command::AcceptAnswer(sdp, reply)) => { let _ = reply.send(self.accept_publish_answer(&sdp).1); }
-                    Some(Command::AnswerOffer(sdp, reply)) => {
-                        for mid in sdp.lines().filter_map(|l| l.trim().strip_prefix("a=mid:")) {
-                            self.sub_mids.entry(Mid::from(mid)).or_insert_with(|| (format!("mid-{mid}"), String::new()));
-                        }
-                        let _ = reply.send(self.answer_subscription(&sdp).await);
-                    }
+                    Some(Command::AnswerOffer(sdp, reply)) => { let _ = reply.send(self.answer_external_offer(&sdp).await); }
                     None => break,
                 },
                 Some(received) = recv(publisher, &mut pub_buf) => {
@@ -728,6 +718,25 @@ impl Session {
             .accept_offer(offer)
             .map_err(|e| ClientError::Rtc(e.to_string()))?;
         Ok(answer.to_sdp_string())
+    }
+
+    /// A publish offer for signalling the caller carries.
+    async fn external_offer(&mut self, media: SyntheticMedia) -> Result<String, ClientError> {
+        match self.offer_publish(media).await? {
+            Some((offer, _)) => Ok(offer.to_sdp_string()),
+            None => Err(ClientError::Rtc("nothing to publish".into())),
+        }
+    }
+
+    /// Answers an offer the caller carried; with no track list beside it, each m-line
+    /// counts as the track `mid-<mid>`.
+    async fn answer_external_offer(&mut self, sdp: &str) -> Result<String, ClientError> {
+        for mid in sdp.lines().filter_map(|l| l.trim().strip_prefix("a=mid:")) {
+            self.sub_mids
+                .entry(Mid::from(mid))
+                .or_insert_with(|| (format!("mid-{mid}"), String::new()));
+        }
+        self.answer_subscription(sdp).await
     }
 
     /// Sends a Souk signalling message.
