@@ -251,12 +251,13 @@ impl PluginHandle {
 /// to the mailbox of the handle it is for.
 async fn long_poll(http: reqwest::Client, session_url: String, mailboxes: Mailboxes) {
     loop {
-        let reply = http.get(format!("{session_url}?maxev=100")).send().await;
-        let Ok(reply) = reply else {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            continue;
+        let body = match http.get(format!("{session_url}?maxev=100")).send().await {
+            Ok(reply) => reply.json::<Value>().await.ok(),
+            Err(_) => None,
         };
-        let Ok(body) = reply.json::<Value>().await else {
+        let Some(body) = body else {
+            // Janus restarting or answering oddly: try again shortly, not in a spin.
+            tokio::time::sleep(Duration::from_millis(100)).await;
             continue;
         };
         let events = match body {

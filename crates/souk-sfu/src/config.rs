@@ -19,6 +19,7 @@ pub(crate) fn rtx_cache_age(rtt: Duration) -> Duration {
     let age = (rtt * 4 + Duration::from_millis(100)).clamp(RTX_CACHE_MIN_AGE, RTX_CACHE_MAX_AGE);
     Duration::from_millis((age.as_millis() as u64).div_ceil(250) * 250)
 }
+
 /// Where a subscriber's bandwidth estimate starts: enough for a middle layer, low enough
 /// not to flood a weak link before the estimator has learnt anything.
 const INITIAL_ESTIMATE_KBPS: u64 = 1000;

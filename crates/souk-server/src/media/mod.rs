@@ -17,14 +17,14 @@ use souk_proto::error::{ErrorCode, ProtoError};
 use souk_proto::rest::WebhookKind;
 use souk_proto::signal::{ClientMessage, ServerMessage};
 use souk_sfu::{JoinRequest, Output, ParticipantId, ResumeRequest, Sfu};
-
-use self::egress::{Batch, Egress};
 use str0m::net::Protocol;
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
+
+use self::egress::{Batch, Egress};
 
 /// Messages a signalling session receives from the core.
 #[derive(Debug)]
