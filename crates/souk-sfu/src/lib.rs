@@ -29,6 +29,7 @@ mod participant;
 mod peer;
 mod quality;
 mod red;
+mod redundancy;
 mod rewrite;
 mod room;
 pub mod sfu;

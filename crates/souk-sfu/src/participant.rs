@@ -17,6 +17,7 @@ use crate::layer::Wanted;
 use crate::peer::{Peer, Side};
 use crate::quality::PathQuality;
 use crate::red::RedEncoder;
+use crate::redundancy::Redundancy;
 use crate::speaker::LevelMeter;
 use crate::track::{PublishedTrack, TrackKey};
 use crate::ParticipantId;
@@ -73,6 +74,8 @@ pub(crate) struct Participant {
     /// How long its video streams keep sent packets for retransmission, once sized from
     /// the round trip.
     pub rtx_age: Option<Duration>,
+    /// Copies of each video packet its link needs (with resilience on).
+    pub redundancy: Redundancy,
 
     pub level: LevelMeter,
 }

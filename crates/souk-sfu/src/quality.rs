@@ -16,6 +16,8 @@ pub struct PathQuality {
     /// What the server sends the client, bits per second, between its last two stats
     /// reports (not part of the MOS: it shows whether the client gets video at all).
     pub send_bps: f64,
+    /// Copies of each video packet sent to the client against random loss (1: none).
+    pub video_copies: u8,
 }
 
 /// The video layer one subscriber gets of one track.

@@ -62,7 +62,7 @@ pub async fn metrics(State(state): State<super::State>) -> Result<impl IntoRespo
         outbox as usize,
     );
     // Per participant: the path from this server to the client, from its receiver reports.
-    let per_path: [(&str, &str, PathValue); 5] = [
+    let per_path: [(&str, &str, PathValue); 6] = [
         (
             "souk_participant_mos",
             "E-model MOS estimate of the path to the participant (1 to 4.5).",
@@ -87,6 +87,11 @@ pub async fn metrics(State(state): State<super::State>) -> Result<impl IntoRespo
             "souk_participant_send_bitrate_bps",
             "Bits per second this server sends the participant.",
             |q| q.send_bps,
+        ),
+        (
+            "souk_participant_video_copies",
+            "Copies of each video packet sent to the participant against random loss (1: none).",
+            |q| q.video_copies as f64,
         ),
     ];
     for (name, help, value) in per_path {

@@ -85,7 +85,9 @@ impl Sfu {
         if videos.is_empty() {
             return;
         }
-        let allocation = allocate(estimate, audio_tracks, &demands);
+        // Every copy of a video packet spends the estimate as the packet itself does.
+        let copies = p.redundancy.copies() as u64;
+        let allocation = allocate(estimate / copies, audio_tracks, &demands);
         let sub = self.participants.get_mut(&id).expect("looked up above");
         let mut notices = Vec::new();
         for ((key, track_id, shown), cap) in videos.iter().zip(&allocation.layers) {

@@ -11,7 +11,7 @@ use str0m::media::{KeyframeRequestKind, MediaKind};
 use str0m::net::{Protocol, Receive};
 use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite};
 use str0m::{Event, Input};
-use tracing::{debug, warn};
+use tracing::{debug, trace, warn};
 
 use super::Sfu;
 use crate::config::rtx_cache_age;
@@ -22,6 +22,7 @@ use crate::participant::DowntrackState;
 use crate::peer::{Peer, Side};
 use crate::quality::{PathQuality, SubscriptionLayer};
 use crate::red;
+use crate::redundancy::LinkReport;
 use crate::speaker;
 use crate::track::{codec_name, video_codec, TrackKey};
 use crate::ParticipantId;
@@ -221,12 +222,17 @@ impl Sfu {
                     p.estimate_bps = Some(estimate.as_u64());
                 }
             }
+            Event::EgressBitrateEstimate(BweKind::Remb { estimate, .. })
+                if key.side == Side::Subscriber =>
+            {
+                if let Some(p) = self.participants.get_mut(&key.participant) {
+                    trace!(subscriber = ?key.participant, %estimate, "receiver estimate");
+                    p.redundancy.on_receiver_estimate(estimate.as_u64());
+                }
+            }
             Event::PeerStats(stats) if key.side == Side::Subscriber => {
                 if let Some(p) = self.participants.get_mut(&key.participant) {
                     let path = p.path.get_or_insert_with(Default::default);
-                    if let Some(rtt) = stats.rtt {
-                        path.rtt_ms = rtt.as_secs_f64() * 1000.0;
-                    }
                     if let Some(loss) = stats.egress_loss_fraction {
                         path.loss = loss as f64;
                     }
@@ -238,26 +244,43 @@ impl Sfu {
                         }
                     }
                     p.sent_at_last_stats = Some((stats.bytes_tx, stats.timestamp));
-                    let resized = stats
-                        .rtt
-                        .map(rtx_cache_age)
-                        .filter(|age| self.config.resilience && p.rtx_age != Some(*age));
-                    if let Some(age) = resized {
-                        p.rtx_age = Some(age);
-                        let mids = p.open_video_mids();
-                        p.set_rtx_cache(&mids, age);
-                    }
                 }
             }
             Event::MediaEgressStats(stats) if key.side == Side::Subscriber => {
                 let Some(p) = self.participants.get_mut(&key.participant) else {
                     return;
                 };
-                let clock = match p.downtrack_by_mid(stats.mid).map(|d| d.kind) {
-                    Some(kind) if kind.is_audio() => 48_000.0,
-                    Some(_) => 90_000.0,
-                    None => return,
+                let Some(kind) = p.downtrack_by_mid(stats.mid).map(|d| d.kind) else {
+                    return;
                 };
+                let clock = if kind.is_audio() { 48_000.0 } else { 90_000.0 };
+                // The round trip from receiver reports: the path's only measure when
+                // transport-wide feedback is not negotiated.
+                if let Some(rtt) = stats.rtt {
+                    p.path.get_or_insert_with(Default::default).rtt_ms = rtt.as_secs_f64() * 1000.0;
+                    let age = rtx_cache_age(rtt);
+                    if self.config.resilience && p.rtx_age != Some(age) {
+                        p.rtx_age = Some(age);
+                        let mids = p.open_video_mids();
+                        p.set_rtx_cache(&mids, age);
+                    }
+                }
+                if let (true, Some(loss), Some(rtt)) = (
+                    kind.is_video() && self.config.resilience,
+                    stats.loss,
+                    stats.rtt,
+                ) {
+                    let before = p.redundancy.copies();
+                    let report = LinkReport {
+                        loss: loss as f64,
+                        rtt,
+                        send_bps: p.path.map_or(0.0, |path| path.send_bps),
+                    };
+                    p.redundancy.on_report(now, report);
+                    if p.redundancy.copies() != before {
+                        debug!(subscriber = ?key.participant, copies = p.redundancy.copies(), loss, ?rtt, "video copies changed");
+                    }
+                }
                 if let Some(remote) = stats.remote {
                     let path = p.path.get_or_insert_with(Default::default);
                     path.jitter_ms = remote.jitter as f64 / clock * 1000.0;
@@ -425,6 +448,19 @@ impl Sfu {
                 video_orientation: packet.header.ext_vals.video_orientation,
                 ..Default::default()
             };
+            let copies = if dt.kind.is_video() {
+                sub.redundancy.copies()
+            } else {
+                1
+            };
+            for _ in 1..copies {
+                stream.write_rtp(
+                    RtpWrite::new(write_pt, seq.into(), ts, packet.timestamp, payload.clone())
+                        .marker(packet.header.marker)
+                        .ext_vals(ext_vals.clone())
+                        .nackable(true),
+                );
+            }
             stream.write_rtp(
                 RtpWrite::new(write_pt, seq.into(), ts, packet.timestamp, payload)
                     .marker(packet.header.marker)
@@ -672,7 +708,13 @@ impl Sfu {
     pub fn path_qualities(&self) -> Vec<(String, String, PathQuality)> {
         self.participants
             .values()
-            .filter_map(|p| Some((p.room.clone(), p.sid.clone(), p.path?)))
+            .filter_map(|p| {
+                let path = PathQuality {
+                    video_copies: p.redundancy.copies(),
+                    ..p.path?
+                };
+                Some((p.room.clone(), p.sid.clone(), path))
+            })
             .collect()
     }
 

@@ -108,6 +108,7 @@ impl Sfu {
             grade_told: None,
             sent_at_last_stats: None,
             rtx_age: None,
+            redundancy: Default::default(),
             level: Default::default(),
         };
         let info = participant.info();
