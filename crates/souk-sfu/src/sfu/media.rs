@@ -261,6 +261,7 @@ impl Sfu {
                     let age = rtx_cache_age(rtt);
                     if self.config.resilience && p.rtx_age != Some(age) {
                         p.rtx_age = Some(age);
+                        debug!(subscriber = ?key.participant, ?age, "retransmission cache resized");
                         let mids = p.open_video_mids();
                         p.set_rtx_cache(&mids, age);
                     }
@@ -270,6 +271,7 @@ impl Sfu {
                     stats.loss,
                     stats.rtt,
                 ) {
+                    trace!(subscriber = ?key.participant, loss, ?rtt, "video loss report");
                     let before = p.redundancy.copies();
                     let report = LinkReport {
                         loss: loss as f64,
