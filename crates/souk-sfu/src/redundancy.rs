@@ -16,7 +16,8 @@
 //! full, each added copy must visibly cut the loss, and the round trip must not climb
 //! while copies are sent; otherwise they stop, and stay off for a while (longer each
 //! time). REMB cannot show room for copies: Chromium never estimates above 1.5 times what
-//! it receives, and it does not count the copies SRTP drops.
+//! it receives, and it does not count the copies SRTP drops. Our own estimate (TWCC, with
+//! `--bwe on`) can, since it probes: where there is one, the copies must fit in it.
 
 use std::time::{Duration, Instant};
 
@@ -37,6 +38,8 @@ const REPORTS_BEFORE_ADDING: u32 = 3;
 const REPORTS_BEFORE_REMOVING: u32 = 8;
 /// An added copy must bring the loss below this share of what it was.
 const HELPED: f64 = 0.75;
+/// Share of our own estimate the copies may fill.
+const SENDER_ESTIMATE_SHARE: f64 = 0.85;
 /// A round trip above `before * QUEUE_FACTOR + QUEUE_MARGIN`, where `before` is the one
 /// measured before the copies started, means they are building a queue.
 const QUEUE_FACTOR: u32 = 2;
@@ -63,6 +66,8 @@ pub struct Redundancy {
     reports_since_change: u32,
     /// The receiver's bandwidth estimate (REMB), where it sends one.
     receiver_estimate_bps: Option<u64>,
+    /// Our estimate of the subscriber's downlink (TWCC), where bandwidth is estimated.
+    sender_estimate_bps: Option<u64>,
     /// The round trip before the copies started.
     rtt_before: Option<Duration>,
     /// The smoothed loss before the last added copy, until that copy is judged.
@@ -80,6 +85,7 @@ impl Default for Redundancy {
             // As if long after a change: the first report counts in full.
             reports_since_change: REPORTS_BEFORE_REMOVING,
             receiver_estimate_bps: None,
+            sender_estimate_bps: None,
             rtt_before: None,
             loss_before_increase: None,
             backed_off_until: None,
@@ -97,6 +103,11 @@ impl Redundancy {
     /// The subscriber's own estimate of what its link carries.
     pub fn on_receiver_estimate(&mut self, bps: u64) {
         self.receiver_estimate_bps = Some(bps);
+    }
+
+    /// Our estimate of what the subscriber's link carries.
+    pub fn on_sender_estimate(&mut self, bps: u64) {
+        self.sender_estimate_bps = Some(bps);
     }
 
     pub fn on_report(&mut self, now: Instant, report: LinkReport) {
@@ -129,7 +140,7 @@ impl Redundancy {
             }
         }
         let tolerable = tolerable_loss(report.rtt);
-        if smoothed > tolerable && self.copies < MAX_COPIES && !self.receiver_link_full(report) {
+        if smoothed > tolerable && self.copies < MAX_COPIES && self.room_for_one_more(report) {
             if self.copies == 1 {
                 self.rtt_before = Some(report.rtt);
             }
@@ -151,10 +162,17 @@ impl Redundancy {
         }
     }
 
-    /// The receiver estimates less than one copy of the stream: its link is full.
-    fn receiver_link_full(&self, report: LinkReport) -> bool {
-        self.receiver_estimate_bps
-            .is_some_and(|estimate| (estimate as f64) < report.send_bps / self.copies as f64)
+    /// Not while the receiver estimates less than one copy of the stream (its link is
+    /// full), nor beyond our own estimate.
+    fn room_for_one_more(&self, report: LinkReport) -> bool {
+        let one_copy = report.send_bps / self.copies as f64;
+        let receiver_full = self
+            .receiver_estimate_bps
+            .is_some_and(|estimate| (estimate as f64) < one_copy);
+        let beyond_ours = self.sender_estimate_bps.is_some_and(|estimate| {
+            one_copy * (self.copies + 1) as f64 > estimate as f64 * SENDER_ESTIMATE_SHARE
+        });
+        !receiver_full && !beyond_ours
     }
 
     fn change(&mut self, copies: u8) {
@@ -259,6 +277,22 @@ mod tests {
         let mut r = Redundancy::default();
         run(&mut r, Instant::now(), 30, 0.02, 180 * MS);
         assert_eq!(r.copies(), 2, "2% at 180 ms costs a freeze per repair");
+    }
+
+    #[test]
+    fn copies_fit_in_our_own_estimate() {
+        let mut r = Redundancy::default();
+        r.on_sender_estimate(2_500_000);
+        run(&mut r, Instant::now(), 30, 0.2, 2 * MS);
+        assert_eq!(
+            r.copies(),
+            2,
+            "a third 800 kbps copy is beyond 85% of 2.5 Mbps"
+        );
+        let mut r = Redundancy::default();
+        r.on_sender_estimate(300_000);
+        run(&mut r, Instant::now(), 30, 0.5, 2 * MS);
+        assert_eq!(r.copies(), 1, "a capped link");
     }
 
     #[test]

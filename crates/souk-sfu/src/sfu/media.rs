@@ -220,6 +220,7 @@ impl Sfu {
             {
                 if let Some(p) = self.participants.get_mut(&key.participant) {
                     p.estimate_bps = Some(estimate.as_u64());
+                    p.redundancy.on_sender_estimate(estimate.as_u64());
                 }
             }
             Event::EgressBitrateEstimate(BweKind::Remb { estimate, .. })
