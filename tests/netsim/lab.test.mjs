@@ -30,11 +30,12 @@ test('clean: smooth video and audio', () => {
   assert.ok(s.audio_concealed_ratio <= 0.05, `audio concealed ${s.audio_concealed_ratio}`);
 });
 
-// Video under 20% random loss is a known gap (bench/RESULTS.md); audio has a floor.
+// Redundant audio and video copies: 19 fps and 1% concealed in the benchmark, where plain
+// forwarding gives 7 fps and 18% (bench/RESULTS.md).
 test('lossy-20: redundant audio stays clear and video keeps moving', () => {
   const s = lab('lossy-20');
   assert.ok(s.audio_concealed_ratio <= 0.08, `audio concealed ${s.audio_concealed_ratio}`);
-  assert.ok(s.fps >= 3, `fps ${s.fps}`);
+  assert.ok(s.fps >= 10, `fps ${s.fps}`);
 });
 
 // cap-300k needs bandwidth estimation (`--bwe on`), which is not yet steady enough for
