@@ -254,10 +254,10 @@ mod tests {
     fn no_copies_while_the_receiver_estimates_its_link_full() {
         let mut r = Redundancy::default();
         r.on_receiver_estimate(600_000);
-        run(&mut r, Instant::now(), 30, 0.2, 2 * MS);
+        let now = run(&mut r, Instant::now(), 30, 0.2, 2 * MS);
         assert_eq!(r.copies(), 1, "an 800 kbps stream over a 600 kbps estimate");
         r.on_receiver_estimate(1_200_000);
-        run(&mut r, Instant::now(), 30, 0.2, 2 * MS);
+        run(&mut r, now, 30, 0.2, 2 * MS);
         assert_eq!(
             r.copies(),
             3,

@@ -10,6 +10,7 @@ use str0m::bwe::BweKind;
 use str0m::media::{KeyframeRequestKind, MediaKind};
 use str0m::net::{Protocol, Receive};
 use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite};
+use str0m::stats::MediaEgressStats;
 use str0m::{Event, Input};
 use tracing::{debug, trace, warn};
 
@@ -248,51 +249,62 @@ impl Sfu {
                 }
             }
             Event::MediaEgressStats(stats) if key.side == Side::Subscriber => {
-                let Some(p) = self.participants.get_mut(&key.participant) else {
-                    return;
-                };
-                let Some(kind) = p.downtrack_by_mid(stats.mid).map(|d| d.kind) else {
-                    return;
-                };
-                let clock = if kind.is_audio() { 48_000.0 } else { 90_000.0 };
-                // The round trip from receiver reports: the path's only measure when
-                // transport-wide feedback is not negotiated.
-                if let Some(rtt) = stats.rtt {
-                    p.path.get_or_insert_with(Default::default).rtt_ms = rtt.as_secs_f64() * 1000.0;
-                    let age = rtx_cache_age(rtt);
-                    if self.config.resilience && p.rtx_age != Some(age) {
-                        p.rtx_age = Some(age);
-                        debug!(subscriber = ?key.participant, ?age, "retransmission cache resized");
-                        let mids = p.open_video_mids();
-                        p.set_rtx_cache(&mids, age);
-                    }
-                }
-                if let (true, Some(loss), Some(rtt)) = (
-                    kind.is_video() && self.config.resilience,
-                    stats.loss,
-                    stats.rtt,
-                ) {
-                    trace!(subscriber = ?key.participant, loss, ?rtt, "video loss report");
-                    let before = p.redundancy.copies();
-                    let report = LinkReport {
-                        loss: loss as f64,
-                        rtt,
-                        send_bps: p.path.map_or(0.0, |path| path.send_bps),
-                    };
-                    p.redundancy.on_report(now, report);
-                    if p.redundancy.copies() != before {
-                        debug!(subscriber = ?key.participant, copies = p.redundancy.copies(), loss, ?rtt, "video copies changed");
-                    }
-                }
-                if let Some(remote) = stats.remote {
-                    let path = p.path.get_or_insert_with(Default::default);
-                    path.jitter_ms = remote.jitter as f64 / clock * 1000.0;
-                }
+                self.subscriber_stream_report(now, key.participant, stats);
             }
             Event::IceConnectionStateChange(state) => {
                 debug!(participant = ?key.participant, side = ?key.side, ?state, "ICE state");
             }
             _ => {}
+        }
+    }
+
+    /// A subscriber's receiver report on one stream: the path's round trip, jitter and
+    /// loss, which size the retransmission cache and decide the video copies.
+    fn subscriber_stream_report(
+        &mut self,
+        now: Instant,
+        participant: ParticipantId,
+        stats: MediaEgressStats,
+    ) {
+        let Some(p) = self.participants.get_mut(&participant) else {
+            return;
+        };
+        let Some(kind) = p.downtrack_by_mid(stats.mid).map(|d| d.kind) else {
+            return;
+        };
+        let clock = if kind.is_audio() { 48_000.0 } else { 90_000.0 };
+        // The round trip from receiver reports: the path's only measure when
+        // transport-wide feedback is not negotiated.
+        if let Some(rtt) = stats.rtt {
+            p.path.get_or_insert_with(Default::default).rtt_ms = rtt.as_secs_f64() * 1000.0;
+            let age = rtx_cache_age(rtt);
+            if self.config.resilience && p.rtx_age != Some(age) {
+                p.rtx_age = Some(age);
+                debug!(subscriber = ?participant, ?age, "retransmission cache resized");
+                let mids = p.open_video_mids();
+                p.set_rtx_cache(&mids, age);
+            }
+        }
+        if let (true, Some(loss), Some(rtt)) = (
+            kind.is_video() && self.config.resilience,
+            stats.loss,
+            stats.rtt,
+        ) {
+            trace!(subscriber = ?participant, loss, ?rtt, "video loss report");
+            let before = p.redundancy.copies();
+            let report = LinkReport {
+                loss: loss as f64,
+                rtt,
+                send_bps: p.path.map_or(0.0, |path| path.send_bps),
+            };
+            p.redundancy.on_report(now, report);
+            if p.redundancy.copies() != before {
+                debug!(subscriber = ?participant, copies = p.redundancy.copies(), loss, ?rtt, "video copies changed");
+            }
+        }
+        if let Some(remote) = stats.remote {
+            let path = p.path.get_or_insert_with(Default::default);
+            path.jitter_ms = remote.jitter as f64 / clock * 1000.0;
         }
     }
 
@@ -451,25 +463,22 @@ impl Sfu {
                 video_orientation: packet.header.ext_vals.video_orientation,
                 ..Default::default()
             };
+            let write = |payload| {
+                RtpWrite::new(write_pt, seq.into(), ts, packet.timestamp, payload)
+                    .marker(packet.header.marker)
+                    .ext_vals(ext_vals.clone())
+                    .nackable(dt.kind.is_video())
+            };
+            // Copies share the sequence number: the receiver's SRTP drops all but the first.
             let copies = if dt.kind.is_video() {
                 sub.redundancy.copies()
             } else {
                 1
             };
             for _ in 1..copies {
-                stream.write_rtp(
-                    RtpWrite::new(write_pt, seq.into(), ts, packet.timestamp, payload.clone())
-                        .marker(packet.header.marker)
-                        .ext_vals(ext_vals.clone())
-                        .nackable(true),
-                );
+                stream.write_rtp(write(payload.clone()));
             }
-            stream.write_rtp(
-                RtpWrite::new(write_pt, seq.into(), ts, packet.timestamp, payload)
-                    .marker(packet.header.marker)
-                    .ext_vals(ext_vals)
-                    .nackable(dt.kind.is_video()),
-            );
+            stream.write_rtp(write(payload));
             dirty.push(PeerKey {
                 participant: sub_id,
                 side: Side::Subscriber,
