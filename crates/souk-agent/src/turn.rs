@@ -558,6 +558,8 @@ impl TurnTaking {
     }
 
     fn end_turn(&mut self) {
+        // The turn model's verdict was on this turn's words only.
+        self.turn_model_waits = false;
         let words = self.take_words();
         if words.is_empty() {
             // Silence or noise only: nothing to answer.
@@ -898,6 +900,14 @@ mod tests {
             Some(3000 * MS),
             "capped at 2.5 s"
         );
+        // The verdict held for that turn only: the next one ends after the usual silence.
+        let g = s.generation();
+        s.input(Input::ReplyDone { generation: g });
+        s.at(4000).input(Input::SpeechStarted);
+        s.at(4400).says("the fifth of May", true);
+        s.at(4500).input(Input::SpeechEnded);
+        s.at(4900);
+        assert_eq!(s.turns.state(), State::Thinking);
     }
 
     #[test]
