@@ -5,18 +5,26 @@ use std::time::Duration;
 /// Retransmission cache per outgoing video stream: enough for a second of 2 Mbps video.
 /// Payloads are shared with every other subscriber's cache, but each entry keeps its own
 /// packet header (~500 bytes), so the age is what the path needs once its round trip is
-/// known ([`rtx_cache_age`]); until then, enough for a 225 ms round trip.
+/// known ([`rtx_cache_age`]); until then, one second.
 pub(crate) const RTX_CACHE_PACKETS: usize = 1024;
 pub(crate) const RTX_CACHE_INITIAL_AGE: Duration = Duration::from_secs(1);
-const RTX_CACHE_MIN_AGE: Duration = Duration::from_millis(500);
+const RTX_CACHE_MIN_AGE: Duration = Duration::from_secs(1);
 const RTX_CACHE_MAX_AGE: Duration = Duration::from_secs(2);
+/// How often a receiver asks again for a packet it still misses: every round trip, but a
+/// receive-only Chromium never learns the round trip and asks every 100 ms.
+const RECEIVER_RETRY_FLOOR: Duration = Duration::from_millis(100);
+/// Requests a lost packet must survive: at 20% loss each way a request and its answer
+/// both get through 64% of the time, and ten rounds leave 0.004% of losses unrepaired.
+const RETRY_ROUNDS: u32 = 10;
 
-/// How long a subscriber's sent video stays retransmittable: four round trips (the NACK
-/// takes one, a lost retransmission another, plus the receiver's wait before it asks)
-/// and 100 ms, between 0.5 s and 2 s. Rounded up to quarter seconds, since
-/// resizing drops the cache and a wobbling round trip must not do that each second.
+/// How long a subscriber's sent video stays retransmittable: ten of the receiver's retry
+/// rounds, between 1 s and 2 s. A shorter cache froze lossy-20 video every few runs (a
+/// packet whose fifth request failed could never be repaired, and the decoder waited for a
+/// keyframe). Rounded up to quarter seconds, since resizing drops the cache and a
+/// wobbling round trip must not do that each second.
 pub(crate) fn rtx_cache_age(rtt: Duration) -> Duration {
-    let age = (rtt * 4 + Duration::from_millis(100)).clamp(RTX_CACHE_MIN_AGE, RTX_CACHE_MAX_AGE);
+    let age =
+        (rtt.max(RECEIVER_RETRY_FLOOR) * RETRY_ROUNDS).clamp(RTX_CACHE_MIN_AGE, RTX_CACHE_MAX_AGE);
     Duration::from_millis((age.as_millis() as u64).div_ceil(250) * 250)
 }
 
@@ -136,13 +144,13 @@ mod tests {
     #[test]
     fn the_retransmission_window_follows_the_round_trip() {
         let ms = Duration::from_millis;
-        assert_eq!(rtx_cache_age(ms(1)), ms(500), "loopback: the floor");
         assert_eq!(
-            rtx_cache_age(ms(180)),
+            rtx_cache_age(ms(1)),
             ms(1000),
-            "intercontinental: 820 ms rounded up"
+            "loopback: ten 100 ms retries"
         );
-        assert_eq!(rtx_cache_age(ms(185)), ms(1000), "a wobble keeps the size");
+        assert_eq!(rtx_cache_age(ms(130)), ms(1500), "1.3 s rounded up");
+        assert_eq!(rtx_cache_age(ms(135)), ms(1500), "a wobble keeps the size");
         assert_eq!(rtx_cache_age(ms(900)), RTX_CACHE_MAX_AGE, "the cap");
     }
 

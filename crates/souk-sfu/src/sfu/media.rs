@@ -224,14 +224,6 @@ impl Sfu {
                     p.redundancy.on_sender_estimate(estimate.as_u64());
                 }
             }
-            Event::EgressBitrateEstimate(BweKind::Remb { estimate, .. })
-                if key.side == Side::Subscriber =>
-            {
-                if let Some(p) = self.participants.get_mut(&key.participant) {
-                    trace!(subscriber = ?key.participant, %estimate, "receiver estimate");
-                    p.redundancy.on_receiver_estimate(estimate.as_u64());
-                }
-            }
             Event::PeerStats(stats) if key.side == Side::Subscriber => {
                 if let Some(p) = self.participants.get_mut(&key.participant) {
                     let path = p.path.get_or_insert_with(Default::default);
