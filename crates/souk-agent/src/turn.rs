@@ -87,6 +87,16 @@ pub struct Message {
     pub interrupted: bool,
 }
 
+impl Message {
+    pub fn new(role: Role, text: String, interrupted: bool) -> Message {
+        Message {
+            role,
+            text,
+            interrupted,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub enum Input {
     /// The VAD heard speech start.
@@ -178,45 +188,37 @@ impl Reply {
         }
     }
 
-    /// What the shopper heard: whole sentences, then the heard share of the current one
-    /// cut back to a word boundary.
+    /// The current sentence split where playout stopped, cut back to a word boundary:
+    /// (heard, unheard).
+    fn current_sentence_split(&self) -> (String, String) {
+        let Some(current) = self.sentences.get(self.heard) else {
+            return (String::new(), String::new());
+        };
+        let words: Vec<&str> = current.split_whitespace().collect();
+        let n = (words.len() as f64 * self.heard_fraction).floor() as usize;
+        (words[..n].join(" "), words[n..].join(" "))
+    }
+
+    /// What the shopper heard: whole sentences, then the heard share of the current one.
     fn heard_text(&self) -> String {
-        let mut parts: Vec<String> = Vec::new();
-        if !self.heard_before.is_empty() {
-            parts.push(self.heard_before.clone());
-        }
+        let mut parts = vec![self.heard_before.clone()];
         parts.extend(self.sentences.iter().take(self.heard).cloned());
-        if let Some(current) = self.sentences.get(self.heard) {
-            let words: Vec<&str> = current.split_whitespace().collect();
-            let n = (words.len() as f64 * self.heard_fraction).floor() as usize;
-            if n > 0 {
-                parts.push(words[..n].join(" "));
-            }
-        }
-        parts.join(" ")
+        parts.push(self.current_sentence_split().0);
+        join_nonempty(parts)
     }
 
     /// What is left to say after what was heard.
     fn unheard_text(&self) -> String {
-        let mut parts: Vec<String> = Vec::new();
-        if let Some(current) = self.sentences.get(self.heard) {
-            let words: Vec<&str> = current.split_whitespace().collect();
-            let n = (words.len() as f64 * self.heard_fraction).floor() as usize;
-            parts.push(words[n..].join(" "));
-        }
+        let mut parts = vec![self.current_sentence_split().1];
         parts.extend(self.sentences.iter().skip(self.heard + 1).cloned());
-        if !self.tail.trim().is_empty() {
-            parts.push(self.tail.trim().to_string());
-        }
-        parts.retain(|p| !p.is_empty());
-        parts.join(" ")
+        parts.push(self.tail.trim().to_string());
+        join_nonempty(parts)
     }
 
     fn full_text(&self) -> String {
         let mut parts = vec![self.heard_before.clone()];
         parts.extend(self.sentences.iter().cloned());
-        parts.retain(|p| !p.is_empty());
-        parts.join(" ")
+        join_nonempty(parts)
     }
 
     fn finished(&self) -> bool {
@@ -449,8 +451,7 @@ impl TurnTaking {
                 self.set_state(State::UserSpeaking);
             }
             State::Speaking => {
-                self.finals.clear();
-                self.interim.clear();
+                self.forget_words();
                 self.outputs.push_back(Output::PausePlayout);
                 self.set_state(State::Paused);
             }
@@ -467,8 +468,7 @@ impl TurnTaking {
             }
             State::Paused => {
                 // Short, or only backchannels: the agent goes on.
-                self.finals.clear();
-                self.interim.clear();
+                self.forget_words();
                 self.outputs.push_back(Output::ResumePlayout);
                 self.set_state(State::Speaking);
             }
@@ -536,8 +536,7 @@ impl TurnTaking {
         reply.done = true;
         reply.may_speak = true;
         self.reply = Some(reply);
-        self.finals.clear();
-        self.interim.clear();
+        self.forget_words();
         self.speak_ready_sentences();
         self.set_state(State::Thinking);
     }
@@ -549,7 +548,7 @@ impl TurnTaking {
         }
         let generation = self.take_generation();
         let mut context = self.context.clone();
-        context.push(user_message(words.clone()));
+        context.push(Message::new(Role::User, words.clone(), false));
         self.outputs.push_back(Output::Generate {
             generation,
             context,
@@ -648,9 +647,13 @@ impl TurnTaking {
 
     fn take_words(&mut self) -> String {
         let words = self.heard_words();
+        self.forget_words();
+        words
+    }
+
+    fn forget_words(&mut self) {
         self.finals.clear();
         self.interim.clear();
-        words
     }
 
     fn take_generation(&mut self) -> Generation {
@@ -660,11 +663,7 @@ impl TurnTaking {
     }
 
     fn push_message(&mut self, role: Role, text: String, interrupted: bool) {
-        self.context.push(Message {
-            role,
-            text,
-            interrupted,
-        });
+        self.context.push(Message::new(role, text, interrupted));
     }
 
     fn set_state(&mut self, state: State) {
@@ -675,12 +674,12 @@ impl TurnTaking {
     }
 }
 
-fn user_message(text: String) -> Message {
-    Message {
-        role: Role::User,
-        text,
-        interrupted: false,
-    }
+fn join_nonempty(parts: Vec<String>) -> String {
+    parts
+        .into_iter()
+        .filter(|p| !p.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 #[cfg(test)]
@@ -810,7 +809,11 @@ mod tests {
         assert_eq!(
             s.when(&Output::Generate {
                 generation: g,
-                context: vec![user_message("do you ship to Jakarta".into())]
+                context: vec![Message::new(
+                    Role::User,
+                    "do you ship to Jakarta".into(),
+                    false
+                )]
             }),
             Some(800 * MS),
             "the model starts at the first silence"

@@ -71,9 +71,9 @@ pub(crate) struct Participant {
     pub grade_told: Option<QualityGrade>,
     /// Bytes sent on the subscriber connection at its last stats report, for the rate.
     pub sent_at_last_stats: Option<(u64, Instant)>,
-    /// How long its video streams keep sent packets for retransmission, once sized from
-    /// the round trip.
-    pub rtx_age: Option<Duration>,
+    /// How long its video streams keep sent packets for retransmission (sized from the
+    /// round trip once receiver reports measure it).
+    pub rtx_age: Duration,
     /// Copies of each video packet its link needs (with resilience on).
     pub redundancy: Redundancy,
 

@@ -22,7 +22,7 @@
 use std::time::{Duration, Instant};
 
 /// Never more than this many copies of a packet (3: 20% loss leaves 0.8%).
-pub const MAX_COPIES: u8 = 3;
+const MAX_COPIES: u8 = 3;
 
 /// Loss that retransmission repairs in time on a short path.
 const TOLERABLE_LOSS: f64 = 0.03;

@@ -270,8 +270,8 @@ impl Sfu {
         if let Some(rtt) = stats.rtt {
             p.path.get_or_insert_with(Default::default).rtt_ms = rtt.as_secs_f64() * 1000.0;
             let age = rtx_cache_age(rtt);
-            if self.config.resilience && p.rtx_age != Some(age) {
-                p.rtx_age = Some(age);
+            if self.config.resilience && p.rtx_age != age {
+                p.rtx_age = age;
                 debug!(subscriber = ?participant, ?age, "retransmission cache resized");
                 let mids = p.open_video_mids();
                 p.set_rtx_cache(&mids, age);

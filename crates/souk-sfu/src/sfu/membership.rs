@@ -13,6 +13,7 @@ use souk_proto::token::{validate_name, Role, MAX_IDENTITY_BYTES, MAX_ROOM_NAME_B
 use souk_proto::PROTOCOL_VERSION;
 
 use super::{JoinRequest, Output, ResumeRequest, Sfu};
+use crate::config::RTX_CACHE_INITIAL_AGE;
 use crate::participant::{DowntrackState, Origin, Participant};
 use crate::room::Room;
 use crate::ParticipantId;
@@ -107,7 +108,7 @@ impl Sfu {
             path: None,
             grade_told: None,
             sent_at_last_stats: None,
-            rtx_age: None,
+            rtx_age: RTX_CACHE_INITIAL_AGE,
             redundancy: Default::default(),
             level: Default::default(),
         };

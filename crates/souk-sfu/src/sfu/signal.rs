@@ -15,7 +15,6 @@ use str0m::change::{SdpAnswer, SdpOffer};
 use str0m::media::{Direction, MediaKind, Mid};
 
 use super::Sfu;
-use crate::config::RTX_CACHE_INITIAL_AGE;
 use crate::demux::PeerKey;
 use crate::keyframe::VideoCodec;
 use crate::layer::{choose_layer, Wanted};
@@ -446,8 +445,7 @@ impl Sfu {
         if self.config.resilience {
             // str0m drops queued retransmissions past 15% of what was sent, which leaves
             // holes at 20% loss; the cache holds shared payloads, so keep it and send them all.
-            let age = p.rtx_age.unwrap_or(RTX_CACHE_INITIAL_AGE);
-            p.set_rtx_cache(&opened_video, age);
+            p.set_rtx_cache(&opened_video, p.rtx_age);
         }
         let opened: Vec<TrackKey> = p.downtracks.iter().map(|d| d.track).collect();
         for key in opened {
