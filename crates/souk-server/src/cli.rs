@@ -54,8 +54,10 @@ pub struct ServeArgs {
     /// for side-by-side measurement.
     #[arg(long, value_parser = ["on", "off"], default_value = "on")]
     pub resilience: String,
-    /// Per-subscriber bandwidth estimation and layer allocation (experimental).
-    #[arg(long, value_parser = ["on", "off"], default_value = "off")]
+    /// Per-subscriber downlink estimation, which fits each subscriber's videos into its
+    /// link: `reports` (receiver reports: follows queues, ignores random loss), `twcc`
+    /// (str0m's GoogCC, which treats loss above 10% as congestion), or `off`.
+    #[arg(long, value_parser = ["reports", "twcc", "off"], default_value = "reports")]
     pub bwe: String,
     /// Directory for the embedded SQLite database (default ./souk-data).
     #[arg(long, env = "SOUK_DATA_DIR")]

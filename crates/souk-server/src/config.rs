@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use serde::Deserialize;
+use souk_sfu::BandwidthEstimation;
 
 use crate::cli::ServeArgs;
 
@@ -159,7 +160,7 @@ pub struct ServerConfig {
     pub public_ip: Option<IpAddr>,
     pub resume_window: Duration,
     pub resilience: bool,
-    pub estimate_bandwidth: bool,
+    pub bandwidth: BandwidthEstimation,
     pub tls: Option<(PathBuf, PathBuf)>,
     pub keys: Keys,
     /// `None` allows any origin (development only).
@@ -257,7 +258,11 @@ impl ServerConfig {
                 .or(file.resume_window_s.map(Duration::from_secs))
                 .unwrap_or(DEFAULT_RESUME_WINDOW),
             resilience: args.resilience == "on",
-            estimate_bandwidth: args.bwe == "on",
+            bandwidth: match args.bwe.as_str() {
+                "twcc" => BandwidthEstimation::Twcc,
+                "off" => BandwidthEstimation::Off,
+                _ => BandwidthEstimation::Reports,
+            },
             tls,
             keys,
             trusted_proxies: file.trusted_proxies.clone(),

@@ -100,7 +100,7 @@ async fn serve(config: ServerConfig) -> anyhow::Result<()> {
     let mut sfu_config = SfuConfig::new(candidates(&ips, media_port)?, seed);
     sfu_config.resume_window = config.resume_window;
     sfu_config.resilience = config.resilience;
-    sfu_config.estimate_bandwidth = config.estimate_bandwidth;
+    sfu_config.bandwidth = config.bandwidth;
     let sfu = Sfu::new(sfu_config, Instant::now(), crate::auth::unix_now() * 1000);
 
     let webhooks = config

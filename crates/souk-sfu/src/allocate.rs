@@ -46,6 +46,24 @@ pub struct Allocation {
     pub wanted_bps: u64,
 }
 
+impl Allocation {
+    /// The estimate that would allow the next step up (`None`: nothing more is wanted).
+    pub fn estimate_for_next_step(&self) -> Option<u64> {
+        (self.next_step_bps > self.allocated_bps).then(|| estimate_for(self.next_step_bps))
+    }
+
+    /// The estimate that would allow every video its ceiling.
+    pub fn estimate_for_all(&self) -> u64 {
+        estimate_for(self.wanted_bps)
+    }
+}
+
+/// The estimate whose usable share covers `bps`, rounded up so that the budget taken
+/// from it does.
+fn estimate_for(bps: u64) -> u64 {
+    (bps as f64 / USABLE_SHARE).ceil() as u64 + 1
+}
+
 /// Shares `estimate_bps` as described in the module documentation.
 pub fn allocate(estimate_bps: u64, audio_tracks: usize, videos: &[VideoDemand]) -> Allocation {
     let mut budget =

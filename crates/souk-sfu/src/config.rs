@@ -37,6 +37,19 @@ use str0m::{Candidate, RtcConfig};
 
 use crate::keyframe::VideoCodec;
 
+/// Where a subscriber's downlink estimate comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BandwidthEstimation {
+    /// None: every subscriber gets the layer its view asks for.
+    Off,
+    /// Receiver reports: the round trip shows a queue, probes with copies find room
+    /// (`downlink`). Random loss does not lower it.
+    Reports,
+    /// str0m's GoogCC over transport-wide feedback, which paces at its estimate. Under
+    /// random loss above 10% that estimate falls toward zero (bench/RESULTS.md).
+    Twcc,
+}
+
 #[derive(Debug, Clone)]
 pub struct SfuConfig {
     /// Our ICE host candidates (the media port over UDP and TCP, on each advertised address).
@@ -58,10 +71,8 @@ pub struct SfuConfig {
     /// Loss resilience: audio redundancy (RED) per subscriber and uncapped retransmission.
     /// Off leaves str0m's defaults, for side-by-side measurement.
     pub resilience: bool,
-    /// Estimate each subscriber's downlink (TWCC) and fit its videos into it. Off by
-    /// default: str0m paces at the estimate, and under random loss or a busy CPU the
-    /// estimate falls far below what the link carries (see bench/RESULTS.md).
-    pub estimate_bandwidth: bool,
+    /// How each subscriber's downlink is estimated, to fit its videos into it.
+    pub bandwidth: BandwidthEstimation,
     /// Room events wait this long to go out together (one frame per viewer per window).
     pub live_batch: Duration,
 }
@@ -78,7 +89,7 @@ impl SfuConfig {
             seed,
             auto_create_rooms: true,
             resilience: true,
-            estimate_bandwidth: false,
+            bandwidth: BandwidthEstimation::Reports,
             live_batch: Duration::from_millis(100),
         }
     }
@@ -97,7 +108,7 @@ impl SfuConfig {
             // Receiver reports become path quality (RTT, jitter, loss) once a second.
             config = config.set_stats_interval(Some(Duration::from_secs(1)));
         }
-        if subscriber && self.estimate_bandwidth {
+        if subscriber && self.bandwidth == BandwidthEstimation::Twcc {
             config = config.enable_bwe(Some(str0m::bwe::Bitrate::kbps(INITIAL_ESTIMATE_KBPS)));
         } else if subscriber {
             // Without estimation nothing reads the subscriber's transport-wide feedback:
@@ -164,7 +175,7 @@ mod tests {
             offer.contains("urn:ietf:params:rtp-hdrext:sdes:mid"),
             "{offer}"
         );
-        config.estimate_bandwidth = true;
+        config.bandwidth = BandwidthEstimation::Twcc;
         assert!(subscriber_offer(&config).contains(TWCC));
     }
 }

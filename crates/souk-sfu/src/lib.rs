@@ -10,7 +10,8 @@
 //! - [`sfu`]: the state machine and its inputs and outputs;
 //! - `participant`, `track`, `room`, `peer`: the state it keeps;
 //! - `forward`, `rewrite`, `layer`, `keyframe`: what one subscriber gets of one track;
-//! - `allocate`: sharing a subscriber's bandwidth estimate among its videos;
+//! - `downlink`, `allocate`: estimating a subscriber's downlink, and sharing it among
+//!   its videos;
 //! - `red`: redundant audio per subscriber;
 //! - `quality`: the E-model MOS of the path to a client;
 //! - `demux`, `stun`: which connection a datagram belongs to;
@@ -21,6 +22,7 @@ mod allocate;
 mod config;
 mod connections;
 mod demux;
+mod downlink;
 mod forward;
 mod keyframe;
 mod layer;
@@ -37,7 +39,7 @@ mod speaker;
 mod stun;
 mod track;
 
-pub use config::SfuConfig;
+pub use config::{BandwidthEstimation, SfuConfig};
 pub use peer::Side;
 pub use quality::{PathQuality, SubscriptionLayer};
 pub use sfu::{JoinRequest, Output, ResumeRequest, Sfu, Transmit};

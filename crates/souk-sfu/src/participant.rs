@@ -12,6 +12,7 @@ use str0m::media::{MediaKind, Mid};
 use str0m::rtp::Ssrc;
 
 use crate::config::RTX_CACHE_PACKETS;
+use crate::downlink::DownlinkEstimate;
 use crate::forward::{Forwarder, Layer};
 use crate::layer::Wanted;
 use crate::peer::{Peer, Side};
@@ -63,14 +64,20 @@ pub(crate) struct Participant {
     pub ice_restart_requested: bool,
     /// The subscriber's answer accepted redundant audio (RFC 2198).
     pub accepts_red: bool,
-    /// The subscriber connection's bandwidth estimate (bits/s), once str0m has one.
+    /// The subscriber connection's bandwidth estimate (bits/s), once there is one.
     pub estimate_bps: Option<u64>,
+    /// The estimate from receiver reports (with `BandwidthEstimation::Reports`).
+    pub downlink: DownlinkEstimate,
     /// The path to the client as its receiver reports describe it, and the grade last
     /// told to the client.
     pub path: Option<PathQuality>,
     pub grade_told: Option<QualityGrade>,
-    /// Bytes sent on the subscriber connection at its last stats report, for the rate.
-    pub sent_at_last_stats: Option<(u64, Instant)>,
+    /// The counters at the subscriber connection's last stats report, for the rates.
+    pub sent_at_last_stats: Option<SentAtStats>,
+    /// Media forwarded to it (the first copy of each packet, no retransmissions), in
+    /// bytes, and its rate between the last two stats reports.
+    pub forwarded_bytes: u64,
+    pub media_bps: f64,
     /// How long its video streams keep sent packets for retransmission (sized from the
     /// round trip once receiver reports measure it).
     pub rtx_age: Duration,
@@ -79,6 +86,18 @@ pub(crate) struct Participant {
 
     pub level: LevelMeter,
 }
+
+#[derive(Debug, Clone, Copy)]
+pub struct SentAtStats {
+    /// Bytes str0m sent on the connection.
+    pub sent: u64,
+    /// [`Participant::forwarded_bytes`].
+    pub forwarded: u64,
+    pub at: Instant,
+}
+
+/// Most of a stream's bytes that may be retransmissions on a link with an estimate.
+const RTX_SHARE_OF_LIMITED_LINK: f32 = 0.15;
 
 /// Who a message or webhook is about, detached from the participant's state.
 pub(crate) struct Origin {
@@ -136,15 +155,19 @@ impl Participant {
     }
 
     /// Sizes the retransmission cache of the subscriber connection's video streams on
-    /// `mids` (this drops what they cached).
+    /// `mids` (this drops what they cached). Retransmissions are uncapped while the link
+    /// has shown no limit: at 20% random loss a cap leaves holes. A link that has shown
+    /// one (an estimate) caps them, since there they compete with the media for a full
+    /// link and feed the loss they repair.
     pub fn set_rtx_cache(&mut self, mids: &[Mid], age: Duration) {
+        let cap = self.estimate_bps.map(|_| RTX_SHARE_OF_LIMITED_LINK);
         let Some(peer) = self.subscriber.as_mut() else {
             return;
         };
         let mut api = peer.rtc.direct_api();
         for mid in mids {
             if let Some(stream) = api.stream_tx_by_mid(*mid, None) {
-                stream.set_rtx_cache(RTX_CACHE_PACKETS, age, None);
+                stream.set_rtx_cache(RTX_CACHE_PACKETS, age, cap);
             }
         }
     }
@@ -159,6 +182,15 @@ impl Participant {
                 _ => None,
             })
             .collect()
+    }
+
+    /// Whether some video reaches it now (not paused, a layer being forwarded).
+    pub fn receives_video(&self) -> bool {
+        self.downtracks.iter().any(|d| {
+            d.kind.is_video()
+                && matches!(d.state, DowntrackState::Open(_))
+                && d.forwarder.current().is_some()
+        })
     }
 
     pub fn downtrack_by_mid(&self, mid: Mid) -> Option<&Downtrack> {

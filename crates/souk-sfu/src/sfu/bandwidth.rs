@@ -1,12 +1,16 @@
-//! Fitting each subscriber's videos into its bandwidth estimate, every tick.
+//! Fitting each subscriber's videos into its bandwidth estimate, every tick, and asking
+//! the estimator to probe for the next step up.
 
 use std::time::Instant;
 
 use souk_proto::signal::{ServerMessage, StreamState};
 use str0m::bwe::Bitrate;
+use tracing::debug;
 
 use super::Sfu;
 use crate::allocate::{allocate, VideoDemand};
+use crate::config::BandwidthEstimation;
+use crate::downlink::Want;
 use crate::layer::choose_layer;
 use crate::participant::DowntrackState;
 use crate::track::PublishedTrack;
@@ -35,11 +39,16 @@ fn layer_rates(track: &PublishedTrack) -> Vec<u64> {
 impl Sfu {
     /// Re-divides `id`'s estimate among its videos, pauses what does not fit (telling the
     /// client), and asks str0m to probe for what would fit them all.
-    pub(super) fn allocate_bandwidth(&mut self, _now: Instant, id: ParticipantId) {
+    pub(super) fn allocate_bandwidth(&mut self, now: Instant, id: ParticipantId) {
         let Some(p) = self.participants.get(&id) else {
             return;
         };
-        let Some(estimate) = p.estimate_bps else {
+        let estimate = match self.config.bandwidth {
+            // A trial's rate counts at once, not from the next receiver report.
+            BandwidthEstimation::Reports => p.downlink.estimate_bps(),
+            _ => p.estimate_bps,
+        };
+        let Some(estimate) = estimate else {
             return;
         };
         let speaker = self
@@ -75,11 +84,14 @@ impl Sfu {
                 0
             };
             videos.push((dt.track, dt.track_id.clone(), ceiling.is_some()));
+            // Before its first allocation a video that already flows counts as flowing,
+            // so a first estimate just short of its layer does not pause it.
+            let flowing = dt.forwarder.current().and_then(|l| track.layer_index(l));
             demands.push(VideoDemand {
                 layer_bps: layer_rates(track),
                 ceiling,
                 priority,
-                current: dt.bandwidth_cap,
+                current: dt.bandwidth_cap.or(flowing.map(Some)),
             });
         }
         if videos.is_empty() {
@@ -104,12 +116,25 @@ impl Sfu {
                 });
             }
         }
-        if let Some(peer) = sub.subscriber.as_mut() {
-            // Pad up to what the next step needs, so the estimate can grow to reach it.
-            peer.rtc.bwe().set_bitrate(
-                Bitrate::bps(allocation.next_step_bps),
-                Bitrate::bps(allocation.wanted_bps.max(allocation.next_step_bps)),
-            );
+        match self.config.bandwidth {
+            BandwidthEstimation::Twcc => {
+                if let Some(peer) = sub.subscriber.as_mut() {
+                    // Pad up to what the next step needs, so the estimate can grow to it.
+                    peer.rtc.bwe().set_bitrate(
+                        Bitrate::bps(allocation.next_step_bps),
+                        Bitrate::bps(allocation.wanted_bps.max(allocation.next_step_bps)),
+                    );
+                }
+            }
+            BandwidthEstimation::Reports => {
+                let was_probing = sub.downlink.probing();
+                let resuming = !sub.receives_video();
+                sub.downlink.want(now, Want::of(&allocation, resuming));
+                if sub.downlink.probing() && !was_probing {
+                    debug!(subscriber = ?id, copies = sub.downlink.probe_copies(), target_bps = ?allocation.estimate_for_next_step(), "probing the downlink");
+                }
+            }
+            BandwidthEstimation::Off => {}
         }
         for (key, ..) in &videos {
             self.select_layer(id, *key);

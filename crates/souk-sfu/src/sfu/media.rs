@@ -15,11 +15,11 @@ use str0m::{Event, Input};
 use tracing::{debug, trace, warn};
 
 use super::Sfu;
-use crate::config::rtx_cache_age;
+use crate::config::{rtx_cache_age, BandwidthEstimation};
 use crate::demux::PeerKey;
 use crate::forward::{Layer, Verdict};
 use crate::keyframe::starts_keyframe;
-use crate::participant::DowntrackState;
+use crate::participant::{DowntrackState, SentAtStats};
 use crate::peer::{Peer, Side};
 use crate::quality::{PathQuality, SubscriptionLayer};
 use crate::red;
@@ -27,6 +27,9 @@ use crate::redundancy::LinkReport;
 use crate::speaker;
 use crate::track::{codec_name, video_codec, TrackKey};
 use crate::ParticipantId;
+
+/// An RTP header with the extensions we send, for counting forwarded media.
+const RTP_HEADER_BYTES: usize = 24;
 
 /// Silence after which a socket-less participant's connection counts as lost. Browsers
 /// send consent checks every few seconds, and media or reports far more often.
@@ -230,14 +233,24 @@ impl Sfu {
                     if let Some(loss) = stats.egress_loss_fraction {
                         path.loss = loss as f64;
                     }
-                    if let Some((bytes, at)) = p.sent_at_last_stats {
-                        let seconds = stats.timestamp.saturating_duration_since(at).as_secs_f64();
+                    if let Some(last) = p.sent_at_last_stats {
+                        let seconds = stats
+                            .timestamp
+                            .saturating_duration_since(last.at)
+                            .as_secs_f64();
                         if seconds > 0.0 {
-                            path.send_bps =
-                                stats.bytes_tx.saturating_sub(bytes) as f64 * 8.0 / seconds;
+                            let bps = |now: u64, then: u64| {
+                                now.saturating_sub(then) as f64 * 8.0 / seconds
+                            };
+                            path.send_bps = bps(stats.bytes_tx, last.sent);
+                            p.media_bps = bps(p.forwarded_bytes, last.forwarded);
                         }
                     }
-                    p.sent_at_last_stats = Some((stats.bytes_tx, stats.timestamp));
+                    p.sent_at_last_stats = Some(SentAtStats {
+                        sent: stats.bytes_tx,
+                        forwarded: p.forwarded_bytes,
+                        at: stats.timestamp,
+                    });
                 }
             }
             Event::MediaEgressStats(stats) if key.side == Side::Subscriber => {
@@ -277,26 +290,58 @@ impl Sfu {
                 p.set_rtx_cache(&mids, age);
             }
         }
-        if let (true, Some(loss), Some(rtt)) = (
-            kind.is_video() && self.config.resilience,
-            stats.loss,
-            stats.rtt,
-        ) {
+        if let Some(remote) = stats.remote {
+            let path = p.path.get_or_insert_with(Default::default);
+            path.jitter_ms = remote.jitter as f64 / clock * 1000.0;
+        }
+        let (Some(loss), Some(rtt)) = (stats.loss, stats.rtt) else {
+            return;
+        };
+        let report = LinkReport {
+            loss: loss as f64,
+            rtt,
+            send_bps: p.path.map_or(0.0, |path| path.send_bps),
+        };
+        // Video reports come every second; audio ones less often, about older sender
+        // reports: they speak for the link only while no video flows.
+        let speaks_for_link = kind.is_video() || !p.receives_video();
+        if self.config.bandwidth == BandwidthEstimation::Reports && speaks_for_link {
+            // What arrived is judged on the media alone: under heavy loss, retransmissions
+            // can double what is sent without adding a byte of new media.
+            let was_probing = p.downlink.probing();
+            p.downlink.on_report(
+                now,
+                LinkReport {
+                    send_bps: p.media_bps,
+                    ..report
+                },
+            );
+            trace!(subscriber = ?participant, loss, ?rtt, media_bps = p.media_bps, "downlink report");
+            if was_probing && !p.downlink.probing() {
+                debug!(subscriber = ?participant, estimate_bps = ?p.downlink.estimate_bps(), "probe ended");
+            }
+            if p.estimate_bps != p.downlink.estimate_bps() {
+                let first = p.estimate_bps.is_none();
+                p.estimate_bps = p.downlink.estimate_bps();
+                debug!(subscriber = ?participant, estimate_bps = ?p.estimate_bps, loss, ?rtt, "downlink estimate changed");
+                if let Some(bps) = p.estimate_bps {
+                    p.redundancy.on_sender_estimate(bps);
+                }
+                if first && self.config.resilience {
+                    // A limited link: retransmissions get capped.
+                    let mids = p.open_video_mids();
+                    p.set_rtx_cache(&mids, p.rtx_age);
+                }
+            }
+        }
+        // A probe's copies hide the loss the video copies are judged on.
+        if kind.is_video() && self.config.resilience && !p.downlink.probing() {
             trace!(subscriber = ?participant, loss, ?rtt, "video loss report");
             let before = p.redundancy.copies();
-            let report = LinkReport {
-                loss: loss as f64,
-                rtt,
-                send_bps: p.path.map_or(0.0, |path| path.send_bps),
-            };
             p.redundancy.on_report(now, report);
             if p.redundancy.copies() != before {
                 debug!(subscriber = ?participant, copies = p.redundancy.copies(), loss, ?rtt, "video copies changed");
             }
-        }
-        if let Some(remote) = stats.remote {
-            let path = p.path.get_or_insert_with(Default::default);
-            path.jitter_ms = remote.jitter as f64 / clock * 1000.0;
         }
     }
 
@@ -462,14 +507,16 @@ impl Sfu {
                     .nackable(dt.kind.is_video())
             };
             // Copies share the sequence number: the receiver's SRTP drops all but the first.
-            let copies = if dt.kind.is_video() {
+            let against_loss = if dt.kind.is_video() {
                 sub.redundancy.copies()
             } else {
                 1
             };
+            let copies = against_loss.max(sub.downlink.probe_copies());
             for _ in 1..copies {
                 stream.write_rtp(write(payload.clone()));
             }
+            sub.forwarded_bytes += (payload.len() + RTP_HEADER_BYTES) as u64;
             stream.write_rtp(write(payload));
             dirty.push(PeerKey {
                 participant: sub_id,
@@ -624,7 +671,7 @@ impl Sfu {
         }
 
         let ids: Vec<ParticipantId> = self.connections.participants.iter().copied().collect();
-        if self.config.estimate_bandwidth {
+        if self.config.bandwidth != BandwidthEstimation::Off {
             for &id in &ids {
                 self.allocate_bandwidth(now, id);
             }

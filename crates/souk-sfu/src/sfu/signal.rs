@@ -443,8 +443,7 @@ impl Sfu {
             return Err(ProtoError::new(ErrorCode::InvalidSdp, e));
         }
         if self.config.resilience {
-            // str0m drops queued retransmissions past 15% of what was sent, which leaves
-            // holes at 20% loss; the cache holds shared payloads, so keep it and send them all.
+            // Sized to the path, and uncapped unless the link has shown a limit.
             p.set_rtx_cache(&opened_video, p.rtx_age);
         }
         let opened: Vec<TrackKey> = p.downtracks.iter().map(|d| d.track).collect();
