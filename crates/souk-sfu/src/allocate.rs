@@ -19,13 +19,17 @@ pub struct VideoDemand {
     /// What it gets now: `None` when new, `Some(None)` when paused for bandwidth,
     /// `Some(Some(layer))` when flowing. Moving up needs headroom that staying put does
     /// not: a flowing video keeps its lowest layer until the budget falls below half its
-    /// cost, and a layer above the current one needs [`RAISE_HEADROOM`] more than its cost.
+    /// cost and a higher one until below [`KEEP_SHARE`] of it, and a layer above the
+    /// current one needs [`RAISE_HEADROOM`] more than its cost.
     /// Without that gap an estimate hovering near a layer's cost would flap it.
     pub current: Option<Option<usize>>,
 }
 
 /// Extra share of a layer's cost needed before moving up to it.
 pub const RAISE_HEADROOM: f64 = 0.25;
+/// Share of a layer's cost that keeps a video on it: a layer's rate wanders by more
+/// than a few percent, and each move down and up again costs two keyframes.
+const KEEP_SHARE: f64 = 0.85;
 
 /// Headroom kept below the estimate, so a small misjudgement does not cause loss.
 pub const USABLE_SHARE: f64 = 0.85;
@@ -99,7 +103,7 @@ pub fn allocate(estimate_bps: u64, audio_tracks: usize, videos: &[VideoDemand]) 
             let extra = v.layer_bps[current + 1] as i64 - v.layer_bps[current] as i64;
             let already_there = matches!(v.current, Some(Some(l)) if l > current);
             let needed = if already_there {
-                extra
+                (extra as f64 * KEEP_SHARE) as i64
             } else {
                 (extra as f64 * (1.0 + RAISE_HEADROOM)) as i64
             };
@@ -206,6 +210,21 @@ mod tests {
             ..video(Some(2), 0)
         };
         assert_eq!(allocate(estimate, 1, &[paused]).layers, vec![None]);
+    }
+
+    #[test]
+    fn a_layer_is_kept_while_the_budget_covers_most_of_it() {
+        // The top layer's rate grew 10% past what the estimate allows.
+        let estimate = ((AUDIO_BPS + 1_500_000) as f64 / 1.1 / USABLE_SHARE) as u64;
+        assert_eq!(
+            allocate(estimate, 1, &[video(Some(2), 0)]).layers,
+            vec![Some(2)]
+        );
+        let from_below = VideoDemand {
+            current: Some(Some(1)),
+            ..video(Some(2), 0)
+        };
+        assert_eq!(allocate(estimate, 1, &[from_below]).layers, vec![Some(1)]);
     }
 
     #[test]

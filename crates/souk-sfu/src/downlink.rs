@@ -53,9 +53,18 @@ const GROWTH: f64 = 1.08;
 const GROWTH_BOUND: f64 = 1.5;
 /// Never below this: audio keeps flowing whatever happens to video.
 const MIN_ESTIMATE_BPS: u64 = 50_000;
-/// A probe lasts at least this long and hears at least [`PROBE_REPORTS`] clean reports.
-const PROBE_LENGTH: Duration = Duration::from_millis(1500);
-const PROBE_REPORTS: u32 = 2;
+/// A probe sends copies this long, and is judged by the first report from this long
+/// after: a receiver report covers the second before it, and a longer overfill of a
+/// full link loses more media.
+const PROBE_SEND: Duration = Duration::from_millis(600);
+const PROBE_SETTLE: Duration = Duration::from_millis(200);
+/// A probe fails on a queue, or on this much more loss than the reports before it.
+const PROBE_LOSS_RISE: f64 = 0.03;
+/// Weight of a new report in the smoothed loss.
+const LOSS_SMOOTHING: f64 = 0.3;
+/// A trial hears this many clean reports, from this long after it starts.
+const TRIAL_LENGTH: Duration = Duration::from_millis(1500);
+const TRIAL_REPORTS: u32 = 2;
 /// Copies of each packet a probe may send (the step from the lowest layer to the middle
 /// one triples the rate).
 const MAX_PROBE_COPIES: u8 = 5;
@@ -103,6 +112,30 @@ struct Probe {
     clean_reports: u32,
 }
 
+impl Probe {
+    fn is_trial(&self) -> bool {
+        self.copies == 1
+    }
+
+    /// Reports before this describe the time before the probe. Copies are sent only
+    /// briefly, since they overfill a full link while they last; a trial runs on.
+    fn verdict_at(&self) -> Instant {
+        if self.is_trial() {
+            self.started + TRIAL_LENGTH
+        } else {
+            self.started + PROBE_SEND + PROBE_SETTLE
+        }
+    }
+
+    fn reports_needed(&self) -> u32 {
+        if self.is_trial() {
+            TRIAL_REPORTS
+        } else {
+            1
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct DownlinkEstimate {
     estimate_bps: Option<u64>,
@@ -114,6 +147,8 @@ pub struct DownlinkEstimate {
     last_decrease: Option<(Instant, Duration)>,
     probe: Option<Probe>,
     last_probe_failed: bool,
+    /// Smoothed loss outside probes.
+    loss: f64,
     /// When the last probe passed, and the estimate before it.
     probed: Option<(Instant, Option<u64>)>,
     next_probe_at: Option<Instant>,
@@ -129,6 +164,7 @@ impl Default for DownlinkEstimate {
             last_decrease: None,
             probe: None,
             last_probe_failed: false,
+            loss: 0.0,
             probed: None,
             next_probe_at: None,
             probe_backoff: PROBE_BACKOFF,
@@ -141,14 +177,17 @@ impl DownlinkEstimate {
     /// trial, the rate on trial.
     pub fn estimate_bps(&self) -> Option<u64> {
         match &self.probe {
-            Some(probe) if probe.copies == 1 => Some(probe.target_bps),
+            Some(probe) if probe.is_trial() => Some(probe.target_bps),
             _ => self.estimate_bps,
         }
     }
 
     /// Copies of every packet to send now (1 unless probing).
-    pub fn probe_copies(&self) -> u8 {
-        self.probe.as_ref().map_or(1, |p| p.copies)
+    pub fn probe_copies(&self, now: Instant) -> u8 {
+        match &self.probe {
+            Some(probe) if now < probe.started + PROBE_SEND => probe.copies,
+            _ => 1,
+        }
     }
 
     pub fn probing(&self) -> bool {
@@ -159,29 +198,54 @@ impl DownlinkEstimate {
     /// the media forwarded: no retransmissions, no copies.
     pub fn on_report(&mut self, now: Instant, report: LinkReport) {
         let queued = self.note_rtt(now, report.rtt);
+        if let Some(probe) = &mut self.probe {
+            if now >= probe.verdict_at() {
+                // More loss than before means the copies overfilled a buffer too.
+                let lossier = report.loss > self.loss + PROBE_LOSS_RISE;
+                if queued || lossier {
+                    return self.probe_failed(now, report.rtt);
+                }
+                probe.clean_reports += 1;
+                if probe.clean_reports >= probe.reports_needed() {
+                    self.probe_passed(now);
+                }
+                return;
+            }
+        }
         if queued {
             self.on_congestion(now, report);
             return;
         }
-        if let Some(probe) = &mut self.probe {
-            probe.clean_reports += 1;
-            if probe.clean_reports >= PROBE_REPORTS && now >= probe.started + PROBE_LENGTH {
-                let target = probe.target_bps;
-                self.probe = None;
-                self.probed = Some((now, self.estimate_bps));
-                self.last_probe_failed = false;
-                self.estimate_bps = Some(self.estimate_bps.unwrap_or(0).max(target));
-                self.probe_backoff = PROBE_BACKOFF;
-                self.next_probe_at = Some(now + AFTER_PROBE);
-            }
-            return;
+        if self.probe.is_none() {
+            self.loss += (report.loss.clamp(0.0, 1.0) - self.loss) * LOSS_SMOOTHING;
         }
-        if let Some(estimate) = self.estimate_bps {
+        if let Some(estimate) = self.estimate_bps.filter(|_| self.probe.is_none()) {
             let bound = (report.send_bps * GROWTH_BOUND) as u64;
             if estimate < bound {
                 self.estimate_bps = Some(((estimate as f64 * GROWTH) as u64).min(bound));
             }
         }
+    }
+
+    fn probe_passed(&mut self, now: Instant) {
+        let Some(probe) = self.probe.take() else {
+            return;
+        };
+        self.probed = Some((now, self.estimate_bps));
+        self.last_probe_failed = false;
+        self.estimate_bps = Some(self.estimate_bps.unwrap_or(0).max(probe.target_bps));
+        self.probe_backoff = PROBE_BACKOFF;
+        self.next_probe_at = Some(now + AFTER_PROBE);
+    }
+
+    /// The probe's own copies made this queue (or loss); the rate before it built
+    /// none. Its queue drains like one after a decrease.
+    fn probe_failed(&mut self, now: Instant, rtt: Duration) {
+        self.probe = None;
+        self.last_probe_failed = true;
+        self.probe_backoff = (self.probe_backoff * 2).min(MAX_PROBE_BACKOFF);
+        self.next_probe_at = Some(now + self.probe_backoff);
+        self.last_decrease = Some((now, rtt));
     }
 
     /// What the allocator would like; starts a probe when it is time for one.
@@ -245,21 +309,14 @@ impl DownlinkEstimate {
     }
 
     fn on_congestion(&mut self, now: Instant, report: LinkReport) {
-        let probe_failed = self.probe.take().is_some();
+        if self.probe.is_some() {
+            return self.probe_failed(now, report.rtt);
+        }
         // A queue just after a probe passed: a report from before its copies reached the
         // link passed it. Back to the estimate before it.
-        let misjudged = self.probed.take().filter(|&(at, _)| now < at + DRAIN);
-        if let Some((_, before)) = misjudged {
+        if let Some((_, before)) = self.probed.take().filter(|&(at, _)| now < at + DRAIN) {
             self.estimate_bps = before;
-        }
-        if probe_failed || misjudged.is_some() {
-            self.last_probe_failed = true;
-            // The probe's own copies made this queue; the rate before it built none. Its
-            // queue drains like one after a decrease.
-            self.probe_backoff = (self.probe_backoff * 2).min(MAX_PROBE_BACKOFF);
-            self.next_probe_at = Some(now + self.probe_backoff);
-            self.last_decrease = Some((now, report.rtt));
-            return;
+            return self.probe_failed(now, report.rtt);
         }
         self.next_probe_at = Some(now + self.probe_backoff);
         if let Some((at, rtt_then)) = self.last_decrease {
@@ -290,8 +347,8 @@ mod tests {
     use super::*;
     use crate::allocate::{allocate, VideoDemand};
 
-    const MS: Duration = Duration::from_millis(1);
     const SECOND: Duration = Duration::from_secs(1);
+    const MS: Duration = Duration::from_millis(1);
 
     /// A wish for one step up, nothing beyond it.
     fn want(next_step_bps: Option<u64>, sending_bps: u64, trial: bool) -> Want {
@@ -458,15 +515,33 @@ mod tests {
         assert!(!d.probing(), "not straight after a congestion");
         now += PROBE_BACKOFF;
         d.want(now, want(Some(435_000), 170_000, false));
-        assert_eq!(d.probe_copies(), 3, "170 kbps three times over covers 435");
+        assert_eq!(
+            d.probe_copies(now),
+            3,
+            "170 kbps three times over covers 435"
+        );
+        assert_eq!(d.probe_copies(now + PROBE_SEND), 1, "copies only briefly");
+        d.on_report(now + 300 * MS, report(0.0, 2, 170_000.0));
+        assert!(d.probing(), "a report from before the copies tells nothing");
         now += SECOND;
-        d.on_report(now, report(0.0, 2, 510_000.0));
-        assert!(d.probing(), "one report is not enough");
-        now += SECOND;
-        d.on_report(now, report(0.0, 2, 510_000.0));
+        d.on_report(now, report(0.0, 2, 170_000.0));
         assert!(!d.probing());
         assert_eq!(d.estimate_bps(), Some(435_000.max(low)));
-        assert_eq!(d.probe_copies(), 1);
+    }
+
+    #[test]
+    fn a_probe_that_loses_more_fails() {
+        let mut d = DownlinkEstimate::default();
+        let start = Instant::now();
+        d.on_report(start, report(0.01, 1, 1_000_000.0));
+        d.on_report(start + SECOND, report(0.7, 150, 1_000_000.0));
+        let before = d.estimate_bps();
+        let now = start + SECOND + PROBE_BACKOFF;
+        d.want(now, want(Some(435_000), 170_000, false));
+        // A short buffer: no queue to speak of, but the copies' overflow was dropped.
+        d.on_report(now + SECOND, report(0.08, 2, 170_000.0));
+        assert!(!d.probing());
+        assert_eq!(d.estimate_bps(), before);
     }
 
     #[test]
@@ -525,7 +600,7 @@ mod tests {
         let paused = d.estimate_bps();
         let mut now = start + SECOND + PROBE_BACKOFF;
         d.want(now, want(Some(300_000), 80_000, true));
-        assert_eq!(d.probe_copies(), 1, "no copies: the video is the probe");
+        assert_eq!(d.probe_copies(now), 1, "no copies: the video is the probe");
         assert_eq!(
             d.estimate_bps(),
             Some(300_000),
@@ -575,7 +650,9 @@ mod tests {
             } else {
                 3_000_000.0
             };
-            d.on_report(now, link.report((sending * d.probe_copies() as u64) as f64));
+            // The copies cover part of the second before the report.
+            let copies = d.probe_copies(now.checked_sub(500 * MS).unwrap_or(now));
+            d.on_report(now, link.report((sending * copies as u64) as f64));
             let layer = match d.estimate_bps() {
                 Some(estimate) => {
                     let allocation = allocate(estimate, 1, std::slice::from_ref(&video));

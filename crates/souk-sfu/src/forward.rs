@@ -10,12 +10,18 @@ use std::time::Instant;
 use str0m::media::Rid;
 
 use crate::rewrite::Rewriter;
+use crate::vp8::{PictureIds, Vp8Ids};
 
 /// What to do with one incoming packet for one subscriber.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
     Drop,
-    Forward { seq: u64, ts: u32 },
+    /// Send with these numbers (VP8's picture numbering too, where it has one).
+    Forward {
+        seq: u64,
+        ts: u32,
+        vp8: Vp8Ids,
+    },
 }
 
 /// The layer a packet came from: its rid, or `None` for a track without simulcast.
@@ -24,6 +30,7 @@ pub type Layer = Option<Rid>;
 #[derive(Debug)]
 pub struct Forwarder {
     rewriter: Rewriter,
+    pictures: PictureIds,
     /// Audio forwards everything; video waits for keyframes.
     is_video: bool,
     /// The layer we want; `None` while paused.
@@ -36,6 +43,7 @@ impl Forwarder {
     pub fn audio(clock_rate: u32) -> Self {
         Forwarder {
             rewriter: Rewriter::new(clock_rate),
+            pictures: PictureIds::default(),
             is_video: false,
             target: Some(None),
             current: None,
@@ -45,6 +53,7 @@ impl Forwarder {
     pub fn video(clock_rate: u32, target: Option<Layer>) -> Self {
         Forwarder {
             rewriter: Rewriter::new(clock_rate),
+            pictures: PictureIds::default(),
             is_video: true,
             target,
             current: None,
@@ -90,6 +99,7 @@ impl Forwarder {
         seq: u64,
         ts: u32,
         starts_keyframe: bool,
+        vp8: Vp8Ids,
         now: Instant,
     ) -> Verdict {
         let Some(target) = self.target else {
@@ -99,30 +109,35 @@ impl Forwarder {
             if !self.rewriter.is_started() {
                 self.rewriter.start_epoch(seq, ts, now);
             }
-            return self.map(seq, ts, now);
+            return self.map(seq, ts, vp8, now);
         }
         if layer == target && self.current != Some(target) {
             if !starts_keyframe {
                 // Keep the old layer flowing (below) until the target can take over.
                 return if self.current == Some(layer) {
-                    self.map(seq, ts, now)
+                    self.map(seq, ts, vp8, now)
                 } else {
                     Verdict::Drop
                 };
             }
             self.current = Some(target);
             self.rewriter.start_epoch(seq, ts, now);
+            self.pictures.start(vp8);
         }
         if self.current == Some(layer) {
-            self.map(seq, ts, now)
+            self.map(seq, ts, vp8, now)
         } else {
             Verdict::Drop
         }
     }
 
-    fn map(&mut self, seq: u64, ts: u32, now: Instant) -> Verdict {
+    fn map(&mut self, seq: u64, ts: u32, vp8: Vp8Ids, now: Instant) -> Verdict {
         match self.rewriter.map(seq, ts, now) {
-            Some((seq, ts)) => Verdict::Forward { seq, ts },
+            Some((seq, ts)) => Verdict::Forward {
+                seq,
+                ts,
+                vp8: self.pictures.map(vp8),
+            },
             None => Verdict::Drop,
         }
     }
@@ -131,6 +146,11 @@ impl Forwarder {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const NO_IDS: Vp8Ids = Vp8Ids {
+        picture_id: None,
+        tl0_pic_idx: None,
+    };
 
     fn rid(s: &str) -> Layer {
         Some(Rid::from(s))
@@ -141,40 +161,55 @@ mod tests {
         let now = Instant::now();
         let mut f = Forwarder::video(90_000, Some(rid("f")));
         assert_eq!(f.awaiting_keyframe(), Some(rid("f")));
-        assert_eq!(f.on_packet(rid("f"), 1, 0, false, now), Verdict::Drop);
+        assert_eq!(
+            f.on_packet(rid("f"), 1, 0, false, NO_IDS, now),
+            Verdict::Drop
+        );
         assert!(matches!(
-            f.on_packet(rid("f"), 2, 0, true, now),
+            f.on_packet(rid("f"), 2, 0, true, NO_IDS, now),
             Verdict::Forward { .. }
         ));
         assert!(matches!(
-            f.on_packet(rid("f"), 3, 0, false, now),
+            f.on_packet(rid("f"), 3, 0, false, NO_IDS, now),
             Verdict::Forward { .. }
         ));
         assert_eq!(f.awaiting_keyframe(), None);
         // Other layers never leak through.
-        assert_eq!(f.on_packet(rid("q"), 9, 0, true, now), Verdict::Drop);
+        assert_eq!(
+            f.on_packet(rid("q"), 9, 0, true, NO_IDS, now),
+            Verdict::Drop
+        );
     }
 
     #[test]
     fn layer_switch_happens_at_the_target_keyframe_without_gaps() {
         let now = Instant::now();
         let mut f = Forwarder::video(90_000, Some(rid("f")));
-        let Verdict::Forward { seq: a, .. } = f.on_packet(rid("f"), 100, 0, true, now) else {
+        let Verdict::Forward { seq: a, .. } = f.on_packet(rid("f"), 100, 0, true, NO_IDS, now)
+        else {
             panic!()
         };
         f.set_target(Some(rid("q")));
         // Old layer keeps flowing while we wait.
-        let Verdict::Forward { seq: b, .. } = f.on_packet(rid("f"), 101, 0, false, now) else {
+        let Verdict::Forward { seq: b, .. } = f.on_packet(rid("f"), 101, 0, false, NO_IDS, now)
+        else {
             panic!()
         };
-        assert_eq!(f.on_packet(rid("q"), 7000, 0, false, now), Verdict::Drop);
-        let Verdict::Forward { seq: c, .. } = f.on_packet(rid("q"), 7001, 0, true, now) else {
+        assert_eq!(
+            f.on_packet(rid("q"), 7000, 0, false, NO_IDS, now),
+            Verdict::Drop
+        );
+        let Verdict::Forward { seq: c, .. } = f.on_packet(rid("q"), 7001, 0, true, NO_IDS, now)
+        else {
             panic!()
         };
         assert_eq!((b, c), (a + 1, a + 2));
         assert_eq!(f.current(), Some(rid("q")));
         // The old layer is now cut off.
-        assert_eq!(f.on_packet(rid("f"), 102, 0, false, now), Verdict::Drop);
+        assert_eq!(
+            f.on_packet(rid("f"), 102, 0, false, NO_IDS, now),
+            Verdict::Drop
+        );
     }
 
     #[test]
@@ -182,18 +217,35 @@ mod tests {
         let now = Instant::now();
         let mut f = Forwarder::video(90_000, Some(None));
         assert!(matches!(
-            f.on_packet(None, 1, 0, true, now),
+            f.on_packet(None, 1, 0, true, NO_IDS, now),
             Verdict::Forward { .. }
         ));
         f.set_target(None);
-        assert_eq!(f.on_packet(None, 2, 0, true, now), Verdict::Drop);
+        assert_eq!(f.on_packet(None, 2, 0, true, NO_IDS, now), Verdict::Drop);
         assert_eq!(f.awaiting_keyframe(), None);
         f.set_target(Some(None));
-        assert_eq!(f.on_packet(None, 3, 0, false, now), Verdict::Drop);
+        assert_eq!(f.on_packet(None, 3, 0, false, NO_IDS, now), Verdict::Drop);
         assert!(matches!(
-            f.on_packet(None, 4, 0, true, now),
+            f.on_packet(None, 4, 0, true, NO_IDS, now),
             Verdict::Forward { .. }
         ));
+    }
+
+    #[test]
+    fn a_layer_switch_continues_the_vp8_picture_numbering() {
+        let now = Instant::now();
+        let ids = |pic, tl0| Vp8Ids {
+            picture_id: Some(pic),
+            tl0_pic_idx: Some(tl0),
+        };
+        let mut f = Forwarder::video(90_000, Some(rid("f")));
+        f.on_packet(rid("f"), 100, 0, true, ids(3000, 40), now);
+        f.set_target(Some(rid("q")));
+        let Verdict::Forward { vp8, .. } = f.on_packet(rid("q"), 7001, 0, true, ids(9, 200), now)
+        else {
+            panic!()
+        };
+        assert_eq!(vp8, ids(3001, 41));
     }
 
     #[test]
@@ -201,7 +253,7 @@ mod tests {
         let now = Instant::now();
         let mut f = Forwarder::audio(48_000);
         assert!(matches!(
-            f.on_packet(None, 5, 960, false, now),
+            f.on_packet(None, 5, 960, false, NO_IDS, now),
             Verdict::Forward { .. }
         ));
         assert_eq!(f.awaiting_keyframe(), None);

@@ -9,7 +9,8 @@
 //! Module map, outermost first:
 //! - [`sfu`]: the state machine and its inputs and outputs;
 //! - `participant`, `track`, `room`, `peer`: the state it keeps;
-//! - `forward`, `rewrite`, `layer`, `keyframe`: what one subscriber gets of one track;
+//! - `forward`, `rewrite`, `vp8`, `layer`, `keyframe`: what one subscriber gets of one
+//!   track;
 //! - `downlink`, `allocate`: estimating a subscriber's downlink, and sharing it among
 //!   its videos;
 //! - `red`: redundant audio per subscriber;
@@ -38,6 +39,7 @@ pub mod sfu;
 mod speaker;
 mod stun;
 mod track;
+mod vp8;
 
 pub use config::{BandwidthEstimation, SfuConfig};
 pub use peer::Side;

@@ -173,6 +173,11 @@ impl Redundancy {
         }
     }
 
+    /// The link showed a queue: its loss is congestion, which copies only add to.
+    pub fn on_congestion(&mut self, now: Instant) {
+        self.back_off(now);
+    }
+
     /// The copies did not help: the loss is congestion.
     fn back_off(&mut self, now: Instant) {
         self.change(1);

@@ -131,7 +131,7 @@ impl Sfu {
                 let resuming = !sub.receives_video();
                 sub.downlink.want(now, Want::of(&allocation, resuming));
                 if sub.downlink.probing() && !was_probing {
-                    debug!(subscriber = ?id, copies = sub.downlink.probe_copies(), target_bps = ?allocation.estimate_for_next_step(), "probing the downlink");
+                    debug!(subscriber = ?id, copies = sub.downlink.probe_copies(now), target_bps = ?allocation.estimate_for_next_step(), "probing the downlink");
                 }
             }
             BandwidthEstimation::Off => {}

@@ -9,7 +9,7 @@ use souk_proto::signal::{ActiveSpeakers, ConnectionQuality, ServerMessage};
 use str0m::bwe::BweKind;
 use str0m::media::{KeyframeRequestKind, MediaKind};
 use str0m::net::{Protocol, Receive};
-use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite};
+use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite, Vp8Descriptor, Vp8Patch};
 use str0m::stats::MediaEgressStats;
 use str0m::{Event, Input};
 use tracing::{debug, trace, warn};
@@ -18,7 +18,7 @@ use super::Sfu;
 use crate::config::{rtx_cache_age, BandwidthEstimation};
 use crate::demux::PeerKey;
 use crate::forward::{Layer, Verdict};
-use crate::keyframe::starts_keyframe;
+use crate::keyframe::{starts_keyframe, VideoCodec};
 use crate::participant::{DowntrackState, SentAtStats};
 use crate::peer::{Peer, Side};
 use crate::quality::{PathQuality, SubscriptionLayer};
@@ -26,7 +26,21 @@ use crate::red;
 use crate::redundancy::LinkReport;
 use crate::speaker;
 use crate::track::{codec_name, video_codec, TrackKey};
+use crate::vp8::Vp8Ids;
 use crate::ParticipantId;
+
+/// The descriptor bytes that give a subscriber its own VP8 picture numbers (`None` when
+/// they would not fit the descriptor, which then goes out as received).
+fn vp8_patch(descriptor: &Vp8Descriptor, ids: Vp8Ids) -> Option<Vp8Patch> {
+    let mut patch = descriptor.patch();
+    if let Some(pic) = ids.picture_id {
+        patch = patch.picture_id(pic);
+    }
+    if let Some(tl0) = ids.tl0_pic_idx {
+        patch = patch.tl0_pic_idx(tl0);
+    }
+    patch.build().ok()
+}
 
 /// An RTP header with the extensions we send, for counting forwarded media.
 const RTP_HEADER_BYTES: usize = 24;
@@ -282,8 +296,10 @@ impl Sfu {
         // transport-wide feedback is not negotiated.
         if let Some(rtt) = stats.rtt {
             p.path.get_or_insert_with(Default::default).rtt_ms = rtt.as_secs_f64() * 1000.0;
+            // Only ever grown: resizing drops what the cache holds, and a round trip
+            // that swings with a queue would drop it just when its packets are asked for.
             let age = rtx_cache_age(rtt);
-            if self.config.resilience && p.rtx_age != age {
+            if self.config.resilience && age > p.rtx_age {
                 p.rtx_age = age;
                 debug!(subscriber = ?participant, ?age, "retransmission cache resized");
                 let mids = p.open_video_mids();
@@ -322,7 +338,12 @@ impl Sfu {
             }
             if p.estimate_bps != p.downlink.estimate_bps() {
                 let first = p.estimate_bps.is_none();
+                let lowered = first || p.downlink.estimate_bps() < p.estimate_bps;
                 p.estimate_bps = p.downlink.estimate_bps();
+                if lowered {
+                    // Congestion: the loss it brings is no case for video copies.
+                    p.redundancy.on_congestion(now);
+                }
                 debug!(subscriber = ?participant, estimate_bps = ?p.estimate_bps, loss, ?rtt, "downlink estimate changed");
                 if let Some(bps) = p.estimate_bps {
                     p.redundancy.on_sender_estimate(bps);
@@ -427,7 +448,16 @@ impl Sfu {
         if track.muted {
             return;
         }
-        let keyframe = video_codec(&params).is_some_and(|codec| starts_keyframe(codec, &payload));
+        let codec = video_codec(&params);
+        let keyframe = codec.is_some_and(|codec| starts_keyframe(codec, &payload));
+        // VP8's picture numbering, read once for every subscriber.
+        let vp8_descriptor = (codec == Some(VideoCodec::Vp8))
+            .then(|| Vp8Descriptor::parse(&payload).ok())
+            .flatten();
+        let vp8_ids = vp8_descriptor.map_or(Vp8Ids::default(), |d| Vp8Ids {
+            picture_id: d.picture_id(),
+            tl0_pic_idx: d.tl0_pic_idx(),
+        });
         // Take the list to fan out over other participants without cloning it per packet.
         let subscribers = std::mem::take(&mut track.subscribers);
 
@@ -458,6 +488,7 @@ impl Sfu {
                 *packet.seq_no,
                 packet.header.timestamp,
                 keyframe,
+                vp8_ids,
                 now,
             );
             if dt.forwarder.current() != before {
@@ -468,9 +499,13 @@ impl Sfu {
                     want_keyframe.push(awaited);
                 }
             }
-            let Verdict::Forward { seq, ts } = verdict else {
+            let Verdict::Forward { seq, ts, vp8 } = verdict else {
                 continue;
             };
+            // Only a subscriber that switched layers gets its own picture numbers.
+            let vp8_patch = vp8_descriptor
+                .filter(|_| vp8 != vp8_ids)
+                .and_then(|d| vp8_patch(&d, vp8));
             let (out_pt, red_pt) = match dt.pt_map {
                 Some((from, to, red)) if from == pt => (to, red),
                 _ => {
@@ -501,10 +536,14 @@ impl Sfu {
                 ..Default::default()
             };
             let write = |payload| {
-                RtpWrite::new(write_pt, seq.into(), ts, packet.timestamp, payload)
+                let write = RtpWrite::new(write_pt, seq.into(), ts, packet.timestamp, payload)
                     .marker(packet.header.marker)
                     .ext_vals(ext_vals.clone())
-                    .nackable(dt.kind.is_video())
+                    .nackable(dt.kind.is_video());
+                match vp8_patch {
+                    Some(patch) => write.vp8_patch(patch),
+                    None => write,
+                }
             };
             // Copies share the sequence number: the receiver's SRTP drops all but the first.
             let against_loss = if dt.kind.is_video() {
@@ -512,7 +551,7 @@ impl Sfu {
             } else {
                 1
             };
-            let copies = against_loss.max(sub.downlink.probe_copies());
+            let copies = against_loss.max(sub.downlink.probe_copies(now));
             for _ in 1..copies {
                 stream.write_rtp(write(payload.clone()));
             }
