@@ -21,6 +21,7 @@ test('the quality page shows and charts every participant of a call', async () =
       mos: Number(tr.querySelector('.mos')?.textContent),
       kbps: Number(tr.querySelector('.kbps')?.textContent),
       copies: tr.querySelector('.copies')?.textContent,
+      estimate: tr.querySelector('.estimate')?.textContent,
       layers: tr.querySelector('.layers')?.textContent,
     }));
     return rows.length === 2 && rows.every((r) => r.kbps > 100 && /^\d/.test(r.layers ?? '')) ? rows : null;
@@ -29,6 +30,7 @@ test('the quality page shows and charts every participant of a call', async () =
     assert.equal(row.room, room);
     assert.ok(row.mos >= 1 && row.mos <= 4.5, `MOS in range: ${row.mos}`);
     assert.equal(row.copies, '1', 'a loopback link loses nothing: no video copies');
+    assert.match(row.estimate ?? '', /^(no limit|\d+)$/, 'the downlink estimate column');
   }
 
   // The charts gain a point per participant each second.

@@ -32,8 +32,11 @@ use crate::redundancy::LinkReport;
 
 /// Weight of a new round trip in the smoothed one.
 const RTT_SMOOTHING: f64 = 0.5;
-/// The lowest smoothed round trip is the floor over this long.
-const FLOOR_WINDOW: Duration = Duration::from_secs(30);
+/// The lowest smoothed round trip is the floor over this long. Short enough that a path
+/// that got longer (a handover, a new route) stops looking like a queue within seconds;
+/// a queue that stands that long at a full link still loses packets, which fails the
+/// probes that would step up into it.
+const FLOOR_WINDOW: Duration = Duration::from_secs(10);
 /// A queue is a smoothed round trip above the floor by more than this, or by half the
 /// floor on a long path: enough that 20 ms of jitter each way does not look like one.
 const QUEUE_MARGIN: Duration = Duration::from_millis(60);

@@ -18,6 +18,8 @@ pub struct PathQuality {
     pub send_bps: f64,
     /// Copies of each video packet sent to the client against random loss (1: none).
     pub video_copies: u8,
+    /// What its downlink carries (bits per second), once it has shown a limit.
+    pub downlink_estimate_bps: Option<u64>,
 }
 
 /// The video layer one subscriber gets of one track.

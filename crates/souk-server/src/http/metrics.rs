@@ -62,46 +62,53 @@ pub async fn metrics(State(state): State<super::State>) -> Result<impl IntoRespo
         outbox as usize,
     );
     // Per participant: the path from this server to the client, from its receiver reports.
-    let per_path: [(&str, &str, PathValue); 6] = [
+    let per_path: [(&str, &str, PathValue); 7] = [
         (
             "souk_participant_mos",
             "E-model MOS estimate of the path to the participant (1 to 4.5).",
-            |q| q.mos(),
+            |q| Some(q.mos()),
         ),
         (
             "souk_participant_rtt_seconds",
             "Round-trip time to the participant.",
-            |q| q.rtt_ms / 1000.0,
+            |q| Some(q.rtt_ms / 1000.0),
         ),
         (
             "souk_participant_jitter_seconds",
             "Interarrival jitter the participant reports.",
-            |q| q.jitter_ms / 1000.0,
+            |q| Some(q.jitter_ms / 1000.0),
         ),
         (
             "souk_participant_loss_ratio",
             "Fraction of packets the participant reports lost.",
-            |q| q.loss,
+            |q| Some(q.loss),
         ),
         (
             "souk_participant_send_bitrate_bps",
             "Bits per second this server sends the participant.",
-            |q| q.send_bps,
+            |q| Some(q.send_bps),
         ),
         (
             "souk_participant_video_copies",
             "Copies of each video packet sent to the participant against random loss (1: none).",
-            |q| q.video_copies as f64,
+            |q| Some(q.video_copies as f64),
+        ),
+        (
+            "souk_participant_downlink_estimate_bps",
+            "What the participant's downlink carries, once it has shown a limit (absent: none seen).",
+            |q| q.downlink_estimate_bps.map(|bps| bps as f64),
         ),
     ];
     for (name, help, value) in per_path {
         let _ = writeln!(body, "# HELP {name} {help}\n# TYPE {name} gauge");
         for (room, sid, path) in &paths {
+            let Some(value) = value(path) else {
+                continue;
+            };
             let room = label(room);
             let _ = writeln!(
                 body,
-                "{name}{{room=\"{room}\",participant=\"{sid}\"}} {}",
-                value(path)
+                "{name}{{room=\"{room}\",participant=\"{sid}\"}} {value}"
             );
         }
     }
@@ -124,7 +131,7 @@ pub async fn metrics(State(state): State<super::State>) -> Result<impl IntoRespo
 }
 
 /// A per-path gauge's value.
-type PathValue = fn(&souk_sfu::PathQuality) -> f64;
+type PathValue = fn(&souk_sfu::PathQuality) -> Option<f64>;
 
 /// A label value with the characters the text format would need escaped replaced.
 fn label(value: &str) -> String {

@@ -801,6 +801,7 @@ impl Sfu {
             .filter_map(|p| {
                 let path = PathQuality {
                     video_copies: p.redundancy.copies(),
+                    downlink_estimate_bps: p.estimate_bps,
                     ..p.path?
                 };
                 Some((p.room.clone(), p.sid.clone(), path))
