@@ -72,8 +72,8 @@ const TRIAL_REPORTS: u32 = 2;
 /// one triples the rate).
 const MAX_PROBE_COPIES: u8 = 5;
 /// Wait before a probe after a congestion or a failed probe; it doubles per failure. A
-/// failed probe overfills the link for a second, which costs the video some repairs;
-/// the bound keeps a recovered link found within seconds.
+/// failed probe overfills the link while its copies last, which costs the video some
+/// repairs; the bound keeps a recovered link found within seconds.
 const PROBE_BACKOFF: Duration = Duration::from_secs(2);
 const MAX_PROBE_BACKOFF: Duration = Duration::from_secs(4);
 /// Wait after a successful probe, so the step it allowed happens before the next.
@@ -353,6 +353,14 @@ mod tests {
     const SECOND: Duration = Duration::from_secs(1);
     const MS: Duration = Duration::from_millis(1);
 
+    /// A 1 Mbps stream that ran into a 300 kbps cap a second after `start`.
+    fn capped(start: Instant) -> DownlinkEstimate {
+        let mut d = DownlinkEstimate::default();
+        d.on_report(start, report(0.0, 1, 1_000_000.0));
+        d.on_report(start + SECOND, report(0.7, 150, 1_000_000.0));
+        d
+    }
+
     /// A wish for one step up, nothing beyond it.
     fn want(next_step_bps: Option<u64>, sending_bps: u64, trial: bool) -> Want {
         Want {
@@ -457,10 +465,8 @@ mod tests {
 
     #[test]
     fn one_queue_is_not_counted_twice() {
-        let mut d = DownlinkEstimate::default();
         let start = Instant::now();
-        d.on_report(start, report(0.0, 1, 1_000_000.0));
-        d.on_report(start + SECOND, report(0.7, 150, 1_000_000.0));
+        let mut d = capped(start);
         let first = d.estimate_bps().unwrap();
         // The queue is still there: the layer has not switched yet, then retransmissions
         // of what it dropped keep it full while it drains.
@@ -507,10 +513,8 @@ mod tests {
 
     #[test]
     fn a_probe_that_builds_no_queue_raises_the_estimate_to_its_target() {
-        let mut d = DownlinkEstimate::default();
         let start = Instant::now();
-        d.on_report(start, report(0.0, 1, 1_000_000.0));
-        d.on_report(start + SECOND, report(0.7, 150, 1_000_000.0));
+        let mut d = capped(start);
         let low = d.estimate_bps().unwrap();
         // The link recovered; the allocator wants 435 kbps for its next step, sends 170.
         let mut now = start + SECOND;
@@ -549,10 +553,8 @@ mod tests {
 
     #[test]
     fn a_probe_into_a_queue_stops_and_the_next_waits_longer() {
-        let mut d = DownlinkEstimate::default();
         let start = Instant::now();
-        d.on_report(start, report(0.0, 1, 1_000_000.0));
-        d.on_report(start + SECOND, report(0.7, 150, 1_000_000.0));
+        let mut d = capped(start);
         let before = d.estimate_bps();
         let mut now = start + SECOND + PROBE_BACKOFF;
         d.want(now, want(Some(435_000), 170_000, false));
@@ -575,10 +577,8 @@ mod tests {
 
     #[test]
     fn a_queue_just_after_a_probe_passed_takes_its_gain_back() {
-        let mut d = DownlinkEstimate::default();
         let start = Instant::now();
-        d.on_report(start, report(0.0, 1, 1_000_000.0));
-        d.on_report(start + SECOND, report(0.7, 150, 1_000_000.0));
+        let mut d = capped(start);
         let before = d.estimate_bps();
         let mut now = start + SECOND + PROBE_BACKOFF;
         d.want(now, want(Some(900_000), 300_000, false));
