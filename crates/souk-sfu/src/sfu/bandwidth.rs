@@ -38,7 +38,7 @@ fn layer_rates(track: &PublishedTrack) -> Vec<u64> {
 
 impl Sfu {
     /// Re-divides `id`'s estimate among its videos, pauses what does not fit (telling the
-    /// client), and asks str0m to probe for what would fit them all.
+    /// client), and asks the estimator to probe for what would fit more.
     pub(super) fn allocate_bandwidth(&mut self, now: Instant, id: ParticipantId) {
         let Some(p) = self.participants.get(&id) else {
             return;

@@ -278,7 +278,8 @@ impl Sfu {
     }
 
     /// A subscriber's receiver report on one stream: the path's round trip, jitter and
-    /// loss, which size the retransmission cache and decide the video copies.
+    /// loss, which size the retransmission cache, feed the downlink estimate and decide
+    /// the video copies.
     fn subscriber_stream_report(
         &mut self,
         now: Instant,
@@ -318,43 +319,12 @@ impl Sfu {
             rtt,
             send_bps: p.path.map_or(0.0, |path| path.send_bps),
         };
-        // Video reports come every second; audio ones less often, about older sender
-        // reports: they speak for the link only while no video flows.
-        let speaks_for_link = kind.is_video() || !p.receives_video();
-        if self.config.bandwidth == BandwidthEstimation::Reports && speaks_for_link {
-            // What arrived is judged on the media alone: under heavy loss, retransmissions
-            // can double what is sent without adding a byte of new media.
-            let was_probing = p.downlink.probing();
-            p.downlink.on_report(
-                now,
-                LinkReport {
-                    send_bps: p.media_bps,
-                    ..report
-                },
-            );
-            trace!(subscriber = ?participant, loss, ?rtt, media_bps = p.media_bps, "downlink report");
-            if was_probing && !p.downlink.probing() {
-                debug!(subscriber = ?participant, estimate_bps = ?p.downlink.estimate_bps(), "probe ended");
-            }
-            if p.estimate_bps != p.downlink.estimate_bps() {
-                let first = p.estimate_bps.is_none();
-                let lowered = first || p.downlink.estimate_bps() < p.estimate_bps;
-                p.estimate_bps = p.downlink.estimate_bps();
-                if lowered {
-                    // Congestion: the loss it brings is no case for video copies.
-                    p.redundancy.on_congestion(now);
-                }
-                debug!(subscriber = ?participant, estimate_bps = ?p.estimate_bps, loss, ?rtt, "downlink estimate changed");
-                if let Some(bps) = p.estimate_bps {
-                    p.redundancy.on_sender_estimate(bps);
-                }
-                if first && self.config.resilience {
-                    // A limited link: retransmissions get capped.
-                    let mids = p.open_video_mids();
-                    p.set_rtx_cache(&mids, p.rtx_age);
-                }
-            }
+        if self.config.bandwidth == BandwidthEstimation::Reports {
+            self.downlink_report(now, participant, kind, report);
         }
+        let Some(p) = self.participants.get_mut(&participant) else {
+            return;
+        };
         // A probe's copies hide the loss the video copies are judged on.
         if kind.is_video() && self.config.resilience && !p.downlink.probing() {
             trace!(subscriber = ?participant, loss, ?rtt, "video loss report");
@@ -363,6 +333,59 @@ impl Sfu {
             if p.redundancy.copies() != before {
                 debug!(subscriber = ?participant, copies = p.redundancy.copies(), loss, ?rtt, "video copies changed");
             }
+        }
+    }
+
+    /// A receiver report for the subscriber's downlink estimate, and what follows from a
+    /// change of that estimate.
+    fn downlink_report(
+        &mut self,
+        now: Instant,
+        participant: ParticipantId,
+        kind: MediaKind,
+        report: LinkReport,
+    ) {
+        let Some(p) = self.participants.get_mut(&participant) else {
+            return;
+        };
+        // Video reports come every second; audio ones less often, about older sender
+        // reports: they speak for the link only while no video flows.
+        if !kind.is_video() && p.receives_video() {
+            return;
+        }
+        let (loss, rtt) = (report.loss, report.rtt);
+        let was_probing = p.downlink.probing();
+        // What arrived is judged on the media alone: under heavy loss, retransmissions
+        // can double what is sent without adding a byte of new media.
+        p.downlink.on_report(
+            now,
+            LinkReport {
+                send_bps: p.media_bps,
+                ..report
+            },
+        );
+        trace!(subscriber = ?participant, loss, ?rtt, media_bps = p.media_bps, "downlink report");
+        if was_probing && !p.downlink.probing() {
+            debug!(subscriber = ?participant, estimate_bps = ?p.downlink.estimate_bps(), "probe ended");
+        }
+        if p.estimate_bps == p.downlink.estimate_bps() {
+            return;
+        }
+        let first = p.estimate_bps.is_none();
+        let lowered = first || p.downlink.estimate_bps() < p.estimate_bps;
+        p.estimate_bps = p.downlink.estimate_bps();
+        debug!(subscriber = ?participant, estimate_bps = ?p.estimate_bps, loss, ?rtt, "downlink estimate changed");
+        if lowered {
+            // Congestion: the loss it brings is no case for video copies.
+            p.redundancy.on_congestion(now);
+        }
+        if let Some(bps) = p.estimate_bps {
+            p.redundancy.on_sender_estimate(bps);
+        }
+        if first && self.config.resilience {
+            // A limited link: retransmissions get capped.
+            let mids = p.open_video_mids();
+            p.set_rtx_cache(&mids, p.rtx_age);
         }
     }
 
