@@ -197,6 +197,11 @@ impl DownlinkEstimate {
         self.probe.is_some()
     }
 
+    /// Whether the last probe ended in a queue or in loss.
+    pub fn last_probe_failed(&self) -> bool {
+        self.last_probe_failed
+    }
+
     /// One receiver report (any stream of the subscriber's connection), with `send_bps`
     /// the media forwarded: no retransmissions, no copies.
     pub fn on_report(&mut self, now: Instant, report: LinkReport) {

@@ -42,6 +42,10 @@ fn vp8_patch(descriptor: &Vp8Descriptor, ids: Vp8Ids) -> Option<Vp8Patch> {
     patch.build().ok()
 }
 
+/// Loss in the report that failed a probe above which the subscriber's videos restart at
+/// a keyframe.
+const KEYFRAME_AFTER_PROBE_LOSS: f64 = 0.02;
+
 /// An RTP header with the extensions we send, for counting forwarded media.
 const RTP_HEADER_BYTES: usize = 24;
 
@@ -367,7 +371,19 @@ impl Sfu {
         trace!(subscriber = ?participant, loss, ?rtt, media_bps = p.media_bps, "downlink report");
         if was_probing && !p.downlink.probing() {
             debug!(subscriber = ?participant, estimate_bps = ?p.downlink.estimate_bps(), "probe ended");
+            if p.downlink.last_probe_failed() && loss > KEYFRAME_AFTER_PROBE_LOSS {
+                // The probe overfilled the link and cost media that capped retransmission
+                // may not repair: start each video afresh at a keyframe rather than leave
+                // the decoder to ask for one after its own wait of seconds.
+                for dt in p.downtracks.iter_mut().filter(|d| d.kind.is_video()) {
+                    dt.forwarder.restart_at_keyframe();
+                }
+                self.request_keyframes_for_subscriber(now, participant);
+            }
         }
+        let Some(p) = self.participants.get_mut(&participant) else {
+            return;
+        };
         if p.estimate_bps == p.downlink.estimate_bps() {
             return;
         }
