@@ -15,11 +15,11 @@
 //! - **Growth**: while the path shows no queue the estimate creeps up, never past half
 //!   again what is sent, as GoogCC's does.
 //! - **Probing** before a step up: while the allocator wants more than the estimate, every
-//!   packet is sent several times for a couple of seconds (SRTP's replay check drops the
-//!   extra copies at the receiver), so the wire carries the next step's rate with nothing
-//!   new to decode. No queue by the end: the estimate rises to that rate. A queue: the
-//!   probe stops, the estimate stays (the queue was the probe's), and the next probe
-//!   waits longer. A paused video is probed for by resuming it on trial.
+//!   packet is sent several times for 0.6 s (SRTP's replay check drops the extra copies
+//!   at the receiver), so the wire carries the next step's rate with nothing new to
+//!   decode. The next report judges it: no queue and no more loss, and the estimate
+//!   rises to that rate; otherwise the estimate stays (the queue was the probe's), and
+//!   the next probe waits longer. A paused video is probed for by resuming it on trial.
 //!
 //! A link that drops without queueing (a policer) is invisible to this; the lab's caps
 //! and the mobile links we know queue.
@@ -224,10 +224,13 @@ impl DownlinkEstimate {
             self.on_congestion(now, report);
             return;
         }
-        if self.probe.is_none() {
-            self.loss += (report.loss.clamp(0.0, 1.0) - self.loss) * LOSS_SMOOTHING;
+        if self.probe.is_some() {
+            // A report from before the probe's copies: neither the loss before a probe
+            // nor a reason to grow.
+            return;
         }
-        if let Some(estimate) = self.estimate_bps.filter(|_| self.probe.is_none()) {
+        self.loss += (report.loss.clamp(0.0, 1.0) - self.loss) * LOSS_SMOOTHING;
+        if let Some(estimate) = self.estimate_bps {
             let bound = (report.send_bps * GROWTH_BOUND) as u64;
             if estimate < bound {
                 self.estimate_bps = Some(((estimate as f64 * GROWTH) as u64).min(bound));
