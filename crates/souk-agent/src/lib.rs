@@ -7,8 +7,15 @@
 //! commands, so every timing rule is tested against scripted timelines.
 //!
 //! [`llm_stream`] reads a language model's streamed reply (any OpenAI-compatible server)
-//! into text as it comes and whole tool calls, also without IO.
+//! into text as it comes and whole tool calls, also without IO; [`llm`] is the stage any
+//! provider fits and the OpenAI-compatible client. [`shop`] holds the catalogue and
+//! orders and runs the model's tool calls against them. [`text`] answers a chat
+//! conversation with both, in the language [`language`] detects.
 
+pub mod language;
+pub mod llm;
 pub mod llm_stream;
+pub mod shop;
+pub mod text;
 pub mod turn;
 pub mod words;
