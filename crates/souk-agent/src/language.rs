@@ -112,7 +112,7 @@ fn latin_language(text: &str) -> Option<&'static str> {
         .iter()
         .map(|(lang, markers)| (words.iter().filter(|w| markers.contains(w)).count(), *lang))
         .collect();
-    scores.sort_by(|a, b| b.0.cmp(&a.0));
+    scores.sort_by_key(|s| std::cmp::Reverse(s.0));
     match scores.as_slice() {
         [(best, lang), (second, _), ..] if *best > 0 && best > second => Some(lang),
         _ => None,

@@ -10,8 +10,10 @@
 //! into text as it comes and whole tool calls, also without IO; [`llm`] is the stage any
 //! provider fits and the OpenAI-compatible client. [`shop`] holds the catalogue and
 //! orders and runs the model's tool calls against them. [`text`] answers a chat
-//! conversation with both, in the language [`language`] detects.
+//! conversation with both, in the language [`language`] detects, and [`chat_agent`]
+//! decides when it answers in shop chat and hands over to people.
 
+pub mod chat_agent;
 pub mod language;
 pub mod llm;
 pub mod llm_stream;

@@ -84,6 +84,9 @@ pub enum ToolOutcome {
     Handoff { reason: String },
 }
 
+/// A small sample shop (shoes, an abaya, a bag, earbuds and two orders) for the demo pages.
+pub const DEMO_SHOP: &str = include_str!("../demo-shop.json");
+
 impl Shop {
     /// Reads a JSON file `{"products": [...], "orders": [...]}`.
     pub fn load(path: &Path) -> Result<Shop, String> {
@@ -357,6 +360,12 @@ mod tests {
             shop.call("transfer_to_human", "{}", "layla"),
             ToolOutcome::Handoff { .. }
         ));
+    }
+
+    #[test]
+    fn the_demo_shop_loads() {
+        let demo = Shop::parse(DEMO_SHOP).unwrap();
+        assert!(demo.products.len() >= 4 && demo.orders.len() >= 2);
     }
 
     #[test]

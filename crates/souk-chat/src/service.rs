@@ -18,7 +18,7 @@ use souk_proto::chat::{
 use souk_proto::token::{validate_name, MAX_IDENTITY_BYTES};
 use souk_proto::{ErrorCode, ProtoError};
 use souk_store::StoreError;
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::{broadcast, mpsc, Notify};
 
 use crate::hub::{ConnId, Hub, Outbound};
 use crate::moderation::Blocklist;
@@ -77,7 +77,15 @@ pub struct Chat {
     translator: Option<Arc<dyn Translator>>,
     /// Woken when a push notification is queued.
     outbox_wake: Arc<Notify>,
+    /// Every committed event, for in-process listeners such as the AI agent.
+    committed: broadcast::Sender<EventInfo>,
 }
+
+/// The body field that marks a message written by the shop's AI assistant. Only the
+/// server sets it, so a person cannot pass for the AI or the AI for a person.
+pub const AI_MARK: &str = "ai";
+/// Who the AI assistant's messages are stored as written by.
+pub const AGENT_AUTHOR: &str = "agent";
 
 pub fn now_ms() -> u64 {
     SystemTime::now()
@@ -147,7 +155,14 @@ impl Chat {
             settings,
             translator,
             outbox_wake,
+            committed: broadcast::channel(1024).0,
         }
+    }
+
+    /// Committed events from now on, in commit order. A listener that falls more than
+    /// 1024 events behind is told how many it missed.
+    pub fn watch(&self) -> broadcast::Receiver<EventInfo> {
+        self.committed.subscribe()
     }
 
     pub fn store(&self) -> &ChatStore {
@@ -301,6 +316,7 @@ impl Chat {
             &msg,
             None,
         );
+        let _ = self.committed.send(stored.clone());
         Ok(stored)
     }
 
@@ -342,6 +358,12 @@ impl Chat {
             ));
         }
         chat::validate_body(msg.kind, &msg.body)?;
+        if msg.body.get(AI_MARK).is_some() {
+            return Err(ProtoError::new(
+                ErrorCode::PermissionDenied,
+                format!("the '{AI_MARK}' field marks the shop's AI assistant and is set by the server only"),
+            ));
+        }
         let (conv, me) = self.member_of(caller, &msg.conversation).await?;
         let now = now_ms();
         if me.muted_until_ms > now {
@@ -445,15 +467,51 @@ impl Chat {
         conversation: &str,
         text: &str,
     ) -> Result<EventInfo, ProtoError> {
-        let body = serde_json::json!({ "text": text });
-        chat::validate_body(EventKind::System, &body)?;
+        self.post_from(
+            conversation,
+            "system",
+            "system",
+            EventKind::System,
+            serde_json::json!({ "text": text }),
+        )
+        .await
+    }
+
+    /// A message from the shop's AI assistant, sent as the shop `principal` (a member of
+    /// the conversation) and marked as the AI's. `extra` fields join the body.
+    pub async fn post_as_agent(
+        &self,
+        conversation: &str,
+        principal: &str,
+        kind: EventKind,
+        mut body: serde_json::Value,
+    ) -> Result<EventInfo, ProtoError> {
+        body[AI_MARK] = serde_json::Value::Bool(true);
+        let sender = if kind == EventKind::System {
+            "system"
+        } else {
+            principal
+        };
+        self.post_from(conversation, sender, AGENT_AUTHOR, kind, body)
+            .await
+    }
+
+    async fn post_from(
+        &self,
+        conversation: &str,
+        sender: &str,
+        author: &str,
+        kind: EventKind,
+        body: serde_json::Value,
+    ) -> Result<EventInfo, ProtoError> {
+        chat::validate_body(kind, &body)?;
         let conv = self.existing(conversation).await?;
         let members = self.store.members(&conv.id).await.map_err(internal)?;
         let event = NewEvent {
             conversation: conv.id.clone(),
-            kind: EventKind::System,
-            sender: "system".into(),
-            author: "system".into(),
+            kind,
+            sender: sender.into(),
+            author: author.into(),
             body,
             target_seq: None,
             client_msg_id: None,
@@ -464,6 +522,34 @@ impl Chat {
         self.commit(event, Change::None, &pushes, &members, None)
             .await
             .map_err(internal)
+    }
+
+    /// Shows `principal` typing in `conversation` to the other members, for a writer
+    /// without a connection of its own (the AI assistant).
+    pub async fn show_typing(&self, conversation: &str, principal: &str) -> Result<(), ProtoError> {
+        self.deliver_typing(conversation, principal, None).await
+    }
+
+    async fn deliver_typing(
+        &self,
+        conversation: &str,
+        principal: &str,
+        except: Option<ConnId>,
+    ) -> Result<(), ProtoError> {
+        let members = self.store.members(conversation).await.map_err(internal)?;
+        let notice = serialise(&ChatServerMessage::ChatTyping(TypingInfo {
+            conversation: conversation.to_owned(),
+            member: principal.to_owned(),
+        }));
+        self.hub.deliver(
+            members
+                .iter()
+                .map(|m| m.member.as_str())
+                .filter(|m| *m != principal),
+            &notice,
+            except,
+        );
+        Ok(())
     }
 
     pub async fn sync(&self, caller: &Caller, msg: ChatSync) -> Result<ChatSynced, ProtoError> {
@@ -1120,20 +1206,8 @@ impl Chat {
 
     pub async fn typing(&self, caller: &Caller, conversation: &str) -> Result<(), ProtoError> {
         let (conv, me) = self.member_of(caller, conversation).await?;
-        let members = self.store.members(&conv.id).await.map_err(internal)?;
-        let notice = serialise(&ChatServerMessage::ChatTyping(TypingInfo {
-            conversation: conv.id,
-            member: me.principal.clone(),
-        }));
-        self.hub.deliver(
-            members
-                .iter()
-                .map(|m| m.member.as_str())
-                .filter(|m| *m != me.principal),
-            &notice,
-            Some(caller.conn),
-        );
-        Ok(())
+        self.deliver_typing(&conv.id, &me.principal, Some(caller.conn))
+            .await
     }
 
     pub async fn translate(

@@ -84,6 +84,8 @@ pub enum ErrorCode {
     TranslatorUnavailable,
     /// The translator failed or answered nonsense; retry later.
     TranslationFailed,
+    /// The AI assistant cannot run here (no language model is configured).
+    AgentUnavailable,
     /// The wallet holds less than the payment.
     InsufficientFunds,
     /// The named gift is not in the catalogue.
@@ -145,6 +147,7 @@ impl ErrorCode {
             ErrorCode::IdempotencyConflict => "idempotency_conflict",
             ErrorCode::TranslatorUnavailable => "translator_unavailable",
             ErrorCode::TranslationFailed => "translation_failed",
+            ErrorCode::AgentUnavailable => "agent_unavailable",
             ErrorCode::InsufficientFunds => "insufficient_funds",
             ErrorCode::GiftNotFound => "gift_not_found",
             ErrorCode::CouponNotFound => "coupon_not_found",
@@ -195,6 +198,7 @@ mod tests {
             ErrorCode::InvalidSdp,
             ErrorCode::NotAMember,
             ErrorCode::TranslatorUnavailable,
+            ErrorCode::AgentUnavailable,
             ErrorCode::CouponAlreadyClaimed,
             ErrorCode::Internal,
         ] {

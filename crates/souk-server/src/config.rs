@@ -87,6 +87,39 @@ pub struct FileConfig {
     pub store: StoreFileConfig,
     #[serde(default)]
     pub chat: ChatFileConfig,
+    #[serde(default)]
+    pub agent: AgentFileConfig,
+}
+
+/// The AI assistant: its model and the shops it answers for.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentFileConfig {
+    /// An OpenAI-compatible chat-completions endpoint with tools. Without it the assistant
+    /// does not start, and says so where it was asked for.
+    pub llm: Option<souk_chat::translate::OpenAiConfig>,
+    /// Whether the model accepts images (photos shoppers send).
+    #[serde(default)]
+    pub vision: bool,
+    /// Seconds to wait for the model's first and each further piece of an answer.
+    pub llm_timeout_s: Option<u64>,
+    #[serde(default)]
+    pub shops: Vec<AgentShopFileConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentShopFileConfig {
+    /// The shop id; its inbox is `shop:<id>`.
+    pub id: String,
+    /// The shop's name, as the assistant introduces it (default: the id).
+    pub name: Option<String>,
+    /// A JSON file with the catalogue and orders.
+    pub data: PathBuf,
+    /// Answer in this language whatever the shopper writes (BCP 47).
+    pub language: Option<String>,
+    /// `always`, `staff_offline` (default) or `on_request`.
+    pub answer: Option<String>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]
@@ -172,6 +205,77 @@ pub struct ServerConfig {
     pub db_url: Option<String>,
     pub sqlite_sync: souk_store::SqliteSync,
     pub chat: ChatConfig,
+    pub agent: AgentConfig,
+}
+
+/// How the AI assistant runs.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    pub llm: Option<souk_chat::translate::OpenAiConfig>,
+    pub vision: bool,
+    pub llm_timeout: Duration,
+    pub shops: Vec<AgentShopConfig>,
+}
+
+#[derive(Debug, Clone)]
+pub struct AgentShopConfig {
+    pub id: String,
+    pub name: String,
+    /// The catalogue and orders; `None` is the bundled demo shop (`--dev` only).
+    pub data: Option<PathBuf>,
+    pub language: Option<String>,
+    pub answer: souk_agent::chat_agent::AnswerWhen,
+}
+
+impl AgentConfig {
+    fn from_file(file: &AgentFileConfig, dev: bool) -> anyhow::Result<AgentConfig> {
+        use souk_agent::chat_agent::AnswerWhen;
+        if let Some(llm) = &file.llm {
+            check_urls("agent.llm", std::slice::from_ref(&llm.base_url))?;
+        }
+        let mut shops = Vec::new();
+        for shop in &file.shops {
+            souk_proto::token::validate_name("agent shop id", &shop.id, 64)
+                .map_err(|e| anyhow::anyhow!(e))?;
+            if let Some(lang) = &shop.language {
+                if !souk_chat::translate::valid_locale(lang) {
+                    bail!("agent shop '{}': language '{lang}' is not a BCP 47 tag like 'ar' or 'pt-BR'", shop.id);
+                }
+            }
+            let answer = match shop.answer.as_deref() {
+                None | Some("staff_offline") => AnswerWhen::StaffOffline,
+                Some("always") => AnswerWhen::Always,
+                Some("on_request") => AnswerWhen::OnRequest,
+                Some(other) => bail!(
+                    "agent shop '{}': answer is 'always', 'staff_offline' or 'on_request', not '{other}'",
+                    shop.id
+                ),
+            };
+            shops.push(AgentShopConfig {
+                id: shop.id.clone(),
+                name: shop.name.clone().unwrap_or_else(|| shop.id.clone()),
+                data: Some(shop.data.clone()),
+                language: shop.language.clone(),
+                answer,
+            });
+        }
+        // The demo pages talk to shop "demo", which development gets out of the box.
+        if dev && shops.is_empty() {
+            shops.push(AgentShopConfig {
+                id: "demo".into(),
+                name: "Souk Demo Shop".into(),
+                data: None,
+                language: None,
+                answer: AnswerWhen::StaffOffline,
+            });
+        }
+        Ok(AgentConfig {
+            llm: file.llm.clone(),
+            vision: file.vision,
+            llm_timeout: Duration::from_secs(file.llm_timeout_s.unwrap_or(20).max(1)),
+            shops,
+        })
+    }
 }
 
 /// How chat runs.
@@ -285,6 +389,7 @@ impl ServerConfig {
                 push,
                 translator: file.chat.translator.clone(),
             },
+            agent: AgentConfig::from_file(&file.agent, args.dev)?,
         })
     }
 }

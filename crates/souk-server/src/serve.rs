@@ -14,6 +14,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
+use souk_agent::chat_agent::{ChatAgent, ShopAgent};
+use souk_agent::llm::{Llm, LlmTimeouts, OpenAiLlm};
+use souk_agent::shop::Shop;
 use souk_chat::moderation::Blocklist;
 use souk_chat::translate::{OpenAiTranslator, Translator};
 use souk_chat::{Chat, ChatSettings, ChatStore};
@@ -145,6 +148,8 @@ async fn serve(config: ServerConfig) -> anyhow::Result<()> {
     }
     outbox_worker::spawn(db.clone(), routes, outbox_wake, cancel.clone(), &tracker);
 
+    let agent = start_agent(&config, chat.clone(), cancel.clone())?;
+
     let state = Arc::new(AppState {
         media,
         keys: config.keys.clone(),
@@ -154,6 +159,7 @@ async fn serve(config: ServerConfig) -> anyhow::Result<()> {
         next_conn: AtomicU64::new(1),
         open_sessions: Default::default(),
         chat: chat.clone(),
+        agent,
         ledger,
         blocklist: blocklist(&config),
         whip_sessions: Default::default(),
@@ -292,6 +298,46 @@ async fn open_chat(
         translator,
         outbox_wake,
     )))
+}
+
+/// The AI assistant in shop chat, with each shop's data loaded now so a bad file stops
+/// the start rather than the first conversation.
+fn start_agent(
+    config: &ServerConfig,
+    chat: Arc<Chat>,
+    cancel: CancellationToken,
+) -> anyhow::Result<Arc<ChatAgent>> {
+    let mut shops = Vec::new();
+    for shop in &config.agent.shops {
+        let data = match &shop.data {
+            Some(path) => Shop::load(path).map_err(anyhow::Error::msg)?,
+            None => Shop::parse(souk_agent::shop::DEMO_SHOP).map_err(anyhow::Error::msg)?,
+        };
+        shops.push(ShopAgent {
+            id: shop.id.clone(),
+            name: shop.name.clone(),
+            shop: Arc::new(data),
+            pinned_language: shop.language.clone(),
+            answer: shop.answer,
+        });
+    }
+    let llm = config.agent.llm.clone().map(|endpoint| {
+        let timeouts = LlmTimeouts {
+            first_byte: config.agent.llm_timeout,
+            idle: config.agent.llm_timeout,
+        };
+        Arc::new(OpenAiLlm::new(endpoint, timeouts)) as Arc<dyn Llm>
+    });
+    if llm.is_none() && !shops.is_empty() {
+        info!("the AI assistant has no language model ([agent.llm]); conversations that ask for it are told so");
+    }
+    Ok(ChatAgent::spawn(
+        chat,
+        llm,
+        config.agent.vision,
+        shops,
+        cancel,
+    ))
 }
 
 async fn shutdown_signal(cancel: CancellationToken) {

@@ -114,3 +114,26 @@ pub async fn notice(
     super::rooms::authorize(&state, &headers)?;
     Ok(Json(state.chat.system_notice(&id, &notice.text).await?))
 }
+
+/// The merchant's backend asks for the AI assistant in a shop conversation; it answers
+/// from now on, even while staff are online.
+pub async fn agent_join(
+    State(state): State<super::State>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<axum::http::StatusCode, ApiError> {
+    super::rooms::authorize(&state, &headers)?;
+    state.agent.join(&id).await?;
+    Ok(axum::http::StatusCode::NO_CONTENT)
+}
+
+/// The merchant's backend sends the AI assistant away from a conversation.
+pub async fn agent_leave(
+    State(state): State<super::State>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<axum::http::StatusCode, ApiError> {
+    super::rooms::authorize(&state, &headers)?;
+    state.agent.leave(&id).await?;
+    Ok(axum::http::StatusCode::NO_CONTENT)
+}

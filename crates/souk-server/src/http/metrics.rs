@@ -61,6 +61,7 @@ pub async fn metrics(State(state): State<super::State>) -> Result<impl IntoRespo
         "Offline notifications waiting for delivery (a growing number means the push URL is failing).",
         outbox as usize,
     );
+    agent_metrics(&mut body, &state.agent.stats);
     // Per participant: the path from this server to the client, from its receiver reports.
     let per_path: [(&str, &str, PathValue); 7] = [
         (
@@ -128,6 +129,47 @@ pub async fn metrics(State(state): State<super::State>) -> Result<impl IntoRespo
         );
     }
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body))
+}
+
+/// The AI assistant's answers: how many, how fast, and why some failed.
+fn agent_metrics(body: &mut String, stats: &souk_agent::chat_agent::AgentStats) {
+    for (name, help, value) in [
+        (
+            "souk_agent_replies_total",
+            "Answers the AI assistant posted in chat.",
+            &stats.replies,
+        ),
+        (
+            "souk_agent_handoffs_total",
+            "Conversations the AI assistant handed to staff.",
+            &stats.handoffs,
+        ),
+    ] {
+        let _ = writeln!(
+            body,
+            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
+            value.load(Ordering::Relaxed)
+        );
+    }
+    let name = "souk_agent_failures_total";
+    let _ = writeln!(
+        body,
+        "# HELP {name} AI assistant failures by error code.\n# TYPE {name} counter"
+    );
+    for (code, count) in stats.failures.lock().expect("stats lock").iter() {
+        let _ = writeln!(body, "{name}{{code=\"{code}\"}} {count}");
+    }
+    let name = "souk_agent_reply_seconds";
+    let h = stats.reply_seconds.lock().expect("stats lock").clone();
+    let _ = writeln!(body, "# HELP {name} From the shopper's message to the AI assistant's answer.\n# TYPE {name} histogram");
+    for (bound, count) in h.bounds.iter().zip(&h.counts) {
+        let _ = writeln!(body, "{name}_bucket{{le=\"{bound}\"}} {count}");
+    }
+    let _ = writeln!(
+        body,
+        "{name}_bucket{{le=\"+Inf\"}} {}\n{name}_sum {}\n{name}_count {}",
+        h.count, h.sum, h.count
+    );
 }
 
 /// A per-path gauge's value.

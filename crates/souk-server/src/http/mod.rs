@@ -41,6 +41,8 @@ pub struct AppState {
     /// Signalling sockets currently open (a leak shows here first).
     pub open_sessions: std::sync::atomic::AtomicUsize,
     pub chat: Arc<souk_chat::Chat>,
+    /// The AI assistant in shop chat.
+    pub agent: Arc<souk_agent::chat_agent::ChatAgent>,
     pub ledger: Arc<souk_commerce::Ledger>,
     /// Keyword lists for live comments (the same as chat's).
     pub blocklist: souk_chat::moderation::Blocklist,
@@ -100,6 +102,10 @@ pub fn router(state: State, cors_origins: Option<&[String]>) -> Router {
         .route(
             "/api/v1/chat/conversations/{id}/notices",
             post(chat_api::notice),
+        )
+        .route(
+            "/api/v1/chat/conversations/{id}/agent",
+            post(chat_api::agent_join).delete(chat_api::agent_leave),
         )
         .route(
             "/api/v1/gifts",
@@ -171,9 +177,9 @@ pub fn status_for(code: ErrorCode) -> StatusCode {
         | ErrorCode::TrackNotFound
         | ErrorCode::SessionNotFound => StatusCode::NOT_FOUND,
         ErrorCode::RoomExists | ErrorCode::IdempotencyConflict => StatusCode::CONFLICT,
-        ErrorCode::TranslatorUnavailable | ErrorCode::TranslationFailed => {
-            StatusCode::SERVICE_UNAVAILABLE
-        }
+        ErrorCode::TranslatorUnavailable
+        | ErrorCode::TranslationFailed
+        | ErrorCode::AgentUnavailable => StatusCode::SERVICE_UNAVAILABLE,
         ErrorCode::Unauthorized
         | ErrorCode::TokenMissing
         | ErrorCode::TokenMalformed

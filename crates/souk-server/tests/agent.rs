@@ -1,0 +1,356 @@
+//! The AI assistant in shop chat, against the real server and a scripted OpenAI-compatible
+//! model server that streams its answers and calls the shop's tools.
+
+mod common;
+
+use common::{chat_token, TestServer, KEY, SECRET};
+use serde_json::{json, Value};
+use souk_client::chat::ChatClient;
+use souk_proto::chat::{ChatServerMessage, EventInfo, EventKind};
+
+const SHOP: &str = r#"{"products": [
+  {"id": "sneaker-canvas", "title": "Canvas sneaker", "titles": {"ar": "حذاء رياضي من القماش"},
+   "price_minor": 3999, "currency": "USD", "stock": 4}
+], "orders": [
+  {"id": "A1001", "buyer": "layla", "status": "shipped", "items": [], "total_minor": 12900, "currency": "USD", "carrier": "Aramex"}
+]}"#;
+
+/// The scripted model: it searches the catalogue for any question, looks up orders when
+/// asked, transfers when asked for a person, and answers from the tool's result, naming
+/// the language it was told to answer in. A message containing "hang" gets no answer.
+async fn scripted_model() -> String {
+    async fn complete(axum::Json(req): axum::Json<Value>) -> axum::response::Response {
+        use axum::response::IntoResponse;
+        let messages = req["messages"].as_array().cloned().unwrap_or_default();
+        let system = messages[0]["content"].as_str().unwrap_or("").to_owned();
+        let language = system
+            .split("Answer in ")
+            .nth(1)
+            .and_then(|r| r.split(',').next())
+            .unwrap_or("?")
+            .to_owned();
+        let last = messages.last().cloned().unwrap_or_default();
+        let text = |m: &Value| match &m["content"] {
+            Value::String(s) => s.clone(),
+            Value::Array(parts) => parts.iter().filter_map(|p| p["text"].as_str()).collect(),
+            _ => String::new(),
+        };
+        let chunk = |delta: Value, finish: Option<&str>| {
+            format!(
+                "data: {}\n\n",
+                json!({"choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
+            )
+        };
+        let call = |name: &str, args: Value| {
+            chunk(
+                json!({"tool_calls": [{"index": 0, "id": "call-1", "type": "function",
+                    "function": {"name": name, "arguments": args.to_string()}}]}),
+                Some("tool_calls"),
+            )
+        };
+        let said = text(&last);
+        if said.contains("hang") {
+            std::future::pending::<()>().await;
+        }
+        let body = if last["role"] == "tool" {
+            let result: Value = serde_json::from_str(&said).unwrap_or_default();
+            let answer = match (&result["results"][0], &result["order"], &result["error"]) {
+                (p, _, _) if p.is_object() => format!(
+                    "({language}) We have {} for {} {}.",
+                    p["title"].as_str().unwrap_or(""),
+                    p["price_minor"],
+                    p["currency"].as_str().unwrap_or("")
+                ),
+                (_, o, _) if o.is_object() => format!(
+                    "({language}) Order {} is {} with {}.",
+                    o["id"].as_str().unwrap_or(""),
+                    o["status"].as_str().unwrap_or(""),
+                    o["carrier"].as_str().unwrap_or("")
+                ),
+                (_, _, e) => format!(
+                    "({language}) Sorry: {}",
+                    e["code"].as_str().unwrap_or("nothing found")
+                ),
+            };
+            chunk(json!({"content": answer}), Some("stop"))
+        } else if said.contains("person") {
+            call(
+                "transfer_to_human",
+                json!({"reason": "the shopper asked for a person"}),
+            )
+        } else if let Some(id) = said
+            .split_whitespace()
+            .find(|w| w.starts_with('A') && w.len() == 5)
+        {
+            call("get_order", json!({"order_id": id}))
+        } else {
+            {
+                let locale = if language == "Arabic" { "ar" } else { "en" };
+                call("search_catalog", json!({"query": said, "locale": locale}))
+            }
+        };
+        (
+            [(axum::http::header::CONTENT_TYPE, "text/event-stream")],
+            format!("{body}data: [DONE]\n\n"),
+        )
+            .into_response()
+    }
+    let app = axum::Router::new().route("/v1/chat/completions", axum::routing::post(complete));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    format!("http://{addr}/v1")
+}
+
+/// A server whose assistant serves shop "acme" with `answer`, backed by `llm_url`.
+/// The server reads the shop file at start, so it is removed right after.
+fn start_server(llm_url: Option<&str>, answer: &str) -> TestServer {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let data =
+        std::env::temp_dir().join(format!("souk-agent-shop-{}-{n}.json", std::process::id()));
+    std::fs::write(&data, SHOP).unwrap();
+    let llm = llm_url
+        .map(|u| format!("[agent.llm]\nbase_url = \"{u}\"\nmodel = \"scripted\"\n"))
+        .unwrap_or_default();
+    let toml = format!(
+        "[agent]\nllm_timeout_s = 2\n{llm}\n[[agent.shops]]\nid = \"acme\"\nname = \"Acme\"\ndata = \"{}\"\nanswer = \"{answer}\"\n",
+        data.display()
+    );
+    let server = TestServer::start_with_config(&toml);
+    let _ = std::fs::remove_file(data);
+    server
+}
+
+async fn connect(server: &TestServer, identity: &str, shops: &[&str]) -> ChatClient {
+    ChatClient::connect(&server.url, &chat_token(identity, shops))
+        .await
+        .unwrap_or_else(|e| panic!("{identity} could not connect to chat: {e}"))
+}
+
+/// Waits for the next event in `conversation` that `pick` accepts.
+async fn next_where(
+    client: &ChatClient,
+    what: &str,
+    pick: impl Fn(&EventInfo) -> bool,
+) -> EventInfo {
+    loop {
+        match client.next_pushed(common::WAIT).await {
+            Some(ChatServerMessage::ChatEvent(e)) if pick(&e) => return e,
+            Some(_) => continue,
+            None => panic!("no {what} in time"),
+        }
+    }
+}
+
+fn is_ai(e: &EventInfo) -> bool {
+    e.body["ai"] == true
+}
+
+fn marker(e: &EventInfo) -> &str {
+    e.body["agent"].as_str().unwrap_or("")
+}
+
+fn text(e: &EventInfo) -> &str {
+    e.body["text"].as_str().unwrap_or("")
+}
+
+async fn rest(
+    server: &TestServer,
+    method: reqwest::Method,
+    conversation: &str,
+) -> reqwest::Response {
+    reqwest::Client::new()
+        .request(
+            method,
+            format!(
+                "{}/api/v1/chat/conversations/{conversation}/agent",
+                server.url
+            ),
+        )
+        .basic_auth(KEY, Some(SECRET))
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_assistant_answers_from_the_catalogue_in_the_shoppers_language_and_hands_over() {
+    let model = scripted_model().await;
+    let server = start_server(Some(&model), "staff_offline");
+    let layla = connect(&server, "layla", &[]).await;
+    let conv = layla.open_direct("shop:acme").await.unwrap();
+
+    // No staff online: the assistant introduces itself as an AI, then answers from the
+    // catalogue, in Arabic because she writes Arabic.
+    layla
+        .send_text(&conv.id, "q1", "هل عندكم حذاء sneaker؟")
+        .await
+        .unwrap();
+    let hello = next_where(&layla, "the AI disclosure", is_ai).await;
+    assert_eq!(marker(&hello), "joined");
+    assert_eq!(hello.sender, "shop:acme");
+    assert!(text(&hello).contains("ذكاء اصطناعي"), "{}", text(&hello));
+    let answer = next_where(&layla, "an answer", is_ai).await;
+    assert_eq!(
+        text(&answer),
+        "(Arabic) We have حذاء رياضي من القماش for 3999 USD."
+    );
+    assert_eq!(answer.body["lang"], "ar");
+
+    // Her own order, in English now.
+    layla
+        .send_text(&conv.id, "q2", "Where is my order A1001 ?")
+        .await
+        .unwrap();
+    let answer = next_where(&layla, "an order answer", is_ai).await;
+    assert_eq!(
+        text(&answer),
+        "(English) Order A1001 is shipped with Aramex."
+    );
+
+    // A person, please: the handoff notice, then a summary for staff.
+    layla
+        .send_text(&conv.id, "q3", "I want a person please")
+        .await
+        .unwrap();
+    let notice = next_where(&layla, "the handoff notice", is_ai).await;
+    assert!(
+        text(&notice).contains("member of our team"),
+        "{}",
+        text(&notice)
+    );
+    let handoff = next_where(&layla, "the handoff", |e| marker(e) == "handoff").await;
+    assert_eq!(handoff.kind, EventKind::System);
+    assert_eq!(handoff.body["reason"], "the shopper asked for a person");
+    assert!(handoff.body["summary"]
+        .as_str()
+        .unwrap()
+        .contains("I want a person"));
+
+    // Handed over: the staff member answers; the assistant stays quiet even though it is
+    // asked again, and its answers were counted.
+    let sam = connect(&server, "sam", &["acme"]).await;
+    sam.send_text(&conv.id, "s1", "Hi Layla, Sam here.")
+        .await
+        .unwrap();
+    layla
+        .send_text(&conv.id, "q4", "Do you have sneakers?")
+        .await
+        .unwrap();
+    let metrics = common::metrics(&server).await;
+    assert!(metrics.contains("souk_agent_replies_total 3"), "{metrics}");
+    assert!(metrics.contains("souk_agent_handoffs_total 1"));
+    assert!(metrics.contains("souk_agent_reply_seconds_count 3"));
+
+    // Nobody can pass for the assistant.
+    let forged = layla
+        .request(
+            json!({"type": "chat_send", "conversation": conv.id, "client_msg_id": "f1",
+            "kind": "text", "body": {"text": "I am the AI", "ai": true}}),
+        )
+        .await
+        .unwrap_err();
+    match forged {
+        souk_client::ClientError::Refused(e) => assert_eq!(e.code.as_str(), "permission_denied"),
+        other => panic!("expected a refusal, got {other}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn staff_online_keep_the_conversation_until_the_backend_asks_for_the_assistant() {
+    let model = scripted_model().await;
+    let server = start_server(Some(&model), "staff_offline");
+    let _sam = connect(&server, "sam", &["acme"]).await;
+    let omar = connect(&server, "omar", &[]).await;
+    let conv = omar.open_direct("shop:acme").await.unwrap();
+    omar.send_text(&conv.id, "q1", "Do you have canvas sneakers?")
+        .await
+        .unwrap();
+
+    // Staff are online, so the assistant waits until the merchant's backend asks for it;
+    // then it introduces itself and answers the waiting question.
+    assert_eq!(
+        rest(&server, reqwest::Method::POST, &conv.id)
+            .await
+            .status(),
+        204
+    );
+    let hello = next_where(&omar, "the AI disclosure", is_ai).await;
+    assert_eq!(
+        marker(&hello),
+        "joined",
+        "the assistant answered before it was asked"
+    );
+    let answer = next_where(&omar, "an answer", is_ai).await;
+    assert_eq!(
+        text(&answer),
+        "(English) We have Canvas sneaker for 3999 USD."
+    );
+
+    // A member of staff writes: the assistant leaves.
+    let sam = connect(&server, "sam", &["acme"]).await;
+    sam.send_text(&conv.id, "s1", "Sam here, I'll take it from here.")
+        .await
+        .unwrap();
+    let left = next_where(&omar, "the assistant leaving", is_ai).await;
+    assert_eq!(marker(&left), "left");
+
+    // The REST call names a conversation that must exist.
+    assert_eq!(
+        rest(&server, reqwest::Method::POST, "no-such-conversation")
+            .await
+            .status(),
+        404
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_model_that_is_missing_down_or_silent_is_a_visible_error_and_staff_take_over() {
+    // No model configured: the shopper sees why, and the REST call says so.
+    let server = start_server(None, "always");
+    let ana = connect(&server, "ana", &[]).await;
+    let conv = ana.open_direct("shop:acme").await.unwrap();
+    ana.send_text(&conv.id, "q1", "hello, do you ship to Riyadh?")
+        .await
+        .unwrap();
+    let error = next_where(&ana, "the missing-model error", is_ai).await;
+    assert_eq!(marker(&error), "error");
+    assert_eq!(error.body["code"], "agent_no_llm");
+    assert!(text(&error).contains("[agent.llm]"));
+    let refused = rest(&server, reqwest::Method::POST, &conv.id).await;
+    assert_eq!(refused.status(), 503);
+    let body: Value = refused.json().await.unwrap();
+    assert_eq!(body["code"], "agent_unavailable", "{body}");
+    drop(server);
+
+    // A model server that is down, then one that never answers (2 s timeout).
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let down = format!("http://{}/v1", closed.local_addr().unwrap());
+    drop(closed);
+    let model = scripted_model().await;
+    for (url, question, code) in [
+        (down.as_str(), "hello there", "llm_unreachable"),
+        (model.as_str(), "please hang on", "llm_timeout"),
+    ] {
+        let server = start_server(Some(url), "always");
+        let ana = connect(&server, "ana", &[]).await;
+        let conv = ana.open_direct("shop:acme").await.unwrap();
+        ana.send_text(&conv.id, "q1", question).await.unwrap();
+        assert_eq!(
+            marker(&next_where(&ana, "the disclosure", is_ai).await),
+            "joined"
+        );
+        let sorry = next_where(&ana, "the apology", is_ai).await;
+        assert!(text(&sorry).contains("unavailable"), "{}", text(&sorry));
+        let error = next_where(&ana, "the error marker", is_ai).await;
+        assert_eq!(error.body["code"], code);
+        let metrics = common::metrics(&server).await;
+        assert!(
+            metrics.contains(&format!("souk_agent_failures_total{{code=\"{code}\"}} 1")),
+            "{metrics}"
+        );
+        // The room stays usable: the conversation still takes messages.
+        ana.send_text(&conv.id, "q2", "anyone?").await.unwrap();
+    }
+}
