@@ -353,7 +353,7 @@ impl ChatAgent {
                         conversation,
                         &parties.principal,
                         EventKind::Text,
-                        json!({"text": reply.text, "lang": reply.lang}),
+                        json!({"text": reply.text, "lang": reply.lang, "looked_up": reply.looked_up}),
                     )
                     .await?;
                 self.stats.replies.fetch_add(1, Ordering::Relaxed);
@@ -585,10 +585,20 @@ fn lines(events: &[EventInfo], parties: &Parties<'_>) -> Vec<ChatLine> {
                 ),
                 _ => return None,
             };
+            let looked_up = e.body["looked_up"]
+                .as_array()
+                .map(|calls| {
+                    calls
+                        .iter()
+                        .filter_map(|c| c.as_str().map(str::to_owned))
+                        .collect()
+                })
+                .unwrap_or_default();
             Some(ChatLine {
                 author,
                 text,
                 images,
+                looked_up,
             })
         })
         .collect()

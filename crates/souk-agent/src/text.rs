@@ -42,6 +42,8 @@ pub struct ChatLine {
     pub text: String,
     /// Photos the shopper sent with this message.
     pub images: Vec<String>,
+    /// For the assistant's answers: the tool calls behind them, for a later handoff summary.
+    pub looked_up: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -49,6 +51,8 @@ pub struct TextReply {
     pub text: String,
     /// BCP 47 tag of the reply's language.
     pub lang: String,
+    /// The tool calls behind the answer, as `name(arguments)`.
+    pub looked_up: Vec<String>,
     /// Set when the model handed the conversation to a person.
     pub handoff: Option<Handoff>,
 }
@@ -128,6 +132,7 @@ impl TextAgent {
                 return Ok(TextReply {
                     text: text.trim().to_owned(),
                     lang,
+                    looked_up,
                     handoff: None,
                 });
             }
@@ -152,6 +157,7 @@ impl TextAgent {
                                 reason,
                             }),
                             lang,
+                            looked_up,
                         })
                     }
                 }
@@ -224,8 +230,9 @@ impl TextAgent {
     }
 }
 
-/// What the member of staff who takes over reads first.
-fn summary(history: &[ChatLine], looked_up: &[String], lang: &str) -> String {
+/// What the member of staff who takes over reads first: the shopper's last questions and
+/// everything the assistant looked up in this conversation.
+fn summary(history: &[ChatLine], looked_up_now: &[String], lang: &str) -> String {
     let asked: Vec<&str> = history
         .iter()
         .filter(|l| l.author == Author::Shopper)
@@ -241,8 +248,20 @@ fn summary(history: &[ChatLine], looked_up: &[String], lang: &str) -> String {
         language::name(lang),
         asked.join(" / ")
     );
+    let looked_up: Vec<&String> = history
+        .iter()
+        .flat_map(|l| &l.looked_up)
+        .chain(looked_up_now)
+        .collect();
     if !looked_up.is_empty() {
-        out.push_str(&format!(". Looked up: {}", looked_up.join(", ")));
+        out.push_str(&format!(
+            ". Looked up: {}",
+            looked_up
+                .iter()
+                .map(|s| s.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
     }
     out.chars().take(1000).collect()
 }
@@ -328,6 +347,7 @@ mod tests {
             author: Author::Shopper,
             text: text.into(),
             images: vec![],
+            looked_up: vec![],
         }
     }
 
@@ -459,6 +479,7 @@ mod tests {
             author: Author::Shopper,
             text: "this one?".into(),
             images: vec!["https://x/p.jpg".into()],
+            looked_up: vec![],
         };
         let blind = agent(ScriptedLlm::new(vec![]), None);
         let LlmMessage::User(parts) = blind.message(&line) else {

@@ -307,7 +307,7 @@ async fn tls_serves_https_with_the_given_certificate() {
 
 #[tokio::test]
 async fn cors_allows_only_the_configured_origins() {
-    let server = TestServer::start_with_config(&"cors_origins = [\"https://shop.example\"]\n");
+    let server = TestServer::start_with_config("cors_origins = [\"https://shop.example\"]\n");
     let http = reqwest::Client::new();
     let preflight = |origin: &'static str| {
         http.request(Method::OPTIONS, format!("{}/api/v1/rooms", server.url))

@@ -276,7 +276,7 @@ async fn many_joins_and_leaves_leave_nothing_behind() {
 
 #[tokio::test]
 async fn behind_a_trusted_proxy_the_join_limit_applies_per_real_client() {
-    let server = TestServer::start_with_config(&"trusted_proxies = [\"127.0.0.1\"]\n");
+    let server = TestServer::start_with_config("trusted_proxies = [\"127.0.0.1\"]\n");
     let client = reqwest::Client::new();
     let upgrade = |forwarded_for: String| {
         upgrade_request(&client, &server)
