@@ -20,4 +20,5 @@ pub mod llm_stream;
 pub mod shop;
 pub mod text;
 pub mod turn;
+pub mod voice;
 pub mod words;

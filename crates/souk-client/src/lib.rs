@@ -14,6 +14,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod audio;
 pub mod chat;
 mod latency;
 mod session;
@@ -57,6 +58,9 @@ pub struct ClientOptions {
     /// Receive RTP packets as they are instead of reassembling frames: cheaper, and it
     /// counts packet loss exactly. Load generators use it so they are not the bottleneck.
     pub receive_packets: bool,
+    /// Where to hand the Opus frames of received audio tracks (when receiving frames).
+    /// A full channel drops frames rather than stall the connection.
+    pub audio_in: Option<mpsc::Sender<audio::ReceivedAudio>>,
 }
 
 impl Default for ClientOptions {
@@ -65,6 +69,7 @@ impl Default for ClientOptions {
             auto_subscribe: true,
             bind_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
             receive_packets: false,
+            audio_in: None,
         }
     }
 }
@@ -81,6 +86,9 @@ pub struct SyntheticMedia {
     pub fps: u32,
     /// Audio level in -dBov sent with each audio packet (0 loud, 127 silent).
     pub audio_level: i8,
+    /// Play the frames queued here instead of synthetic audio (nothing is sent while it
+    /// is empty or paused).
+    pub audio_feed: Option<audio::AudioFeed>,
 }
 
 impl Default for SyntheticMedia {
@@ -92,6 +100,7 @@ impl Default for SyntheticMedia {
             video_kbps: 500,
             fps: 30,
             audio_level: 30,
+            audio_feed: None,
         }
     }
 }

@@ -27,6 +27,7 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tracing::debug;
 
+use crate::audio::ReceivedAudio;
 use crate::synthetic::{self, KEYFRAME_EVERY};
 use crate::{
     Client, ClientError, ClientOptions, Command, SessionHandle, Stats, SyntheticMedia, TrackStats,
@@ -83,6 +84,7 @@ pub(crate) fn spawn(ws: Option<Ws>, options: &ClientOptions) -> SessionHandle {
         media: None,
         sub_mids: HashMap::new(),
         receive_packets: options.receive_packets,
+        audio_in: options.audio_in.clone(),
         rx_streams: HashMap::new(),
         stats: stats.clone(),
         changed: changed_tx,
@@ -287,6 +289,8 @@ struct Session {
     sub_mids: HashMap<Mid, (String, String)>,
     /// Receive RTP packets instead of frames ([`ClientOptions::receive_packets`]).
     receive_packets: bool,
+    /// Where received audio frames go ([`ClientOptions::audio_in`]).
+    audio_in: Option<mpsc::Sender<ReceivedAudio>>,
     /// Streams received so far (when receiving packets), by SSRC.
     rx_streams: HashMap<Ssrc, ReceivedStream>,
     stats: Arc<Mutex<Stats>>,
@@ -422,6 +426,18 @@ impl Session {
                     if let Some(sent) = synthetic::sent_at_micros(&data.data) {
                         stats.latency.record_micros(arrived.saturating_sub(sent));
                     }
+                    if let (TrackKind::Audio, Some(tx), Some((sid, track))) = (
+                        kind,
+                        &self.audio_in,
+                        self.sub_mids.get(&data.mid).map(|(t, p)| (p, t)),
+                    ) {
+                        let _ = tx.try_send(ReceivedAudio {
+                            participant_sid: sid.clone(),
+                            track_id: track.clone(),
+                            opus: data.data.to_vec(),
+                            after_gap: !data.contiguous,
+                        });
+                    }
                 }
                 Event::RtpPacket(packet) => {
                     let (ssrc, seq) = (packet.header.ssrc, *packet.seq_no);
@@ -541,12 +557,19 @@ impl Session {
                 else {
                     break;
                 };
-                let _ = writer.audio_level(-m.media.audio_level.abs(), true).write(
-                    pt,
-                    now,
-                    time,
-                    synthetic::opus_packet(80),
-                );
+                let (level, payload) = match &m.media.audio_feed {
+                    Some(feed) => match feed.next_frame(now) {
+                        Some(frame) => (frame.level, frame.opus),
+                        None => {
+                            m.next_audio += Duration::from_millis(20);
+                            continue;
+                        }
+                    },
+                    None => (m.media.audio_level, synthetic::opus_packet(80)),
+                };
+                let _ = writer
+                    .audio_level(-level.abs(), true)
+                    .write(pt, now, time, payload);
                 m.next_audio += Duration::from_millis(20);
             }
         }

@@ -1,0 +1,6 @@
+//! The voice pipeline's stages: audio coding, speech detection, recognition and
+//! synthesis, each behind a trait so providers can be swapped.
+
+pub mod audio;
+pub mod tts;
+pub mod vad;
