@@ -82,11 +82,20 @@ fn to_i16(sample: f32) -> i16 {
     (sample * 32768.0).clamp(-32768.0, 32767.0) as i16
 }
 
-/// `input` at `from` Hz as `to` Hz, by linear interpolation (speech, not music).
+/// `input` at `from` Hz as `to` Hz. Going down, a low-pass filter first removes what the
+/// lower rate cannot carry (it would fold back as noise that recognisers mishear);
+/// then linear interpolation, which is enough for speech.
 pub fn resample(input: &[i16], from: u32, to: u32) -> Vec<i16> {
     if from == to || input.is_empty() {
         return input.to_vec();
     }
+    let filtered;
+    let input = if to < from {
+        filtered = low_pass(input, 0.45 * to as f64 / from as f64);
+        &filtered[..]
+    } else {
+        input
+    };
     let out_len = (input.len() as u64 * to as u64 / from as u64) as usize;
     (0..out_len)
         .map(|i| {
@@ -96,6 +105,44 @@ pub fn resample(input: &[i16], from: u32, to: u32) -> Vec<i16> {
             let a = input[j.min(input.len() - 1)] as f64;
             let b = input[(j + 1).min(input.len() - 1)] as f64;
             (a + (b - a) * frac).round() as i16
+        })
+        .collect()
+}
+
+/// A windowed-sinc FIR low-pass with `cutoff` as a fraction of the sample rate.
+fn low_pass(input: &[i16], cutoff: f64) -> Vec<i16> {
+    const TAPS: usize = 31;
+    let mid = (TAPS / 2) as f64;
+    let mut taps: Vec<f64> = (0..TAPS)
+        .map(|n| {
+            let x = n as f64 - mid;
+            let sinc = if x == 0.0 {
+                2.0 * cutoff
+            } else {
+                (2.0 * std::f64::consts::PI * cutoff * x).sin() / (std::f64::consts::PI * x)
+            };
+            let hamming =
+                0.54 - 0.46 * (2.0 * std::f64::consts::PI * n as f64 / (TAPS - 1) as f64).cos();
+            sinc * hamming
+        })
+        .collect();
+    let gain: f64 = taps.iter().sum();
+    taps.iter_mut().for_each(|t| *t /= gain);
+    (0..input.len())
+        .map(|i| {
+            let acc: f64 = taps
+                .iter()
+                .enumerate()
+                .map(|(k, t)| {
+                    let j = i as i64 + k as i64 - mid as i64;
+                    if j < 0 || j >= input.len() as i64 {
+                        0.0
+                    } else {
+                        input[j as usize] as f64 * t
+                    }
+                })
+                .sum();
+            acc.round().clamp(-32768.0, 32767.0) as i16
         })
         .collect()
 }

@@ -2,5 +2,6 @@
 //! synthesis, each behind a trait so providers can be swapped.
 
 pub mod audio;
+pub mod stt;
 pub mod tts;
 pub mod vad;

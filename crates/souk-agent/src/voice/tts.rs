@@ -42,10 +42,12 @@ fn unavailable(message: String) -> TtsError {
     }
 }
 
-/// espeak-ng's voice for a language tag: its own name where it has one.
+/// espeak-ng's voice for a language tag: its own name where it has one. American
+/// English is the variant English recognisers are trained on.
 fn espeak_voice(lang: &str) -> &str {
     match lang.split('-').next().unwrap_or(lang) {
         "zh" => "cmn",
+        "en" => "en-us",
         "pt" if lang.eq_ignore_ascii_case("pt-BR") => "pt-br",
         base => base,
     }
@@ -128,7 +130,7 @@ impl Espeak {
         }
     }
 
-    fn speak(&self, text: &str, lang: &str) -> Result<Vec<i16>, TtsError> {
+    fn speak(&self, text: &str, lang: &str, rate_wpm: u32) -> Result<Vec<i16>, TtsError> {
         let voice = std::ffi::CString::new(espeak_voice(lang))
             .map_err(|_| unavailable("bad language tag".into()))?;
         let text = std::ffi::CString::new(text.replace('\0', " ")).expect("no NUL left");
@@ -142,7 +144,7 @@ impl Espeak {
                     message: format!("espeak-ng has no voice for '{lang}'"),
                 });
             }
-            (self.set_parameter)(ESPEAK_RATE, 185, 0);
+            (self.set_parameter)(ESPEAK_RATE, rate_wpm as i32, 0);
             (self.synth)(
                 text.as_ptr().cast(),
                 text.as_bytes_with_nul().len(),
@@ -166,8 +168,17 @@ impl Espeak {
 }
 
 /// espeak-ng, loaded at first use.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct EspeakTts;
+#[derive(Debug, Clone, Copy)]
+pub struct EspeakTts {
+    /// Speaking rate in words per minute (espeak-ng's normal is 175).
+    pub rate_wpm: u32,
+}
+
+impl Default for EspeakTts {
+    fn default() -> Self {
+        EspeakTts { rate_wpm: 175 }
+    }
+}
 
 impl EspeakTts {
     /// Loads the library now, so a missing one is reported at start.
@@ -175,14 +186,18 @@ impl EspeakTts {
         ESPEAK
             .get_or_init(|| Espeak::load().map(Mutex::new))
             .as_ref()
-            .map(|_| EspeakTts)
+            .map(|_| EspeakTts::default())
             .map_err(|e| unavailable(e.clone()))
     }
 }
 
 impl Tts for EspeakTts {
     fn synthesize(&self, text: &str, lang: &str) -> TtsFuture {
-        let (text, lang) = (text.to_owned(), lang.to_owned());
+        let (text, lang, rate) = (
+            text.to_owned(),
+            lang.to_owned(),
+            self.rate_wpm.clamp(80, 450),
+        );
         Box::pin(async move {
             tokio::task::spawn_blocking(move || {
                 let engine = ESPEAK
@@ -192,7 +207,7 @@ impl Tts for EspeakTts {
                 engine
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
-                    .speak(&text, &lang)
+                    .speak(&text, &lang, rate)
             })
             .await
             .unwrap_or_else(|e| Err(unavailable(format!("the synthesis thread failed: {e}"))))
