@@ -66,6 +66,39 @@ pub enum LiveEvent {
     SaleStarted(Sale),
     OrderPlaced(OrderPlaced),
     Battle(Battle),
+    /// Live captions of what someone said, from the AI agent.
+    Caption(Caption),
+    /// The AI agent's state in the room, and why it stopped if it did.
+    Agent(AgentStatus),
+}
+
+/// A caption: a line of speech as text. Interim captions of an utterance are replaced by
+/// its final one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Caption {
+    /// Who spoke.
+    pub speaker: String,
+    pub text: String,
+    /// BCP 47 tag of the text.
+    pub lang: String,
+    pub is_final: bool,
+    /// Spoken by the AI agent (captions are labelled so the listener always knows).
+    pub ai: bool,
+    /// The agent was cut off here: `text` is what was heard.
+    #[serde(default)]
+    pub interrupted: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentStatus {
+    /// The agent's identity in the room.
+    pub identity: String,
+    /// `joined`, `listening`, `thinking`, `speaking`, `handoff`, `left` or `error`.
+    pub state: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -60,6 +60,23 @@ pub enum ClientMessage {
     Buy(Buy),
     /// The host starts a flash sale in the room.
     StartSale(StartSale),
+    /// The AI agent publishes a caption or its state (agent role only).
+    AgentEvent(AgentEventRequest),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentEventRequest {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub req: Option<u32>,
+    pub event: AgentEvent,
+}
+
+/// What an agent may announce in its room.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum AgentEvent {
+    Caption(crate::live::Caption),
+    Status(crate::live::AgentStatus),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -493,6 +510,7 @@ impl ClientMessage {
             ClientMessage::ClaimCoupon(m) => m.req,
             ClientMessage::Buy(m) => m.req,
             ClientMessage::StartSale(m) => m.req,
+            ClientMessage::AgentEvent(m) => m.req,
             ClientMessage::Ping(_) | ClientMessage::Like(_) => None,
         }
     }
@@ -577,6 +595,7 @@ pub const CLIENT_MESSAGE_TYPES: &[&str] = &[
     "claim_coupon",
     "buy",
     "start_sale",
+    "agent_event",
 ];
 
 impl ServerMessage {

@@ -338,3 +338,88 @@ fn a_pinned_product_carries_the_capture_time_of_the_hosts_frame() {
         "capture {captured} vs now {wall}"
     );
 }
+
+#[test]
+fn only_the_agent_publishes_captions_and_its_own_are_labelled_as_ai() {
+    use souk_proto::live::{AgentStatus, Caption};
+    use souk_proto::signal::{AgentEvent, AgentEventRequest};
+    let mut room = Room::new(41);
+    let shopper = room.join("consult", "layla", Role::Shopper);
+    let agent = room.join("consult", "souk-agent", Role::Agent);
+    let caption = |speaker: &str, text: &str, ai: bool| Caption {
+        speaker: speaker.into(),
+        text: text.into(),
+        lang: "en".into(),
+        is_final: true,
+        ai,
+        interrupted: false,
+    };
+    let say = |event| ClientMessage::AgentEvent(AgentEventRequest { req: None, event });
+    // The shopper's words, transcribed by the agent; then the agent's reply, which it
+    // did not mark as AI: the server does.
+    send(
+        &mut room,
+        agent,
+        say(AgentEvent::Caption(caption(
+            "layla",
+            "where is my order",
+            true,
+        ))),
+    );
+    send(
+        &mut room,
+        agent,
+        say(AgentEvent::Caption(caption(
+            "souk-agent",
+            "It shipped today.",
+            false,
+        ))),
+    );
+    send(
+        &mut room,
+        agent,
+        say(AgentEvent::Status(AgentStatus {
+            identity: "someone-else".into(),
+            state: "listening".into(),
+            code: None,
+            message: None,
+        })),
+    );
+    let seen: Vec<LiveEvent> = events(&room, shopper);
+    let captions: Vec<(String, bool)> = seen
+        .iter()
+        .filter_map(|e| match e {
+            LiveEvent::Caption(c) => Some((c.speaker.clone(), c.ai)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        captions,
+        [("layla".to_owned(), false), ("souk-agent".to_owned(), true)]
+    );
+    assert!(seen
+        .iter()
+        .any(|e| matches!(e, LiveEvent::Agent(s) if s.identity == "souk-agent")));
+
+    // A person cannot pass words off as the agent's, and a caption is bounded.
+    send(
+        &mut room,
+        shopper,
+        say(AgentEvent::Caption(caption(
+            "souk-agent",
+            "free shoes!",
+            true,
+        ))),
+    );
+    assert_eq!(errors(&room, shopper), [ErrorCode::PermissionDenied]);
+    send(
+        &mut room,
+        agent,
+        say(AgentEvent::Caption(caption(
+            "souk-agent",
+            &"a".repeat(2001),
+            true,
+        ))),
+    );
+    assert_eq!(errors(&room, agent), [ErrorCode::MessageTooLarge]);
+}

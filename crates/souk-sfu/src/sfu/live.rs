@@ -6,7 +6,7 @@ use std::time::Instant;
 use souk_proto::error::{ErrorCode, ProtoError};
 use souk_proto::live::{Comment, LiveEvent, Moderation, PinnedProduct, MAX_COMMENT_CHARS};
 use souk_proto::model::LeaveReason;
-use souk_proto::signal::{ClientMessage, ParticipantRef, RoomEvents, ServerMessage};
+use souk_proto::signal::{AgentEvent, ClientMessage, ParticipantRef, RoomEvents, ServerMessage};
 use souk_proto::token::Role;
 
 use super::{Output, Sfu};
@@ -15,6 +15,8 @@ use crate::ParticipantId;
 
 /// Likes are announced in batches this often.
 const LIKES_EVERY_MS: u64 = 500;
+/// A caption is a line of speech, not a document.
+const MAX_CAPTION_CHARS: usize = 2000;
 
 fn denied(what: &str) -> ProtoError {
     ProtoError::new(
@@ -241,6 +243,31 @@ impl Sfu {
                 let event = match product {
                     Some(product) => LiveEvent::ProductPinned(product),
                     None => LiveEvent::ProductUnpinned,
+                };
+                self.publish_event(now, &room, event);
+            }
+            ClientMessage::AgentEvent(request) => {
+                let p = &self.participants[&id];
+                if p.role != Role::Agent {
+                    return Err(denied("publish captions or agent status (agent role only)"));
+                }
+                let event = match request.event {
+                    AgentEvent::Caption(mut caption) => {
+                        let chars = caption.text.chars().count();
+                        if chars > MAX_CAPTION_CHARS {
+                            return Err(ProtoError::new(
+                                ErrorCode::MessageTooLarge,
+                                format!("a caption has at most {MAX_CAPTION_CHARS} characters, not {chars}"),
+                            ));
+                        }
+                        // The agent's own lines are always labelled as the AI's.
+                        caption.ai = caption.speaker == identity;
+                        LiveEvent::Caption(caption)
+                    }
+                    AgentEvent::Status(mut status) => {
+                        status.identity = identity.clone();
+                        LiveEvent::Agent(status)
+                    }
                 };
                 self.publish_event(now, &room, event);
             }

@@ -72,7 +72,8 @@ impl Sfu {
             | ClientMessage::Moderate(_)
             | ClientMessage::Comment(_)
             | ClientMessage::Like(_)
-            | ClientMessage::PinProduct(_)) => match self.handle_live(now, id, live) {
+            | ClientMessage::PinProduct(_)
+            | ClientMessage::AgentEvent(_)) => match self.handle_live(now, id, live) {
                 Ok(Some(result)) => {
                     let result = (!result.is_null()).then_some(result);
                     self.signal(id, ServerMessage::Ack(Ack { req, result }));
