@@ -30,6 +30,7 @@ use crate::language::Notice;
 use crate::llm::Llm;
 use crate::shop::Shop;
 use crate::text::{Author, ChatLine, Policy, TextAgent};
+use crate::voice::telemetry::Histogram;
 
 /// Events read back to decide and to answer.
 const HISTORY: u32 = 100;
@@ -56,7 +57,7 @@ pub struct ShopAgent {
 }
 
 /// Replies, handoffs and failures, for `/metrics`.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct AgentStats {
     pub replies: AtomicU64,
     pub handoffs: AtomicU64,
@@ -65,39 +66,17 @@ pub struct AgentStats {
     pub reply_seconds: Mutex<Histogram>,
 }
 
-/// Cumulative buckets, Prometheus style.
-#[derive(Debug, Clone)]
-pub struct Histogram {
-    pub bounds: &'static [f64],
-    pub counts: Vec<u64>,
-    pub sum: f64,
-    pub count: u64,
-}
+/// Buckets for chat answer times, in seconds.
+const REPLY_BOUNDS: &[f64] = &[0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0];
 
-impl Histogram {
-    pub fn new(bounds: &'static [f64]) -> Histogram {
-        Histogram {
-            bounds,
-            counts: vec![0; bounds.len()],
-            sum: 0.0,
-            count: 0,
-        }
-    }
-
-    pub fn observe(&mut self, value: f64) {
-        for (bound, count) in self.bounds.iter().zip(&mut self.counts) {
-            if value <= *bound {
-                *count += 1;
-            }
-        }
-        self.sum += value;
-        self.count += 1;
-    }
-}
-
-impl Default for Histogram {
+impl Default for AgentStats {
     fn default() -> Self {
-        Histogram::new(&[0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0])
+        AgentStats {
+            replies: AtomicU64::new(0),
+            handoffs: AtomicU64::new(0),
+            failures: Mutex::default(),
+            reply_seconds: Mutex::new(Histogram::new(REPLY_BOUNDS)),
+        }
     }
 }
 
@@ -496,6 +475,7 @@ fn agent_for(parties: &Parties<'_>, vision: bool, llm: Option<Arc<dyn Llm>>) -> 
             shop_name: parties.shop.name.clone(),
             pinned_language: parties.shop.pinned_language.clone(),
             vision,
+            spoken: false,
         },
     ))
 }

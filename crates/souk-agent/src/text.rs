@@ -26,6 +26,8 @@ pub struct Policy {
     pub pinned_language: Option<String>,
     /// The model accepts images.
     pub vision: bool,
+    /// The answers are spoken aloud.
+    pub spoken: bool,
 }
 
 /// Who wrote a message in the conversation.
@@ -106,7 +108,27 @@ impl TextAgent {
         shopper: &str,
         history: &[ChatLine],
     ) -> Result<TextReply, ReplyError> {
-        let lang = self.language(history);
+        self.answer(
+            generation,
+            shopper,
+            history,
+            &self.language(history),
+            &mut |_| {},
+        )
+        .await
+    }
+
+    /// Answers in `lang`, handing the answer's text to `on_text` as the model writes it
+    /// (a voice starts speaking before the answer is complete).
+    pub async fn answer(
+        &self,
+        generation: Generation,
+        shopper: &str,
+        history: &[ChatLine],
+        lang: &str,
+        on_text: &mut (dyn FnMut(&str) + Send),
+    ) -> Result<TextReply, ReplyError> {
+        let lang = lang.to_owned();
         let failed = |code: &'static str, message: String| ReplyError {
             code,
             message,
@@ -119,7 +141,7 @@ impl TextAgent {
         let mut looked_up = Vec::new();
         for _ in 0..MAX_TOOL_ROUNDS {
             let (text, calls) = self
-                .complete(generation, &messages)
+                .complete(generation, &messages, on_text)
                 .await
                 .map_err(|e| failed(e.code(), e.to_string()))?;
             if calls.is_empty() {
@@ -172,12 +194,17 @@ impl TextAgent {
     fn instructions(&self, lang: &str) -> String {
         format!(
             "You are the AI customer-service assistant of the shop \"{shop}\". The shopper knows you are an AI. \
-             Answer in {language}, briefly and politely, in plain text. \
+             Answer in {language}, briefly and politely, in plain text. {spoken}\
              Use search_catalog for any product question and get_order for any order question; never invent products, prices, stock or order details. \
              Prices from tools are in minor units: 3999 USD means 39.99 USD. \
              Call transfer_to_human when the shopper asks for a person, wants a refund or complaint handled, or you cannot help.",
             shop = self.policy.shop_name,
             language = language::name(lang),
+            spoken = if self.policy.spoken {
+                "Your words are spoken aloud: one to three short sentences, no lists, links or markdown. "
+            } else {
+                ""
+            },
         )
     }
 
@@ -210,6 +237,7 @@ impl TextAgent {
         &self,
         generation: Generation,
         messages: &[LlmMessage],
+        on_text: &mut (dyn FnMut(&str) + Send),
     ) -> Result<(String, Vec<ToolCall>), LlmError> {
         let mut reply = self.llm.start(LlmRequest {
             generation,
@@ -220,7 +248,10 @@ impl TextAgent {
         let mut calls = Vec::new();
         while let Some(event) = reply.next().await {
             match event? {
-                StreamEvent::Text(t) => text.push_str(&t),
+                StreamEvent::Text(t) => {
+                    on_text(&t);
+                    text.push_str(&t);
+                }
                 StreamEvent::Finished { tool_calls, .. } => calls.extend(tool_calls),
                 StreamEvent::Done => return Ok((text, calls)),
                 StreamEvent::Error(why) => return Err(LlmError::Stream(why)),
@@ -338,6 +369,7 @@ mod tests {
                 shop_name: "Demo".into(),
                 pinned_language: pinned.map(str::to_owned),
                 vision: false,
+                spoken: false,
             },
         )
     }

@@ -496,6 +496,11 @@ impl TurnTaking {
         if self.state == State::Paused && substantive >= self.config.interruption_words {
             self.interrupt(now);
         }
+        // A recogniser that gives its text only after the speech ended: the preemptive
+        // reply starts as soon as the words are known.
+        if self.state == State::EndOfTurn && is_final {
+            self.start_preemptive_reply();
+        }
     }
 
     /// Stops the agent for the shopper. With words, for good; without, tentatively.
@@ -797,6 +802,26 @@ mod tests {
             .iter()
             .filter(|m| m.role == Role::Agent)
             .collect()
+    }
+
+    #[test]
+    fn a_transcript_after_the_speech_ended_starts_the_reply_at_once() {
+        let mut s = Script::new();
+        s.at(0).input(Input::SpeechStarted);
+        s.at(800).input(Input::SpeechEnded);
+        s.at(950).says("where is my order", true);
+        let g = s.generation();
+        assert_eq!(
+            s.when(&Output::Generate {
+                generation: g,
+                context: vec![Message::new(Role::User, "where is my order".into(), false)]
+            }),
+            Some(950 * MS),
+            "the model starts when the words arrive, not when the turn ends"
+        );
+        s.at(1200);
+        assert_eq!(s.when(&Output::State(State::Thinking)), Some(1100 * MS));
+        assert_eq!(s.generation(), g, "the turn's end keeps that reply");
     }
 
     #[test]

@@ -63,8 +63,8 @@ impl AudioFeed {
         std::mem::take(&mut self.state().sent)
     }
 
-    /// The next frame to send, unless paused or empty.
-    pub(crate) fn next_frame(&self, now: Instant) -> Option<OutFrame> {
+    /// The next frame to send, unless paused or empty: what the sender calls every 20 ms.
+    pub fn next_frame(&self, now: Instant) -> Option<OutFrame> {
         let mut state = self.state();
         if state.paused {
             return None;

@@ -2,6 +2,8 @@
 //! synthesis, each behind a trait so providers can be swapped.
 
 pub mod audio;
+pub mod session;
 pub mod stt;
+pub mod telemetry;
 pub mod tts;
 pub mod vad;

@@ -1,0 +1,142 @@
+//! Where the time goes in a spoken turn, per turn and as histograms for `/metrics`.
+//!
+//! Every stage is timed from the end of the shopper's speech (when it really ended, not
+//! when the detector noticed), so the histograms add up to the voice-to-voice delay the
+//! shopper feels, less the network.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// The moments of one turn.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TurnTimes {
+    pub speech_end: Option<Instant>,
+    pub stt_final: Option<Instant>,
+    pub llm_first_token: Option<Instant>,
+    pub tts_first_audio: Option<Instant>,
+    pub first_audio_sent: Option<Instant>,
+}
+
+impl TurnTimes {
+    /// Each stage's moment after the end of speech, in the order above (stt, llm, tts,
+    /// sent); a stage that came before the end (preemptive work) counts as zero.
+    pub fn after_speech(&self) -> [Option<Duration>; 4] {
+        let since = |t: Option<Instant>| Some(t?.saturating_duration_since(self.speech_end?));
+        [
+            since(self.stt_final),
+            since(self.llm_first_token),
+            since(self.tts_first_audio),
+            since(self.first_audio_sent),
+        ]
+    }
+}
+
+/// Cumulative buckets, Prometheus style.
+#[derive(Debug, Clone)]
+pub struct Histogram {
+    pub bounds: &'static [f64],
+    pub counts: Vec<u64>,
+    pub sum: f64,
+    pub count: u64,
+}
+
+impl Histogram {
+    pub fn new(bounds: &'static [f64]) -> Histogram {
+        Histogram {
+            bounds,
+            counts: vec![0; bounds.len()],
+            sum: 0.0,
+            count: 0,
+        }
+    }
+
+    pub fn observe(&mut self, value: f64) {
+        for (bound, count) in self.bounds.iter().zip(&mut self.counts) {
+            if value <= *bound {
+                *count += 1;
+            }
+        }
+        self.sum += value;
+        self.count += 1;
+    }
+}
+
+/// Buckets for stage delays, in seconds.
+pub const STAGE_BOUNDS: &[f64] = &[0.05, 0.1, 0.2, 0.3, 0.5, 0.65, 0.8, 1.0, 1.5, 2.5, 5.0];
+
+/// The stages, as labelled in `/metrics`.
+pub const STAGES: [&str; 4] = [
+    "stt_final",
+    "llm_first_token",
+    "tts_first_audio",
+    "first_audio_sent",
+];
+
+/// Voice turns of every session on this server.
+#[derive(Debug)]
+pub struct VoiceStats {
+    pub stages: Mutex<[Histogram; 4]>,
+    pub handoffs: Mutex<u64>,
+    pub failures: Mutex<HashMap<&'static str, u64>>,
+}
+
+impl Default for VoiceStats {
+    fn default() -> Self {
+        VoiceStats {
+            stages: Mutex::new(std::array::from_fn(|_| Histogram::new(STAGE_BOUNDS))),
+            handoffs: Mutex::new(0),
+            failures: Mutex::default(),
+        }
+    }
+}
+
+impl VoiceStats {
+    pub fn turn(&self, times: &TurnTimes) {
+        let mut stages = self.stages.lock().unwrap_or_else(|e| e.into_inner());
+        for (histogram, delay) in stages.iter_mut().zip(times.after_speech()) {
+            if let Some(delay) = delay {
+                histogram.observe(delay.as_secs_f64());
+            }
+        }
+    }
+
+    pub fn handoff(&self) {
+        *self.handoffs.lock().unwrap_or_else(|e| e.into_inner()) += 1;
+    }
+
+    pub fn failure(&self, code: &'static str) {
+        *self
+            .failures
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(code)
+            .or_default() += 1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stages_are_timed_from_the_end_of_speech() {
+        let end = Instant::now();
+        let ms = |n| Some(end + Duration::from_millis(n));
+        let times = TurnTimes {
+            speech_end: Some(end),
+            stt_final: ms(120),
+            llm_first_token: ms(330),
+            tts_first_audio: ms(340),
+            first_audio_sent: ms(360),
+        };
+        let stats = VoiceStats::default();
+        stats.turn(&times);
+        let stages = stats.stages.lock().unwrap();
+        assert_eq!(stages[3].count, 1);
+        assert!((stages[3].sum - 0.36).abs() < 1e-9);
+        // 0.36 s falls in the 0.5 bucket and above, not in 0.3.
+        assert_eq!(stages[3].counts[3], 0);
+        assert_eq!(stages[3].counts[4], 1);
+    }
+}
