@@ -40,6 +40,9 @@ pub struct TurnConfig {
     pub interruption_words: usize,
     /// After an interruption without words, how long to wait for words before resuming.
     pub false_interruption_timeout: Duration,
+    /// How long after speech ends its transcript may take: an interruption is not taken
+    /// for noise while the shopper still speaks, nor before their words could arrive.
+    pub transcript_grace: Duration,
     /// A longer turn is committed in parts, so a monologue does not grow without bound.
     pub max_user_turn: Duration,
 }
@@ -52,6 +55,7 @@ impl Default for TurnConfig {
             interruption_speech: Duration::from_millis(400),
             interruption_words: 2,
             false_interruption_timeout: Duration::from_secs(2),
+            transcript_grace: Duration::from_secs(1),
             max_user_turn: Duration::from_secs(60),
         }
     }
@@ -295,7 +299,7 @@ impl TurnTaking {
     /// When [`TurnTaking::handle_timeout`] must next be called.
     pub fn poll_timeout(&self) -> Option<Instant> {
         let mut deadlines = Vec::new();
-        if let Some(t) = &self.tentative {
+        if let Some(t) = self.tentative.as_ref().filter(|_| !self.shopper_speaking()) {
             deadlines.push(t.deadline);
         }
         match self.state {
@@ -377,7 +381,7 @@ impl TurnTaking {
 
     pub fn handle_timeout(&mut self, now: Instant) {
         if let Some(t) = &self.tentative {
-            if now >= t.deadline {
+            if now >= t.deadline && !self.shopper_speaking() {
                 self.resume_after_noise();
             }
         }
@@ -461,6 +465,10 @@ impl TurnTaking {
 
     fn on_speech_ended(&mut self, now: Instant) {
         self.silence_since = Some(now);
+        let grace = self.config.transcript_grace;
+        if let Some(t) = self.tentative.as_mut() {
+            t.deadline = t.deadline.max(now + grace);
+        }
         match self.state {
             State::UserSpeaking => {
                 self.set_state(State::EndOfTurn);
@@ -634,6 +642,11 @@ impl TurnTaking {
 
     fn current_reply(&mut self, generation: Generation) -> Option<&mut Reply> {
         self.reply.as_mut().filter(|r| r.generation == generation)
+    }
+
+    /// Whether the shopper is speaking now (speech started and has not ended).
+    fn shopper_speaking(&self) -> bool {
+        self.speech_started.is_some() && self.silence_since.is_none()
     }
 
     /// Speech that is so far only backchannels is not taking the turn, however long.
@@ -1116,6 +1129,32 @@ mod tests {
         assert_eq!(agent.len(), 1);
         assert_eq!(agent[0].text, "Your order left Shenzhen yesterday morning.");
         assert!(!agent[0].interrupted);
+    }
+
+    #[test]
+    fn a_long_interruption_whose_words_come_at_its_end_stands() {
+        // A recogniser that gives words only when the speech ends: 2.5 s of speech over
+        // the agent, the words 300 ms later. It is not taken for noise meanwhile.
+        let mut s = Script::new();
+        let g = s.agent_answering("Your order left Shenzhen yesterday morning.", 1500);
+        s.input(Input::Played {
+            generation: g,
+            segment: 0,
+            fraction: 0.5,
+        });
+        s.at(2000).input(Input::SpeechStarted);
+        s.at(4500).input(Input::SpeechEnded);
+        assert_eq!(s.when(&Output::StopPlayout), Some(2400 * MS));
+        s.at(4800).says("wait I changed my mind", true);
+        s.at(8000);
+        let agent = agent_messages(&s.turns);
+        assert_eq!(agent.len(), 1);
+        assert!(agent[0].interrupted, "the interruption stands");
+        assert_eq!(agent[0].text, "Your order left");
+        assert!(
+            s.log.iter().all(|(_, o)| !matches!(o, Output::Speak { generation, .. } if *generation != g && *generation != s.generation())),
+            "nothing of the old answer was resumed"
+        );
     }
 
     #[test]

@@ -103,6 +103,14 @@ pub struct AgentFileConfig {
     pub vision: bool,
     /// Seconds to wait for the model's first and each further piece of an answer.
     pub llm_timeout_s: Option<u64>,
+    /// An OpenAI-compatible transcription server; default: pocketsphinx (English) on
+    /// this machine.
+    pub stt: Option<souk_chat::translate::OpenAiConfig>,
+    /// An OpenAI-compatible speech server; default: espeak-ng on this machine.
+    pub tts: Option<souk_chat::translate::OpenAiConfig>,
+    /// The speech server's voice per language (`default` for the rest).
+    #[serde(default)]
+    pub tts_voices: BTreeMap<String, String>,
     #[serde(default)]
     pub shops: Vec<AgentShopFileConfig>,
 }
@@ -212,6 +220,9 @@ pub struct ServerConfig {
 #[derive(Debug, Clone)]
 pub struct AgentConfig {
     pub llm: Option<souk_chat::translate::OpenAiConfig>,
+    pub stt: Option<souk_chat::translate::OpenAiConfig>,
+    pub tts: Option<souk_chat::translate::OpenAiConfig>,
+    pub tts_voices: BTreeMap<String, String>,
     pub vision: bool,
     pub llm_timeout: Duration,
     pub shops: Vec<AgentShopConfig>,
@@ -230,8 +241,14 @@ pub struct AgentShopConfig {
 impl AgentConfig {
     fn from_file(file: &AgentFileConfig, dev: bool) -> anyhow::Result<AgentConfig> {
         use souk_agent::chat_agent::AnswerWhen;
-        if let Some(llm) = &file.llm {
-            check_urls("agent.llm", std::slice::from_ref(&llm.base_url))?;
+        for (what, endpoint) in [
+            ("agent.llm", &file.llm),
+            ("agent.stt", &file.stt),
+            ("agent.tts", &file.tts),
+        ] {
+            if let Some(endpoint) = endpoint {
+                check_urls(what, std::slice::from_ref(&endpoint.base_url))?;
+            }
         }
         let mut shops = Vec::new();
         for shop in &file.shops {
@@ -271,6 +288,9 @@ impl AgentConfig {
         }
         Ok(AgentConfig {
             llm: file.llm.clone(),
+            stt: file.stt.clone(),
+            tts: file.tts.clone(),
+            tts_voices: file.tts_voices.clone(),
             vision: file.vision,
             llm_timeout: Duration::from_secs(file.llm_timeout_s.unwrap_or(20).max(1)),
             shops,

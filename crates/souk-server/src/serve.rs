@@ -17,6 +17,9 @@ use tracing::{info, warn};
 use souk_agent::chat_agent::{ChatAgent, ShopAgent};
 use souk_agent::llm::{Llm, LlmTimeouts, OpenAiLlm};
 use souk_agent::shop::Shop;
+use souk_agent::voice::room::{LoadStt, LoadTts, MintToken, RoomAgents, VoiceShop};
+use souk_agent::voice::stt::{OpenAiStt, PocketSphinx, Stt};
+use souk_agent::voice::tts::{EspeakTts, OpenAiTts, Tts};
 use souk_chat::moderation::Blocklist;
 use souk_chat::translate::{OpenAiTranslator, Translator};
 use souk_chat::{Chat, ChatSettings, ChatStore};
@@ -148,7 +151,7 @@ async fn serve(config: ServerConfig) -> anyhow::Result<()> {
     }
     outbox_worker::spawn(db.clone(), routes, outbox_wake, cancel.clone(), &tracker);
 
-    let agent = start_agent(&config, chat.clone(), cancel.clone())?;
+    let (agent, room_agents) = start_agents(&config, chat.clone(), cancel.clone())?;
 
     let state = Arc::new(AppState {
         media,
@@ -160,6 +163,7 @@ async fn serve(config: ServerConfig) -> anyhow::Result<()> {
         open_sessions: Default::default(),
         chat: chat.clone(),
         agent,
+        room_agents: room_agents.clone(),
         ledger,
         blocklist: blocklist(&config),
         whip_sessions: Default::default(),
@@ -177,6 +181,7 @@ async fn serve(config: ServerConfig) -> anyhow::Result<()> {
     } else {
         "http"
     };
+    room_agents.set_url(format!("{scheme}://{http_addr}"));
     // One stable line for people and for scripts that start the server on port 0.
     println!(
         "souk listening http={scheme}://{http_addr} media={media_port} candidates={}",
@@ -300,13 +305,14 @@ async fn open_chat(
     )))
 }
 
-/// The AI assistant in shop chat, with each shop's data loaded now so a bad file stops
-/// the start rather than the first conversation.
-fn start_agent(
+/// The AI agent: in shop chat, and by voice in rooms. Each shop's data is loaded now so
+/// a bad file stops the start rather than the first conversation; the speech stages load
+/// when a voice agent first needs them.
+fn start_agents(
     config: &ServerConfig,
     chat: Arc<Chat>,
     cancel: CancellationToken,
-) -> anyhow::Result<Arc<ChatAgent>> {
+) -> anyhow::Result<(Arc<ChatAgent>, Arc<RoomAgents>)> {
     let mut shops = Vec::new();
     for shop in &config.agent.shops {
         let data = match &shop.data {
@@ -321,23 +327,80 @@ fn start_agent(
             answer: shop.answer,
         });
     }
-    let llm = config.agent.llm.clone().map(|endpoint| {
+    let agent = &config.agent;
+    let llm = agent.llm.clone().map(|endpoint| {
         let timeouts = LlmTimeouts {
-            first_byte: config.agent.llm_timeout,
-            idle: config.agent.llm_timeout,
+            first_byte: agent.llm_timeout,
+            idle: agent.llm_timeout,
         };
         Arc::new(OpenAiLlm::new(endpoint, timeouts)) as Arc<dyn Llm>
     });
     if llm.is_none() && !shops.is_empty() {
-        info!("the AI assistant has no language model ([agent.llm]); conversations that ask for it are told so");
+        info!("the AI agent has no language model ([agent.llm]); conversations and rooms that ask for it are told so");
     }
-    Ok(ChatAgent::spawn(
-        chat,
-        llm,
-        config.agent.vision,
-        shops,
-        cancel,
-    ))
+    let voice_shops = shops
+        .iter()
+        .map(|s| {
+            let shop = VoiceShop {
+                name: s.name.clone(),
+                shop: s.shop.clone(),
+                pinned_language: s.pinned_language.clone(),
+            };
+            (s.id.clone(), shop)
+        })
+        .collect();
+    let load_stt: LoadStt = match agent.stt.clone() {
+        Some(endpoint) => {
+            Box::new(move || Ok(Arc::new(OpenAiStt::new(endpoint.clone())) as Arc<dyn Stt>))
+        }
+        None => Box::new(|| {
+            PocketSphinx::load()
+                .map(|s| Arc::new(s) as Arc<dyn Stt>)
+                .map_err(|e| e.message)
+        }),
+    };
+    let load_tts: LoadTts = match agent.tts.clone() {
+        Some(endpoint) => {
+            let voices = agent.tts_voices.clone();
+            Box::new(move || {
+                Ok(Arc::new(OpenAiTts::new(endpoint.clone(), voices.clone())) as Arc<dyn Tts>)
+            })
+        }
+        None => Box::new(|| {
+            EspeakTts::check()
+                .map(|t| Arc::new(t) as Arc<dyn Tts>)
+                .map_err(|e| e.message)
+        }),
+    };
+    let (api_key, secret) = config
+        .keys
+        .pick(None)
+        .map(|(k, s)| (k.to_owned(), s.to_owned()))?;
+    let mint: MintToken = Box::new(move |room, identity| {
+        let spec = crate::auth::TokenSpec {
+            room: room.to_owned(),
+            identity: identity.to_owned(),
+            name: "AI assistant".into(),
+            role: souk_proto::token::Role::Agent,
+            ttl: Duration::from_secs(6 * 3600),
+            grants: None,
+            metadata: None,
+            chat: false,
+            shops: Vec::new(),
+        };
+        crate::auth::sign(&api_key, &secret, &spec, crate::auth::unix_now())
+            .map_err(|e| e.to_string())
+    });
+    let rooms = Arc::new(RoomAgents::new(
+        mint,
+        llm.clone(),
+        load_stt,
+        load_tts,
+        voice_shops,
+        cancel.clone(),
+    ));
+    let chat_agent = ChatAgent::spawn(chat, llm, agent.vision, shops, cancel);
+    Ok((chat_agent, rooms))
 }
 
 async fn shutdown_signal(cancel: CancellationToken) {

@@ -2,6 +2,7 @@
 //! synthesis, each behind a trait so providers can be swapped.
 
 pub mod audio;
+pub mod room;
 pub mod session;
 pub mod stt;
 pub mod telemetry;

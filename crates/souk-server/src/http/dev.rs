@@ -89,3 +89,20 @@ pub async fn top_up(
             .await?,
     ))
 }
+
+#[derive(Deserialize)]
+pub struct AgentQuery {
+    room: String,
+    shop: Option<String>,
+}
+
+/// `POST /dev/agent?room=&shop=`: the AI agent joins a room, as the merchant's backend
+/// would ask with `POST /api/v1/rooms/{room}/agent`. Exists only under `--dev`.
+pub async fn agent(
+    State(state): State<super::State>,
+    Query(q): Query<AgentQuery>,
+) -> Result<axum::http::StatusCode, ApiError> {
+    let shop = q.shop.unwrap_or_else(|| "demo".into());
+    super::rooms::start_agent(&state, &q.room, &shop).await?;
+    Ok(axum::http::StatusCode::NO_CONTENT)
+}

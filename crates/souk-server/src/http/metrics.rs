@@ -62,6 +62,7 @@ pub async fn metrics(State(state): State<super::State>) -> Result<impl IntoRespo
         outbox as usize,
     );
     agent_metrics(&mut body, &state.agent.stats);
+    voice_metrics(&mut body, &state.room_agents.stats);
     // Per participant: the path from this server to the client, from its receiver reports.
     let per_path: [(&str, &str, PathValue); 7] = [
         (
@@ -170,6 +171,39 @@ fn agent_metrics(body: &mut String, stats: &souk_agent::chat_agent::AgentStats) 
         "{name}_bucket{{le=\"+Inf\"}} {}\n{name}_sum {}\n{name}_count {}",
         h.count, h.sum, h.count
     );
+}
+
+/// Where a spoken turn's time goes, each stage measured from the end of the shopper's
+/// speech.
+fn voice_metrics(body: &mut String, stats: &souk_agent::voice::telemetry::VoiceStats) {
+    use souk_agent::voice::telemetry::STAGES;
+    let name = "souk_agent_voice_stage_seconds";
+    let _ = writeln!(body, "# HELP {name} From the end of the shopper's speech to each stage of the agent's answer.\n# TYPE {name} histogram");
+    let stages = stats.stages.lock().expect("stats lock").clone();
+    for (stage, h) in STAGES.iter().zip(stages.iter()) {
+        for (bound, count) in h.bounds.iter().zip(&h.counts) {
+            let _ = writeln!(
+                body,
+                "{name}_bucket{{stage=\"{stage}\",le=\"{bound}\"}} {count}"
+            );
+        }
+        let _ = writeln!(
+            body,
+            "{name}_bucket{{stage=\"{stage}\",le=\"+Inf\"}} {}\n{name}_sum{{stage=\"{stage}\"}} {}\n{name}_count{{stage=\"{stage}\"}} {}",
+            h.count, h.sum, h.count
+        );
+    }
+    let name = "souk_agent_voice_failures_total";
+    let _ = writeln!(
+        body,
+        "# HELP {name} Voice agent failures by error code.\n# TYPE {name} counter"
+    );
+    for (code, count) in stats.failures.lock().expect("stats lock").iter() {
+        let _ = writeln!(body, "{name}{{code=\"{code}\"}} {count}");
+    }
+    let name = "souk_agent_voice_handoffs_total";
+    let handoffs = *stats.handoffs.lock().expect("stats lock");
+    let _ = writeln!(body, "# HELP {name} Spoken conversations handed to staff.\n# TYPE {name} counter\n{name} {handoffs}");
 }
 
 /// A per-path gauge's value.

@@ -43,6 +43,8 @@ pub struct AppState {
     pub chat: Arc<souk_chat::Chat>,
     /// The AI assistant in shop chat.
     pub agent: Arc<souk_agent::chat_agent::ChatAgent>,
+    /// The AI agent by voice, one per room that asks.
+    pub room_agents: Arc<souk_agent::voice::room::RoomAgents>,
     pub ledger: Arc<souk_commerce::Ledger>,
     /// Keyword lists for live comments (the same as chat's).
     pub blocklist: souk_chat::moderation::Blocklist,
@@ -82,6 +84,10 @@ pub fn router(state: State, cors_origins: Option<&[String]>) -> Router {
         .route("/rtc", get(signal::upgrade))
         .route("/api/v1/rooms", get(rooms::list).post(rooms::create))
         .route("/api/v1/rooms/{room}", axum::routing::delete(rooms::delete))
+        .route(
+            "/api/v1/rooms/{room}/agent",
+            post(rooms::agent_join).delete(rooms::agent_leave),
+        )
         .route(
             "/api/v1/rooms/{room}/participants",
             get(rooms::participants),
@@ -136,7 +142,8 @@ pub fn router(state: State, cors_origins: Option<&[String]>) -> Router {
     if state.dev {
         app = app
             .route("/dev/token", get(dev::token))
-            .route("/dev/top_up", post(dev::top_up));
+            .route("/dev/top_up", post(dev::top_up))
+            .route("/dev/agent", post(dev::agent));
     }
     app.fallback(assets::serve).layer(cors).with_state(state)
 }

@@ -120,3 +120,62 @@ pub async fn mute_track(
         .await??;
     Ok(StatusCode::NO_CONTENT)
 }
+
+#[derive(serde::Deserialize)]
+pub struct AgentRequest {
+    /// The shop the agent speaks for (one of `[[agent.shops]]`).
+    pub shop: String,
+}
+
+/// Sends the AI agent into a room to talk with the shopper. When it cannot start, the
+/// room hears why (an `agent` room event with the error), as does the caller.
+pub async fn agent_join(
+    State(state): State<super::State>,
+    headers: HeaderMap,
+    Path(room): Path<String>,
+    axum::Json(request): axum::Json<AgentRequest>,
+) -> Result<StatusCode, ApiError> {
+    authorize(&state, &headers)?;
+    start_agent(&state, &room, &request.shop).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub(super) async fn start_agent(
+    state: &super::State,
+    room: &str,
+    shop: &str,
+) -> Result<(), ProtoError> {
+    let result = state.room_agents.start(room, shop).await;
+    if let Err(e) = &result {
+        let event = souk_proto::live::LiveEvent::Agent(souk_proto::live::AgentStatus {
+            identity: format!("agent-{shop}"),
+            state: "error".into(),
+            code: Some(e.code.as_str().to_owned()),
+            message: Some(e.message.clone()),
+        });
+        let room = room.to_owned();
+        state
+            .media
+            .call(move |sfu, now| sfu.publish_event(now, &room, event))
+            .await?;
+    }
+    result
+}
+
+/// Sends the AI agent away from a room.
+pub async fn agent_leave(
+    State(state): State<super::State>,
+    headers: HeaderMap,
+    Path(room): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    authorize(&state, &headers)?;
+    if state.room_agents.stop(&room) {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ProtoError::new(
+            ErrorCode::ParticipantNotFound,
+            format!("no AI agent is in room '{room}'"),
+        )
+        .into())
+    }
+}

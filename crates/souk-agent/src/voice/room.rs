@@ -1,0 +1,337 @@
+//! The voice agent in a room: dispatch, and the WebRTC participant it runs as.
+//!
+//! [`RoomAgents`] starts one agent per room when asked (the REST API, a room's
+//! configuration). Each joins through the server like any client, with the `agent` role
+//! and `souk-client` (real WebRTC): it publishes one Opus track fed by its playout
+//! buffer, listens to the first shopper who speaks, and announces captions and its
+//! status as room events. It leaves when a member of staff joins (a person takes over),
+//! when the shopper leaves, or when told to stop.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use souk_client::audio::{AudioFeed, ReceivedAudio};
+use souk_client::{Client, ClientOptions, SyntheticMedia};
+use souk_proto::live::AgentStatus;
+use souk_proto::signal::{AgentEvent, AgentEventRequest, ClientMessage, ServerMessage};
+use souk_proto::token::Role;
+use souk_proto::{ErrorCode, ProtoError};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::session::{VoiceIo, VoiceSession, VoiceStages};
+use super::stt::Stt;
+use super::telemetry::VoiceStats;
+use super::tts::Tts;
+use crate::llm::Llm;
+use crate::shop::Shop;
+use crate::text::{Policy, TextAgent};
+use crate::turn::TurnConfig;
+
+/// Signs a room token for the agent: (room, identity) -> token.
+pub type MintToken = Box<dyn Fn(&str, &str) -> Result<String, String> + Send + Sync>;
+
+/// Loads a speech stage the first time an agent needs it (a recogniser takes a second
+/// to load; a server that never runs a voice agent never pays it).
+pub type LoadStt = Box<dyn Fn() -> Result<Arc<dyn Stt>, String> + Send + Sync>;
+pub type LoadTts = Box<dyn Fn() -> Result<Arc<dyn Tts>, String> + Send + Sync>;
+
+/// A shop the agent can speak for.
+pub struct VoiceShop {
+    pub name: String,
+    pub shop: Arc<Shop>,
+    pub pinned_language: Option<String>,
+}
+
+pub struct RoomAgents {
+    /// The server's own address, known once it listens.
+    url: OnceLock<String>,
+    mint: MintToken,
+    llm: Option<Arc<dyn Llm>>,
+    /// The speech stages once loaded, or why they cannot run here.
+    load_stt: LoadStt,
+    load_tts: LoadTts,
+    stt: OnceLock<Result<Arc<dyn Stt>, String>>,
+    tts: OnceLock<Result<Arc<dyn Tts>, String>>,
+    shops: HashMap<String, VoiceShop>,
+    running: Mutex<HashMap<String, CancellationToken>>,
+    shutdown: CancellationToken,
+    pub stats: Arc<VoiceStats>,
+}
+
+impl RoomAgents {
+    pub fn new(
+        mint: MintToken,
+        llm: Option<Arc<dyn Llm>>,
+        load_stt: LoadStt,
+        load_tts: LoadTts,
+        shops: HashMap<String, VoiceShop>,
+        shutdown: CancellationToken,
+    ) -> RoomAgents {
+        RoomAgents {
+            url: OnceLock::new(),
+            mint,
+            llm,
+            load_stt,
+            load_tts,
+            stt: OnceLock::new(),
+            tts: OnceLock::new(),
+            shops,
+            running: Mutex::default(),
+            shutdown,
+            stats: Arc::default(),
+        }
+    }
+
+    /// Where agents connect: the server's own HTTP address.
+    pub fn set_url(&self, url: String) {
+        let _ = self.url.set(url);
+    }
+
+    /// Whether an agent is in `room`.
+    pub fn running(&self, room: &str) -> bool {
+        self.running
+            .lock()
+            .expect("running lock")
+            .contains_key(room)
+    }
+
+    /// Sends an agent speaking for `shop` into `room`. Fails with a reason a person can
+    /// act on when something it needs is missing.
+    pub async fn start(self: &Arc<Self>, room: &str, shop: &str) -> Result<(), ProtoError> {
+        let unavailable = |why: String| ProtoError::new(ErrorCode::AgentUnavailable, why);
+        let llm = self.llm.clone().ok_or_else(|| {
+            unavailable("the AI agent cannot start: no language model is configured on this server ([agent.llm] in its configuration)".into())
+        })?;
+        let loader = self.clone();
+        let (stt, tts) = tokio::task::spawn_blocking(move || {
+            (
+                loader.stt.get_or_init(|| (loader.load_stt)()).clone(),
+                loader.tts.get_or_init(|| (loader.load_tts)()).clone(),
+            )
+        })
+        .await
+        .map_err(|e| {
+            ProtoError::new(
+                ErrorCode::Internal,
+                format!("loading the speech stages: {e}"),
+            )
+        })?;
+        let stt = stt.map_err(|e| unavailable(format!("the AI agent cannot listen: {e}")))?;
+        let tts = tts.map_err(|e| unavailable(format!("the AI agent cannot speak: {e}")))?;
+        let voice_shop = self.shops.get(shop).ok_or_else(|| {
+            ProtoError::new(
+                ErrorCode::InvalidRequest,
+                format!("no shop '{shop}' is configured for the AI agent"),
+            )
+        })?;
+        let url =
+            self.url.get().cloned().ok_or_else(|| {
+                unavailable("the server is still starting; retry in a moment".into())
+            })?;
+        let identity = format!("agent-{shop}");
+        let token =
+            (self.mint)(room, &identity).map_err(|e| ProtoError::new(ErrorCode::Internal, e))?;
+        let stop = {
+            let mut running = self.running.lock().expect("running lock");
+            if running.contains_key(room) {
+                return Ok(());
+            }
+            let stop = self.shutdown.child_token();
+            running.insert(room.to_owned(), stop.clone());
+            stop
+        };
+        let agent = TextAgent::new(
+            llm,
+            voice_shop.shop.clone(),
+            Policy {
+                shop_name: voice_shop.name.clone(),
+                pinned_language: voice_shop.pinned_language.clone(),
+                vision: false,
+                spoken: true,
+            },
+        );
+        let stages = VoiceStages {
+            stt,
+            tts,
+            agent: Arc::new(agent),
+            pinned_language: voice_shop.pinned_language.clone(),
+        };
+        let (agents, room) = (self.clone(), room.to_owned());
+        tokio::spawn(async move {
+            if let Err(e) =
+                join_and_talk(&url, &token, &identity, stages, agents.stats.clone(), stop).await
+            {
+                tracing::warn!(room, "the AI agent stopped: {e}");
+            }
+            agents.running.lock().expect("running lock").remove(&room);
+        });
+        Ok(())
+    }
+
+    /// Tells the agent in `room` to leave; `false` if there was none.
+    pub fn stop(&self, room: &str) -> bool {
+        match self.running.lock().expect("running lock").remove(room) {
+            Some(stop) => {
+                stop.cancel();
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+/// How long to wait for the room's answers while joining.
+const JOIN_WAIT: Duration = Duration::from_secs(20);
+
+async fn join_and_talk(
+    url: &str,
+    token: &str,
+    identity: &str,
+    stages: VoiceStages,
+    stats: Arc<VoiceStats>,
+    stop: CancellationToken,
+) -> Result<(), souk_client::ClientError> {
+    let (audio_tx, mut audio_rx) = mpsc::channel::<ReceivedAudio>(256);
+    let options = ClientOptions {
+        audio_in: Some(audio_tx),
+        ..ClientOptions::default()
+    };
+    let client = Arc::new(Client::connect(url, token, options).await?);
+    let feed = AudioFeed::default();
+    client
+        .publish(SyntheticMedia {
+            audio: true,
+            video: false,
+            audio_feed: Some(feed.clone()),
+            ..SyntheticMedia::default()
+        })
+        .await?;
+    let (announce, mut announced) = mpsc::unbounded_channel::<AgentEvent>();
+    let sender = client.clone();
+    let forwarder = tokio::spawn(async move {
+        while let Some(event) = announced.recv().await {
+            let msg = ClientMessage::AgentEvent(AgentEventRequest { req: None, event });
+            if sender.send(msg).await.is_err() {
+                return;
+            }
+        }
+    });
+    let status = |state: &str, message: &str| {
+        AgentEvent::Status(AgentStatus {
+            identity: identity.to_owned(),
+            state: state.to_owned(),
+            code: None,
+            message: Some(message.to_owned()),
+        })
+    };
+    let _ = announce.send(status(
+        "joined",
+        "the AI agent joined and is waiting for the shopper to speak",
+    ));
+
+    // The shopper is whoever speaks first; the agent listens to them only.
+    let first = tokio::select! {
+        _ = stop.cancelled() => None,
+        frame = audio_rx.recv() => frame,
+    };
+    let Some(first) = first else {
+        let _ = announce.send(status("left", "the AI agent was stopped"));
+        drop(announce);
+        leave(client, forwarder).await;
+        return Ok(());
+    };
+    let shopper_sid = first.participant_sid.clone();
+    let shopper = identity_of(&client, &shopper_sid).unwrap_or_else(|| shopper_sid.clone());
+    let (shopper_tx, shopper_rx) = mpsc::channel(256);
+    let _ = shopper_tx.try_send(first);
+    tokio::spawn(async move {
+        while let Some(frame) = audio_rx.recv().await {
+            if frame.participant_sid == shopper_sid && shopper_tx.send(frame).await.is_err() {
+                return;
+            }
+        }
+    });
+    let io = VoiceIo {
+        audio_in: shopper_rx,
+        feed,
+        announce: announce.clone(),
+    };
+    let session = VoiceSession::new(identity, &shopper, stages, io, TurnConfig::default(), stats);
+    let watch = watch_room(client.clone(), shopper.clone());
+    let session_stop = stop.child_token();
+    let ended = tokio::select! {
+        _ = session.run(session_stop.clone()) => "the shopper's audio ended",
+        why = watch => why,
+        _ = stop.cancelled() => "the AI agent was stopped",
+    };
+    session_stop.cancel();
+    let _ = announce.send(status("left", ended));
+    drop(announce);
+    leave(client, forwarder).await;
+    Ok(())
+}
+
+/// Waits until a person takes over (a member of staff joins) or the shopper leaves.
+async fn watch_room(client: Arc<Client>, shopper: String) -> &'static str {
+    let mut seen = 0;
+    loop {
+        let stats = match client
+            .wait_for("a change in the room", Duration::from_secs(3600), |s| {
+                s.messages.len() > seen || s.ended
+            })
+            .await
+        {
+            Ok(stats) => stats,
+            Err(_) => return "the connection to the room closed",
+        };
+        if stats.ended {
+            return "the connection to the room closed";
+        }
+        for msg in &stats.messages[seen..] {
+            match msg {
+                ServerMessage::ParticipantJoined(p) if p.participant.role == Role::Staff => {
+                    return "a member of staff joined; the AI agent hands over";
+                }
+                ServerMessage::ParticipantLeft(p) if p.identity == shopper => {
+                    return "the shopper left";
+                }
+                _ => {}
+            }
+        }
+        seen = stats.messages.len();
+    }
+}
+
+/// The identity behind a participant session id, from what the room told the client.
+fn identity_of(client: &Client, sid: &str) -> Option<String> {
+    let joined = client
+        .joined()
+        .others
+        .iter()
+        .find(|p| p.sid == sid)
+        .map(|p| p.identity.clone());
+    joined.or_else(|| {
+        client.stats().messages.iter().find_map(|m| match m {
+            ServerMessage::ParticipantJoined(p) if p.participant.sid == sid => {
+                Some(p.participant.identity.clone())
+            }
+            _ => None,
+        })
+    })
+}
+
+/// Leaves once the captions and status still queued have gone out (the forwarder ends
+/// when the last announcer is dropped).
+async fn leave(client: Arc<Client>, forwarder: tokio::task::JoinHandle<()>) {
+    let _ = tokio::time::timeout(JOIN_WAIT, forwarder).await;
+    match Arc::try_unwrap(client) {
+        Ok(client) => tokio::time::timeout(JOIN_WAIT, client.leave())
+            .await
+            .unwrap_or(()),
+        Err(client) => {
+            let _ = client.send(ClientMessage::Leave(Default::default())).await;
+        }
+    }
+}
