@@ -354,3 +354,43 @@ async fn a_model_that_is_missing_down_or_silent_is_a_visible_error_and_staff_tak
         ana.send_text(&conv.id, "q2", "anyone?").await.unwrap();
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_room_that_asks_for_the_voice_agent_hears_why_it_cannot_come() {
+    use souk_proto::live::LiveEvent;
+    use souk_proto::signal::ServerMessage;
+    let server = start_server(None, "always");
+    let shopper = server.bot("consult-1", "layla", "shopper").await;
+    let ask = |shop: &'static str| {
+        reqwest::Client::new()
+            .post(format!("{}/api/v1/rooms/consult-1/agent", server.url))
+            .basic_auth(KEY, Some(SECRET))
+            .json(&json!({ "shop": shop }))
+            .send()
+    };
+    let refused = ask("acme").await.unwrap();
+    assert_eq!(refused.status(), 503);
+    let body: Value = refused.json().await.unwrap();
+    assert_eq!(body["code"], "agent_unavailable");
+    assert!(body["message"].as_str().unwrap().contains("[agent.llm]"));
+    // Everyone in the room sees it too.
+    shopper
+        .wait_for("the agent's error in the room", common::WAIT, |s| {
+            s.messages.iter().any(|m| match m {
+                ServerMessage::RoomEvents(batch) => batch.events.iter().any(|e| {
+                    matches!(&e.event, LiveEvent::Agent(a)
+                        if a.state == "error" && a.code.as_deref() == Some("agent_unavailable"))
+                }),
+                _ => false,
+            })
+        })
+        .await
+        .unwrap();
+    let unauthenticated = reqwest::Client::new()
+        .post(format!("{}/api/v1/rooms/consult-1/agent", server.url))
+        .json(&json!({ "shop": "acme" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unauthenticated.status(), 401);
+}
