@@ -9,6 +9,7 @@
 //! - `chat-sync`: how long a user who was offline takes to catch up on many messages.
 //! - `ledger`: durable gifts per second through the ledger, and commit latency.
 //! - `live-fanout`: comments in one live room delivered to thousands of viewers.
+//! - `voice`: the AI agent's voice-to-voice delay and barge-in, at a shopper bot.
 
 mod chat;
 mod fanout;
@@ -17,6 +18,7 @@ mod ledger;
 mod live;
 mod proc_stat;
 mod server;
+mod voice;
 
 use clap::Parser;
 
@@ -28,6 +30,7 @@ enum Cli {
     ChatSync(chat::ChatSyncBench),
     Ledger(ledger::LedgerBench),
     LiveFanout(live::LiveFanout),
+    Voice(voice::VoiceBench),
 }
 
 #[tokio::main]
@@ -38,5 +41,6 @@ async fn main() -> anyhow::Result<()> {
         Cli::ChatSync(args) => chat::sync(args).await,
         Cli::Ledger(args) => ledger::ledger(args).await,
         Cli::LiveFanout(args) => live::live_fanout(args).await,
+        Cli::Voice(args) => voice::run(args).await,
     }
 }

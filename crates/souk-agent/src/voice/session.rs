@@ -73,7 +73,7 @@ enum Done {
 struct Playout {
     generation: Option<Generation>,
     /// Synthesized sentences waiting for the ones before them.
-    ready: BTreeMap<usize, Vec<OutFrame>>,
+    ready: BTreeMap<usize, Vec<i16>>,
     next_segment: usize,
     /// Frames per queued sentence, to turn a frame into a fraction heard.
     lengths: HashMap<usize, u32>,
@@ -220,14 +220,7 @@ impl VoiceSession {
         let text = Notice::Disclosure.text(&self.lang).to_owned();
         self.caption(&self.identity.clone(), &text, false);
         match self.stages.tts.synthesize(&text, &self.lang).await {
-            Ok(pcm) => {
-                for (i, frame) in self.encode(&pcm).into_iter().enumerate() {
-                    self.io.feed.push(OutFrame {
-                        tag: tag(DISCLOSURE, 0, i as u32),
-                        ..frame
-                    });
-                }
-            }
+            Ok(pcm) => self.play(&pcm, |i| tag(DISCLOSURE, 0, i)),
             Err(e) => self.status("error", Some(e.code), Some(&e.message)),
         }
     }
@@ -335,19 +328,19 @@ impl VoiceSession {
                 if self.playout.generation != Some(generation) {
                     return;
                 }
-                let frames = match result {
+                let pcm = match result {
                     Ok(pcm) => {
                         if let Some(t) = self.times.get_mut(&generation) {
                             t.tts_first_audio.get_or_insert(now);
                         }
-                        self.encode(&pcm)
+                        pcm
                     }
                     Err(e) => {
                         self.status("error", Some(e.code), Some(&e.message));
                         Vec::new()
                     }
                 };
-                self.playout.ready.insert(segment, frames);
+                self.playout.ready.insert(segment, pcm);
                 self.queue_ready_sentences(generation);
             }
         }
@@ -355,10 +348,10 @@ impl VoiceSession {
 
     /// Hands the sentences that are next in line to the playout buffer.
     fn queue_ready_sentences(&mut self, generation: Generation) {
-        while let Some(frames) = self.playout.ready.remove(&self.playout.next_segment) {
+        while let Some(pcm) = self.playout.ready.remove(&self.playout.next_segment) {
             let segment = self.playout.next_segment;
             self.playout.next_segment += 1;
-            if frames.is_empty() {
+            if pcm.is_empty() {
                 // Nothing to play (synthesis failed): the sentence counts as said.
                 self.turn.handle_input(
                     Instant::now(),
@@ -369,13 +362,10 @@ impl VoiceSession {
                 );
                 continue;
             }
-            self.playout.lengths.insert(segment, frames.len() as u32);
-            for (i, frame) in frames.into_iter().enumerate() {
-                self.io.feed.push(OutFrame {
-                    tag: tag(generation, segment, i as u32),
-                    ..frame
-                });
-            }
+            self.playout
+                .lengths
+                .insert(segment, pcm.len().div_ceil(FRAME) as u32);
+            self.play(&pcm, |i| tag(generation, segment, i));
         }
     }
 
@@ -551,19 +541,18 @@ impl VoiceSession {
         }));
     }
 
-    /// 20 ms Opus frames of `pcm`, the last one padded with silence.
-    fn encode(&mut self, pcm: &[i16]) -> Vec<OutFrame> {
-        pcm.chunks(FRAME)
-            .map(|chunk| {
-                let mut frame = chunk.to_vec();
-                frame.resize(FRAME, 0);
-                OutFrame {
-                    tag: 0,
-                    level: level_dbov(&frame),
-                    opus: self.opus_out.encode(&frame),
-                }
-            })
-            .collect()
+    /// Queues `pcm` for playout as 20 ms Opus frames (the last padded with silence),
+    /// each as soon as it is encoded, so the first goes out while the rest encode.
+    fn play(&mut self, pcm: &[i16], tag_of: impl Fn(u32) -> u64) {
+        for (i, chunk) in pcm.chunks(FRAME).enumerate() {
+            let mut frame = chunk.to_vec();
+            frame.resize(FRAME, 0);
+            self.io.feed.push(OutFrame {
+                tag: tag_of(i as u32),
+                level: level_dbov(&frame),
+                opus: self.opus_out.encode(&frame),
+            });
+        }
     }
 
     fn caption(&self, speaker: &str, text: &str, interrupted: bool) {
