@@ -20,7 +20,7 @@ use anyhow::{bail, Context};
 use souk_agent::voice::audio::{level_dbov, OpusOut, FRAME};
 use souk_agent::voice::tts::{EspeakTts, Tts};
 use souk_client::audio::{AudioFeed, OutFrame, ReceivedAudio};
-use souk_client::{Client, ClientOptions, SyntheticMedia};
+use souk_client::{Client, ClientOptions};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 
@@ -238,14 +238,7 @@ pub async fn run(args: VoiceBench) -> anyhow::Result<()> {
     };
     let client = Client::connect(&server.url, &token, options).await?;
     let feed = AudioFeed::default();
-    client
-        .publish(SyntheticMedia {
-            audio: true,
-            video: false,
-            audio_feed: Some(feed.clone()),
-            ..SyntheticMedia::default()
-        })
-        .await?;
+    client.publish_audio(feed.clone()).await?;
     let mut mic = Microphone {
         feed,
         encoder: OpusOut::new(),

@@ -100,3 +100,45 @@ export async function joinAndPublish(opts) {
   if (audio || video) await room.publish({ audio, video, simulcast, width, height, videoCodec });
   return room;
 }
+
+/**
+ * The page's chat token: `?token=` when given, else one from the dev-only endpoint for
+ * `identity` (reading the shops' inboxes when `shops` is given).
+ * @param {string} identity
+ * @param {string} [shops] comma-separated shop ids
+ */
+export async function chatToken(identity, shops) {
+  const q = new URLSearchParams(location.search);
+  if (q.get('token')) return q.get('token');
+  const params = new URLSearchParams({ chat: '1', identity });
+  if (shops) params.set('shops', shops);
+  const resp = await fetch(`/dev/token?${params}`);
+  if (!resp.ok) throw new Error('no ?token= in the URL, and the server is not in --dev mode');
+  return (await resp.json()).token;
+}
+
+/**
+ * Shows a chat error as `code: message` in `target`.
+ * @param {HTMLElement} target @param {any} err
+ */
+export function showChatError(target, err) {
+  target.textContent = err.code ? `${err.code}: ${err.message.replace(/^\S+: /, '')}` : String(err);
+}
+
+/**
+ * Sends what is typed in a compose form as a text message to the conversation
+ * `current()` returns, clearing the form; errors go to `onError`.
+ * @param {HTMLFormElement} form @param {any} chat @param {() => string | null} current
+ * @param {(err: any) => void} onError
+ */
+export function sendOnSubmit(form, chat, current, onError) {
+  form.onsubmit = async (ev) => {
+    ev.preventDefault();
+    const input = form.elements.namedItem('text');
+    const text = input.value.trim();
+    const conversation = current();
+    if (!text || !conversation) return;
+    input.value = '';
+    try { await chat.sendText(conversation, text); onError(null); } catch (err) { onError(err); }
+  };
+}

@@ -428,16 +428,7 @@ impl ChatAgent {
                 format!("reading the conversation: {e}"),
             )
         };
-        let conv = store
-            .conversation(conversation)
-            .await
-            .map_err(internal)?
-            .ok_or_else(|| {
-                ProtoError::new(
-                    ErrorCode::ConversationNotFound,
-                    format!("no conversation '{conversation}'"),
-                )
-            })?;
+        let conv = self.chat.existing(conversation).await?;
         if conv.kind != ConversationKind::Direct {
             return Ok((Vec::new(), None));
         }

@@ -251,7 +251,8 @@ impl Chat {
             .deliver(contacts.iter().map(String::as_str), &msg, None);
     }
 
-    async fn existing(&self, conversation: &str) -> Result<ConversationRow, ProtoError> {
+    /// The conversation `conversation`, or `conversation_not_found`.
+    pub async fn existing(&self, conversation: &str) -> Result<ConversationRow, ProtoError> {
         self.store
             .conversation(conversation)
             .await

@@ -259,6 +259,21 @@ impl Client {
         self.ask(|reply| Command::Publish(media, reply)).await
     }
 
+    /// Publishes one audio track that plays what is queued in `feed` (an agent's voice,
+    /// a bot's recorded speech); returns the feed's track.
+    pub async fn publish_audio(
+        &self,
+        feed: audio::AudioFeed,
+    ) -> Result<Vec<TrackInfo>, ClientError> {
+        self.publish(SyntheticMedia {
+            audio: true,
+            video: false,
+            audio_feed: Some(feed),
+            ..SyntheticMedia::default()
+        })
+        .await
+    }
+
     /// Sends any signalling message as it is (tests use this for bad input).
     pub async fn send(&self, msg: ClientMessage) -> Result<(), ClientError> {
         self.commands

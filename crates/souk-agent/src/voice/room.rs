@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use souk_client::audio::{AudioFeed, ReceivedAudio};
-use souk_client::{Client, ClientOptions, SyntheticMedia};
+use souk_client::{Client, ClientOptions};
 use souk_proto::live::AgentStatus;
 use souk_proto::signal::{AgentEvent, AgentEventRequest, ClientMessage, ServerMessage};
 use souk_proto::token::Role;
@@ -200,14 +200,7 @@ async fn join_and_talk(
     };
     let client = Arc::new(Client::connect(url, token, options).await?);
     let feed = AudioFeed::default();
-    client
-        .publish(SyntheticMedia {
-            audio: true,
-            video: false,
-            audio_feed: Some(feed.clone()),
-            ..SyntheticMedia::default()
-        })
-        .await?;
+    client.publish_audio(feed.clone()).await?;
     let (announce, mut announced) = mpsc::unbounded_channel::<AgentEvent>();
     let sender = client.clone();
     let forwarder = tokio::spawn(async move {
