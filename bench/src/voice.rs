@@ -318,8 +318,7 @@ pub async fn run(args: VoiceBench) -> anyhow::Result<()> {
         let onset_at = ears.sent_at(onset).context("the interruption went out")?;
         let last = arrivals
             .iter()
-            .filter(|t| **t <= Instant::now())
-            .next_back()
+            .rfind(|t| **t <= Instant::now())
             .copied()
             .unwrap_or(onset_at);
         barge_in.push(last.saturating_duration_since(onset_at).as_secs_f64() * 1000.0);

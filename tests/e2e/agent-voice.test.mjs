@@ -21,10 +21,10 @@ const LONG = 'Our canvas sneakers come in white, black, navy and olive. Every pa
 const lab = {};
 
 /**
- * An OpenAI-compatible model that streams. The first question of a session gets a
- * catalogue search and a short answer; with `long`, later ones get a long answer.
+ * An OpenAI-compatible model that streams. A question gets a catalogue search and a
+ * short answer; with `long`, a long answer; with `handoff`, a transfer to a person.
  */
-function scriptedModel({ long }) {
+function scriptedModel({ long, handoff }) {
   return http.createServer(async (req, res) => {
     let raw = '';
     for await (const chunk of req) raw += chunk;
@@ -35,6 +35,9 @@ function scriptedModel({ long }) {
     if (last.role === 'tool') {
       const p = JSON.parse(last.content).results?.[0];
       body = chunk({ content: p ? `We have the ${p.title} for ${(p.price_minor / 100).toFixed(2)} dollars.` : 'Sorry, I found nothing.' }, 'stop');
+    } else if (handoff) {
+      const call = { index: 0, id: 'call-1', type: 'function', function: { name: 'transfer_to_human', arguments: JSON.stringify({ reason: 'the shopper asked for a person' }) } };
+      body = chunk({ tool_calls: [call] }, 'tool_calls');
     } else if (long) {
       body = LONG.split(' ').map((w) => chunk({ content: `${w} ` })).join('') + chunk({}, 'stop');
     } else {
@@ -67,8 +70,8 @@ function spokenWav(file, text, before, after) {
 }
 
 /** Starts a server whose agent uses a scripted model, and a browser whose microphone says `text`. */
-async function start(name, { long, text, before, after }) {
-  const model = scriptedModel({ long });
+async function start(name, { long = false, handoff = false, text, before, after }) {
+  const model = scriptedModel({ long, handoff });
   await once(model, 'listening');
   const config = path.join(lab.dir, `${name}.toml`);
   writeFileSync(config, `[agent.llm]\nbase_url = "http://127.0.0.1:${model.address().port}/v1"\nmodel = "scripted"\n`);
@@ -145,4 +148,18 @@ test('talking over a long answer stops the agent at the shopper', async () => {
     window.lastEnergy = energy;
     return last !== undefined && energy - last < 1e-4;
   }, null, { timeout: 30_000, polling: 500 });
+});
+
+test('asking for a person by voice hands over to the staff inbox', async () => {
+  const { server, browser } = await start('handoff', { handoff: true, text: 'can I talk to a person please', before: 3, after: 9 });
+  const page = await openPage(browser, `${server.url}/demo/agent.html?identity=ana&voice=1`);
+  await page.waitForFunction(() => document.querySelector('#agent-state')?.dataset.state === 'handoff', null, { timeout: 60_000 });
+  // The agent says so, in a caption labelled as the AI's.
+  await page.waitForFunction(() => [...document.querySelectorAll('#captions li.ai .text')].some((t) => t.textContent.includes('member of our team')), null, { timeout: 30_000 });
+  // Staff find it in their inbox, with what the shopper asked.
+  const staff = await openPage(browser, `${server.url}/demo/agent.html?view=staff&identity=sam`);
+  await staff.waitForSelector('#conversations li .standing.handoff', { timeout: 30_000 });
+  await staff.click('#conversations li');
+  const summary = await staff.textContent('#handoff-summary');
+  assert.match(summary, /Last asked: \S+/, summary);
 });

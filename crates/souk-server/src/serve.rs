@@ -399,8 +399,48 @@ fn start_agents(
         voice_shops,
         cancel.clone(),
     ));
+    rooms.set_on_handoff(handoff_to_inbox(chat.clone()));
     let chat_agent = ChatAgent::spawn(chat, llm, agent.vision, shops, cancel);
     Ok((chat_agent, rooms))
+}
+
+/// A spoken conversation handed over lands in the shop's chat inbox, in the shopper's
+/// conversation with the shop, as a handoff staff can act on.
+fn handoff_to_inbox(chat: Arc<Chat>) -> souk_agent::voice::room::OnHandoff {
+    Arc::new(move |handoff| {
+        let chat = chat.clone();
+        tokio::spawn(async move {
+            let shop = format!("shop:{}", handoff.shop);
+            let shopper = souk_chat::Caller::new(&handoff.shopper, &[], 0);
+            let posted = async {
+                let conversation = chat
+                    .open_direct(&shopper, &shop, None)
+                    .await?
+                    .conversation
+                    .id;
+                let body = serde_json::json!({
+                    "text": format!("Handed over from a voice call in room {}. {}", handoff.room, handoff.summary),
+                    "agent": "handoff",
+                    "reason": "voice call",
+                    "summary": handoff.summary,
+                    "room": handoff.room,
+                });
+                chat.post_as_agent(
+                    &conversation,
+                    &shop,
+                    souk_proto::chat::EventKind::System,
+                    body,
+                )
+                .await
+            };
+            if let Err(e) = posted.await {
+                warn!(
+                    "the voice handoff did not reach the shop's inbox: {}",
+                    e.message
+                );
+            }
+        });
+    })
 }
 
 async fn shutdown_signal(cancel: CancellationToken) {

@@ -37,6 +37,18 @@ pub type MintToken = Box<dyn Fn(&str, &str) -> Result<String, String> + Send + S
 pub type LoadStt = Box<dyn Fn() -> Result<Arc<dyn Stt>, String> + Send + Sync>;
 pub type LoadTts = Box<dyn Fn() -> Result<Arc<dyn Tts>, String> + Send + Sync>;
 
+/// What staff must know when a spoken conversation is handed over to them.
+#[derive(Debug, Clone)]
+pub struct VoiceHandoff {
+    pub room: String,
+    pub shop: String,
+    pub shopper: String,
+    pub summary: String,
+}
+
+/// Delivers a handoff to the shop's staff (the server posts it to their chat inbox).
+pub type OnHandoff = Arc<dyn Fn(VoiceHandoff) + Send + Sync>;
+
 /// A shop the agent can speak for.
 pub struct VoiceShop {
     pub name: String,
@@ -57,6 +69,7 @@ pub struct RoomAgents {
     shops: HashMap<String, VoiceShop>,
     running: Mutex<HashMap<String, CancellationToken>>,
     shutdown: CancellationToken,
+    on_handoff: OnceLock<OnHandoff>,
     pub stats: Arc<VoiceStats>,
 }
 
@@ -80,6 +93,7 @@ impl RoomAgents {
             shops,
             running: Mutex::default(),
             shutdown,
+            on_handoff: OnceLock::new(),
             stats: Arc::default(),
         }
     }
@@ -87,6 +101,11 @@ impl RoomAgents {
     /// Where agents connect: the server's own HTTP address.
     pub fn set_url(&self, url: String) {
         let _ = self.url.set(url);
+    }
+
+    /// Who hears of handoffs.
+    pub fn set_on_handoff(&self, on_handoff: OnHandoff) {
+        let _ = self.on_handoff.set(on_handoff);
     }
 
     /// Whether an agent is in `room`.
@@ -158,11 +177,17 @@ impl RoomAgents {
             agent: Arc::new(agent),
             pinned_language: voice_shop.pinned_language.clone(),
         };
-        let (agents, room) = (self.clone(), room.to_owned());
+        let (agents, room, shop) = (self.clone(), room.to_owned(), shop.to_owned());
         tokio::spawn(async move {
-            if let Err(e) =
-                join_and_talk(&url, &token, &identity, stages, agents.stats.clone(), stop).await
-            {
+            let handoff = agents.on_handoff.get().cloned();
+            let job = Job {
+                url: &url,
+                token: &token,
+                identity: &identity,
+                room: &room,
+                shop: &shop,
+            };
+            if let Err(e) = join_and_talk(job, stages, agents.stats.clone(), handoff, stop).await {
                 tracing::warn!(room, "the AI agent stopped: {e}");
             }
             agents.running.lock().expect("running lock").remove(&room);
@@ -185,14 +210,29 @@ impl RoomAgents {
 /// How long to wait for the room's answers while joining.
 const JOIN_WAIT: Duration = Duration::from_secs(20);
 
+/// Where an agent goes and for whom.
+struct Job<'a> {
+    url: &'a str,
+    token: &'a str,
+    identity: &'a str,
+    room: &'a str,
+    shop: &'a str,
+}
+
 async fn join_and_talk(
-    url: &str,
-    token: &str,
-    identity: &str,
+    job: Job<'_>,
     stages: VoiceStages,
     stats: Arc<VoiceStats>,
+    on_handoff: Option<OnHandoff>,
     stop: CancellationToken,
 ) -> Result<(), souk_client::ClientError> {
+    let Job {
+        url,
+        token,
+        identity,
+        room,
+        shop,
+    } = job;
     let (audio_tx, mut audio_rx) = mpsc::channel::<ReceivedAudio>(256);
     let options = ClientOptions {
         audio_in: Some(audio_tx),
@@ -203,8 +243,21 @@ async fn join_and_talk(
     client.publish_audio(feed.clone()).await?;
     let (announce, mut announced) = mpsc::unbounded_channel::<AgentEvent>();
     let sender = client.clone();
+    // The shopper is known once they speak; a handoff names them.
+    let shopper_known: Arc<OnceLock<String>> = Arc::default();
+    let handoff_to = (shopper_known.clone(), room.to_owned(), shop.to_owned());
     let forwarder = tokio::spawn(async move {
         while let Some(event) = announced.recv().await {
+            if let (AgentEvent::Status(s), Some(on_handoff)) = (&event, &on_handoff) {
+                if s.state == "handoff" {
+                    on_handoff(VoiceHandoff {
+                        room: handoff_to.1.clone(),
+                        shop: handoff_to.2.clone(),
+                        shopper: handoff_to.0.get().cloned().unwrap_or_default(),
+                        summary: s.message.clone().unwrap_or_default(),
+                    });
+                }
+            }
             let msg = ClientMessage::AgentEvent(AgentEventRequest { req: None, event });
             if sender.send(msg).await.is_err() {
                 return;
@@ -237,6 +290,7 @@ async fn join_and_talk(
     };
     let shopper_sid = first.participant_sid.clone();
     let shopper = identity_of(&client, &shopper_sid).unwrap_or_else(|| shopper_sid.clone());
+    let _ = shopper_known.set(shopper.clone());
     let (shopper_tx, shopper_rx) = mpsc::channel(256);
     let _ = shopper_tx.try_send(first);
     tokio::spawn(async move {
