@@ -18,6 +18,8 @@ pub mod language;
 pub mod llm;
 pub mod llm_stream;
 pub mod shop;
+#[cfg(test)]
+mod test_http;
 pub mod text;
 pub mod turn;
 pub mod voice;

@@ -298,52 +298,7 @@ async fn stream_reply(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    use tokio::net::TcpListener;
-
-    /// A model server on a local port that answers one request with `response` (raw
-    /// HTTP), or with nothing at all when it is `None`; it hands back the request it read
-    /// and whether the client hung up afterwards.
-    async fn model_server(
-        response: Option<String>,
-    ) -> (String, tokio::task::JoinHandle<(String, bool)>) {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}/v1", listener.local_addr().unwrap());
-        let task = tokio::spawn(async move {
-            let (mut socket, _) = listener.accept().await.unwrap();
-            let mut request = Vec::new();
-            let mut buf = [0u8; 4096];
-            // Headers, then the body its Content-Length announces.
-            loop {
-                let n = socket.read(&mut buf).await.unwrap();
-                request.extend_from_slice(&buf[..n]);
-                let text = String::from_utf8_lossy(&request).to_string();
-                if let Some(end) = text.find("\r\n\r\n") {
-                    let length: usize = text
-                        .lines()
-                        .find_map(|l| {
-                            l.to_lowercase()
-                                .strip_prefix("content-length:")
-                                .map(|v| v.trim().parse().unwrap())
-                        })
-                        .unwrap_or(0);
-                    if request.len() >= end + 4 + length {
-                        break;
-                    }
-                }
-            }
-            if let Some(response) = response {
-                socket.write_all(response.as_bytes()).await.unwrap();
-            }
-            // Whether the client hangs up (a cancelled reply) before 10 s pass.
-            let hung_up = matches!(
-                tokio::time::timeout(Duration::from_secs(10), socket.read(&mut buf)).await,
-                Ok(Ok(0)) | Ok(Err(_))
-            );
-            (String::from_utf8_lossy(&request).to_string(), hung_up)
-        });
-        (base, task)
-    }
+    use crate::test_http::{closed_base, response, serve_one};
 
     fn client(base: String, timeout_ms: u64) -> OpenAiLlm {
         let t = Duration::from_millis(timeout_ms);
@@ -383,18 +338,19 @@ mod tests {
             "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"lo\"},\"finish_reason\":\"stop\"}]}\n\n",
             "data: [DONE]\n\n",
         );
-        let (base, server) = model_server(Some(format!(
-            "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncontent-length: {}\r\n\r\n{sse}",
-            sse.len()
+        let server = serve_one(Some(response(
+            "200 OK",
+            "text/event-stream",
+            sse.as_bytes(),
         )))
         .await;
-        let reply = client(base, 5000).start(request());
+        let reply = client(server.base, 5000).start(request());
         assert_eq!(reply.generation, 7);
         let events: Vec<StreamEvent> = drain(reply).await.into_iter().map(Result::unwrap).collect();
         assert_eq!(events[0], StreamEvent::Text("Hel".into()));
         assert_eq!(events[1], StreamEvent::Text("lo".into()));
         assert_eq!(events.last(), Some(&StreamEvent::Done));
-        let (request, _) = server.await.unwrap();
+        let request = String::from_utf8(server.request.await.unwrap()).unwrap();
         assert!(request.starts_with("POST /v1/chat/completions"));
         assert!(request
             .to_lowercase()
@@ -404,26 +360,24 @@ mod tests {
 
     #[tokio::test]
     async fn a_server_that_is_down_slow_or_failing_is_a_clear_error() {
-        let closed = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}/v1", closed.local_addr().unwrap());
-        drop(closed);
-        let down = drain(client(base, 2000).start(request())).await;
+        let down = drain(client(closed_base().await, 2000).start(request())).await;
         assert!(
             matches!(&down[..], [Err(LlmError::Unreachable(_))]),
             "{down:?}"
         );
 
-        let (base, _server) = model_server(None).await;
-        let slow = drain(client(base, 300).start(request())).await;
+        let silent = serve_one(None).await;
+        let slow = drain(client(silent.base, 300).start(request())).await;
         assert!(matches!(&slow[..], [Err(LlmError::Timeout(_))]), "{slow:?}");
 
         let body = r#"{"error":{"message":"model not found"}}"#;
-        let (base, _server) = model_server(Some(format!(
-            "HTTP/1.1 404 Not Found\r\ncontent-length: {}\r\n\r\n{body}",
-            body.len()
+        let server = serve_one(Some(response(
+            "404 Not Found",
+            "application/json",
+            body.as_bytes(),
         )))
         .await;
-        let failing = drain(client(base, 2000).start(request())).await;
+        let failing = drain(client(server.base, 2000).start(request())).await;
         match &failing[..] {
             [Err(e @ LlmError::Status { status: 404, .. })] => {
                 assert!(e.to_string().contains("model not found"));
@@ -437,19 +391,24 @@ mod tests {
     async fn dropping_a_reply_hangs_up_on_the_server() {
         let first = "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hel\"}}]}\n\n";
         // A chunked body that never ends: the model is still writing.
-        let (base, server) = model_server(Some(format!(
-            "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n{:x}\r\n{first}\r\n",
-            first.len()
-        )))
+        let server = serve_one(Some(
+            format!(
+                "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n{:x}\r\n{first}\r\n",
+                first.len()
+            )
+            .into_bytes(),
+        ))
         .await;
-        let mut reply = client(base, 5000).start(request());
+        let mut reply = client(server.base, 5000).start(request());
         assert_eq!(
             reply.next().await,
             Some(Ok(StreamEvent::Text("Hel".into())))
         );
         drop(reply);
-        let (_, hung_up) = server.await.unwrap();
-        assert!(hung_up, "the request was not cancelled");
+        assert!(
+            server.hung_up.await.unwrap(),
+            "the request was not cancelled"
+        );
     }
 
     #[test]

@@ -2,6 +2,8 @@
 //! synthesis, each behind a trait so providers can be swapped.
 
 pub mod audio;
+#[cfg(test)]
+mod conformance;
 pub mod room;
 pub mod session;
 pub mod stt;
