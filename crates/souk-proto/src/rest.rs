@@ -23,6 +23,23 @@ pub struct CreateRoom {
     pub empty_timeout_s: Option<u32>,
     #[serde(default)]
     pub metadata: Option<String>,
+    /// The AI agent this room asks for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<RoomAgent>,
+}
+
+/// A room's AI agent: which shop it speaks for, and when it joins.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoomAgent {
+    pub shop: String,
+    /// `always`: when the first shopper joins; `no_staff` (default): when a shopper joins
+    /// and no member of staff is in the room.
+    #[serde(default = "no_staff")]
+    pub when: String,
+}
+
+fn no_staff() -> String {
+    "no_staff".into()
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

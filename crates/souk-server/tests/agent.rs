@@ -394,3 +394,56 @@ async fn a_room_that_asks_for_the_voice_agent_hears_why_it_cannot_come() {
         .unwrap();
     assert_eq!(unauthenticated.status(), 401);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_room_configured_for_the_agent_gets_it_when_a_shopper_joins() {
+    use souk_proto::signal::ServerMessage;
+    use souk_proto::token::Role;
+    let model = scripted_model().await;
+    let server = start_server(Some(&model), "staff_offline");
+    let create = |body: Value| {
+        reqwest::Client::new()
+            .post(format!("{}/api/v1/rooms", server.url))
+            .basic_auth(KEY, Some(SECRET))
+            .json(&body)
+            .send()
+    };
+    for (body, code) in [
+        (
+            json!({"name": "bad-1", "agent": {"shop": "acme", "when": "sometimes"}}),
+            "invalid_request",
+        ),
+        (
+            json!({"name": "bad-2", "agent": {"shop": "nowhere"}}),
+            "invalid_request",
+        ),
+    ] {
+        let refused = create(body).await.unwrap();
+        assert_eq!(refused.status(), 400);
+        assert_eq!(refused.json::<Value>().await.unwrap()["code"], code);
+    }
+    let created = create(json!({"name": "consult-7", "agent": {"shop": "acme"}}))
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+    // No staff in the room: the shopper's arrival brings the agent.
+    let shopper = server.bot("consult-7", "layla", "shopper").await;
+    shopper
+        .wait_for("the agent to join", common::WAIT, |s| {
+            s.messages.iter().any(|m| {
+                matches!(m, ServerMessage::ParticipantJoined(p) if p.participant.role == Role::Agent)
+            })
+        })
+        .await
+        .unwrap();
+    // A member of staff joins: the agent hands over and leaves.
+    let _staff = server.bot("consult-7", "sam", "staff").await;
+    shopper
+        .wait_for("the agent to leave", common::WAIT, |s| {
+            s.messages.iter().any(
+                |m| matches!(m, ServerMessage::ParticipantLeft(p) if p.identity == "agent-acme"),
+            )
+        })
+        .await
+        .unwrap();
+}

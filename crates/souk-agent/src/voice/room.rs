@@ -68,6 +68,8 @@ pub struct RoomAgents {
     tts: OnceLock<Result<Arc<dyn Tts>, String>>,
     shops: HashMap<String, VoiceShop>,
     running: Mutex<HashMap<String, CancellationToken>>,
+    /// Rooms whose configuration asks for an agent: room -> (shop, even with staff in).
+    configured: Mutex<HashMap<String, (String, bool)>>,
     shutdown: CancellationToken,
     on_handoff: OnceLock<OnHandoff>,
     pub stats: Arc<VoiceStats>,
@@ -92,6 +94,7 @@ impl RoomAgents {
             tts: OnceLock::new(),
             shops,
             running: Mutex::default(),
+            configured: Mutex::default(),
             shutdown,
             on_handoff: OnceLock::new(),
             stats: Arc::default(),
@@ -106,6 +109,40 @@ impl RoomAgents {
     /// Who hears of handoffs.
     pub fn set_on_handoff(&self, on_handoff: OnHandoff) {
         let _ = self.on_handoff.set(on_handoff);
+    }
+
+    /// Remembers that `room` wants the agent of `shop` when a shopper joins (`always`: even
+    /// with staff in the room).
+    pub fn configure(&self, room: &str, shop: &str, always: bool) -> Result<(), ProtoError> {
+        if !self.shops.contains_key(shop) {
+            return Err(ProtoError::new(
+                ErrorCode::InvalidRequest,
+                format!("no shop '{shop}' is configured for the AI agent ([[agent.shops]])"),
+            ));
+        }
+        self.configured
+            .lock()
+            .expect("configured lock")
+            .insert(room.to_owned(), (shop.to_owned(), always));
+        Ok(())
+    }
+
+    /// The agent `room` asks for, if any: (shop, even with staff in).
+    pub fn configured(&self, room: &str) -> Option<(String, bool)> {
+        self.configured
+            .lock()
+            .expect("configured lock")
+            .get(room)
+            .cloned()
+    }
+
+    /// The room is gone: its agent leaves and its configuration is dropped.
+    pub fn forget(&self, room: &str) {
+        self.configured
+            .lock()
+            .expect("configured lock")
+            .remove(room);
+        self.stop(room);
     }
 
     /// Whether an agent is in `room`.
@@ -277,16 +314,23 @@ async fn join_and_talk(
         "the AI agent joined and is waiting for the shopper to speak",
     ));
 
+    // From now on, a member of staff joining (or the shopper leaving) ends the job.
+    let watch = watch_room(client.clone(), shopper_known.clone());
+    tokio::pin!(watch);
     // The shopper is whoever speaks first; the agent listens to them only.
     let first = tokio::select! {
-        _ = stop.cancelled() => None,
-        frame = audio_rx.recv() => frame,
+        _ = stop.cancelled() => Err("the AI agent was stopped"),
+        why = &mut watch => Err(why),
+        frame = audio_rx.recv() => frame.ok_or("the connection to the room closed"),
     };
-    let Some(first) = first else {
-        let _ = announce.send(status("left", "the AI agent was stopped"));
-        drop(announce);
-        leave(client, forwarder).await;
-        return Ok(());
+    let first = match first {
+        Ok(first) => first,
+        Err(why) => {
+            let _ = announce.send(status("left", why));
+            drop(announce);
+            leave(client, forwarder).await;
+            return Ok(());
+        }
     };
     let shopper_sid = first.participant_sid.clone();
     let shopper = identity_of(&client, &shopper_sid).unwrap_or_else(|| shopper_sid.clone());
@@ -306,11 +350,10 @@ async fn join_and_talk(
         announce: announce.clone(),
     };
     let session = VoiceSession::new(identity, &shopper, stages, io, TurnConfig::default(), stats);
-    let watch = watch_room(client.clone(), shopper.clone());
     let session_stop = stop.child_token();
     let ended = tokio::select! {
         _ = session.run(session_stop.clone()) => "the shopper's audio ended",
-        why = watch => why,
+        why = &mut watch => why,
         _ = stop.cancelled() => "the AI agent was stopped",
     };
     session_stop.cancel();
@@ -320,8 +363,9 @@ async fn join_and_talk(
     Ok(())
 }
 
-/// Waits until a person takes over (a member of staff joins) or the shopper leaves.
-async fn watch_room(client: Arc<Client>, shopper: String) -> &'static str {
+/// Waits until a person takes over (a member of staff joins) or the shopper (once known)
+/// leaves.
+async fn watch_room(client: Arc<Client>, shopper: Arc<OnceLock<String>>) -> &'static str {
     let mut seen = 0;
     loop {
         let stats = match client
@@ -331,6 +375,7 @@ async fn watch_room(client: Arc<Client>, shopper: String) -> &'static str {
             .await
         {
             Ok(stats) => stats,
+            Err(souk_client::ClientError::Timeout(_)) => continue,
             Err(_) => return "the connection to the room closed",
         };
         if stats.ended {
@@ -341,7 +386,7 @@ async fn watch_room(client: Arc<Client>, shopper: String) -> &'static str {
                 ServerMessage::ParticipantJoined(p) if p.participant.role == Role::Staff => {
                     return "a member of staff joined; the AI agent hands over";
                 }
-                ServerMessage::ParticipantLeft(p) if p.identity == shopper => {
+                ServerMessage::ParticipantLeft(p) if shopper.get() == Some(&p.identity) => {
                     return "the shopper left";
                 }
                 _ => {}

@@ -60,10 +60,27 @@ pub async fn create(
 ) -> Result<(StatusCode, Json<RoomInfo>), ApiError> {
     authorize(&state, &headers)?;
     let Json(req) = body.map_err(|e| ProtoError::new(ErrorCode::InvalidRequest, e.body_text()))?;
+    let agent = req.agent.clone();
+    let always = match agent.as_ref().map(|a| a.when.as_str()) {
+        None | Some("no_staff") => false,
+        Some("always") => true,
+        Some(other) => {
+            return Err(ProtoError::new(
+                ErrorCode::InvalidRequest,
+                format!("agent.when is 'always' or 'no_staff', not '{other}'"),
+            )
+            .into())
+        }
+    };
     let room = state
         .media
         .call(move |sfu, now| sfu.create_room(now, req))
         .await??;
+    if let Some(agent) = agent {
+        state
+            .room_agents
+            .configure(&room.name, &agent.shop, always)?;
+    }
     Ok((StatusCode::CREATED, Json(room)))
 }
 
@@ -73,6 +90,7 @@ pub async fn delete(
     Path(room): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     authorize(&state, &headers)?;
+    state.room_agents.forget(&room);
     state
         .media
         .call(move |sfu, now| sfu.delete_room(now, &room))
@@ -177,5 +195,36 @@ pub async fn agent_leave(
             format!("no AI agent is in room '{room}'"),
         )
         .into())
+    }
+}
+
+/// A shopper joined: a room whose configuration asks for the agent gets it, unless it
+/// waits for staff-free rooms and a member of staff is in.
+pub(super) async fn agent_on_join(state: &super::State, room: &str) {
+    let Some((shop, always)) = state.room_agents.configured(room) else {
+        return;
+    };
+    if state.room_agents.running(room) {
+        return;
+    }
+    if !always {
+        let name = room.to_owned();
+        let staff_in = state
+            .media
+            .call(move |sfu, _| sfu.list_participants(&name))
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .is_some_and(|people| {
+                people
+                    .iter()
+                    .any(|p| p.role == souk_proto::token::Role::Staff)
+            });
+        if staff_in {
+            return;
+        }
+    }
+    if let Err(e) = start_agent(state, room, &shop).await {
+        tracing::warn!(room, "the room's AI agent could not start: {}", e.message);
     }
 }

@@ -140,6 +140,10 @@ async fn session(mut socket: WebSocket, state: super::State, addr: SocketAddr) {
         Ok(id) => id,
         Err(err) => return fail(socket, join.req, err).await,
     };
+    if join.resume.is_none() && claims.role == souk_proto::token::Role::Shopper {
+        let (state, room) = (state.clone(), claims.room.clone());
+        tokio::spawn(async move { super::rooms::agent_on_join(&state, &room).await });
+    }
     tracing::debug!(%addr, ?id, "signalling session started");
     let ended_by_server = relay(&mut socket, &state, id, &claims, rx).await;
     if !ended_by_server {
