@@ -613,14 +613,25 @@ mod tests {
         }
     }
 
-    /// Answers every request with `answer` after a 200 ms time to first token.
+    /// Answers every request with `answer` after a 200 ms time to first token; with
+    /// [`DOWN`], the model server is unreachable.
     struct ScriptedLlm(&'static str);
+
+    const DOWN: &str = "";
 
     impl Llm for ScriptedLlm {
         fn start(&self, request: LlmRequest) -> Reply {
             let answer = self.0;
             Reply::spawn(request.generation, move |tx| async move {
                 tokio::time::sleep(Duration::from_millis(200)).await;
+                if answer == DOWN {
+                    let _ = tx
+                        .send(Err(crate::llm::LlmError::Unreachable(
+                            "connection refused".into(),
+                        )))
+                        .await;
+                    return;
+                }
                 for word in answer.split_inclusive(' ') {
                     let _ = tx.send(Ok(StreamEvent::Text(word.into()))).await;
                 }
@@ -885,5 +896,36 @@ mod tests {
             "kept '{}'",
             agent.text
         );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_model_that_is_down_is_apologised_for_aloud_and_reported() {
+        let mut rig = Rig::start(vec!["where is my order"], DOWN);
+        let question = [
+            silence(500),
+            speech("where is my order").await,
+            silence(1500),
+        ]
+        .concat();
+        rig.say(&question).await;
+        let error = rig
+            .wait_for(
+                "the error status",
+                |e| matches!(e, AgentEvent::Status(s) if s.state == "error"),
+            )
+            .await;
+        let AgentEvent::Status(status) = error else {
+            unreachable!()
+        };
+        assert_eq!(status.code.as_deref(), Some("llm_unreachable"));
+        let sorry = rig
+            .wait_for("the spoken apology", |e| {
+                caption_by(e, "agent").is_some_and(|c| c.text.contains("unavailable"))
+            })
+            .await;
+        assert!(Notice::Unavailable
+            .text("en")
+            .starts_with(&caption_by(&sorry, "agent").unwrap().text));
+        rig.finish().await;
     }
 }
