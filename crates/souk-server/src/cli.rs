@@ -28,6 +28,25 @@ enum Command {
     Serve(ServeArgs),
     /// Print an access token for a room.
     Token(TokenArgs),
+    /// Run voice agents for a Souk server as a separate worker (add workers to scale).
+    Agent(AgentArgs),
+}
+
+#[derive(Args)]
+pub struct AgentArgs {
+    /// The server's HTTP address, e.g. https://souk.example.com.
+    #[arg(long)]
+    pub server: String,
+    #[arg(long, env = "SOUK_API_KEY")]
+    pub api_key: String,
+    #[arg(long, env = "SOUK_API_SECRET")]
+    pub api_secret: String,
+    /// A configuration file with the [agent] section: model, speech stages and shops.
+    #[arg(long)]
+    pub config: PathBuf,
+    /// Rooms this worker takes at once.
+    #[arg(long, default_value_t = 4)]
+    pub capacity: usize,
 }
 
 #[derive(Args)]
@@ -113,6 +132,7 @@ impl Cli {
                 let config = ServerConfig::from_args(&args)?;
                 crate::serve::run(config)
             }
+            Command::Agent(args) => crate::agent_worker::run(args),
             Command::Token(args) => {
                 let keys = if args.dev {
                     config::dev_keys()

@@ -239,7 +239,7 @@ pub struct AgentShopConfig {
 }
 
 impl AgentConfig {
-    fn from_file(file: &AgentFileConfig, dev: bool) -> anyhow::Result<AgentConfig> {
+    pub fn from_file(file: &AgentFileConfig, dev: bool) -> anyhow::Result<AgentConfig> {
         use souk_agent::chat_agent::AnswerWhen;
         for (what, endpoint) in [
             ("agent.llm", &file.llm),

@@ -1,5 +1,7 @@
 //! `souk`: the Souk server and its companion commands.
 
+mod agent_worker;
+mod agents;
 mod auth;
 mod cli;
 mod config;

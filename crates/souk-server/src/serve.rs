@@ -14,12 +14,10 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
-use souk_agent::chat_agent::{ChatAgent, ShopAgent};
-use souk_agent::llm::{Llm, LlmTimeouts, OpenAiLlm};
-use souk_agent::shop::Shop;
-use souk_agent::voice::room::{LoadStt, LoadTts, MintToken, RoomAgents, VoiceShop};
-use souk_agent::voice::stt::{OpenAiStt, PocketSphinx, Stt};
-use souk_agent::voice::tts::{EspeakTts, OpenAiTts, Tts};
+use souk_agent::chat_agent::ChatAgent;
+use souk_agent::voice::room::{MintToken, RoomAgents};
+
+use crate::agents;
 use souk_chat::moderation::Blocklist;
 use souk_chat::translate::{OpenAiTranslator, Translator};
 use souk_chat::{Chat, ChatSettings, ChatStore};
@@ -34,6 +32,12 @@ use crate::ratelimit::KeyedLimiter;
 use crate::webhook;
 
 pub fn run(config: ServerConfig) -> anyhow::Result<()> {
+    runtime()?.block_on(serve(config))
+}
+
+/// Logging, the process-wide crypto providers and the async runtime, for `souk serve`
+/// and `souk agent` alike.
+pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -46,11 +50,10 @@ pub fn run(config: ServerConfig) -> anyhow::Result<()> {
     // guess and would panic at the first handshake.
     str0m::crypto::from_feature_flags().install_process_default();
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-        .context("starting the async runtime")?;
-    runtime.block_on(serve(config))
+        .context("starting the async runtime")
 }
 
 /// The addresses to advertise in ICE candidates.
@@ -305,73 +308,17 @@ async fn open_chat(
     )))
 }
 
-/// The AI agent: in shop chat, and by voice in rooms. Each shop's data is loaded now so
-/// a bad file stops the start rather than the first conversation; the speech stages load
-/// when a voice agent first needs them.
+/// The AI agent: in shop chat, and by voice in rooms (here, or on agent workers).
 fn start_agents(
     config: &ServerConfig,
     chat: Arc<Chat>,
     cancel: CancellationToken,
 ) -> anyhow::Result<(Arc<ChatAgent>, Arc<RoomAgents>)> {
-    let mut shops = Vec::new();
-    for shop in &config.agent.shops {
-        let data = match &shop.data {
-            Some(path) => Shop::load(path).map_err(anyhow::Error::msg)?,
-            None => Shop::parse(souk_agent::shop::DEMO_SHOP).map_err(anyhow::Error::msg)?,
-        };
-        shops.push(ShopAgent {
-            id: shop.id.clone(),
-            name: shop.name.clone(),
-            shop: Arc::new(data),
-            pinned_language: shop.language.clone(),
-            answer: shop.answer,
-        });
-    }
-    let agent = &config.agent;
-    let llm = agent.llm.clone().map(|endpoint| {
-        let timeouts = LlmTimeouts {
-            first_byte: agent.llm_timeout,
-            idle: agent.llm_timeout,
-        };
-        Arc::new(OpenAiLlm::new(endpoint, timeouts)) as Arc<dyn Llm>
-    });
+    let shops = agents::load_shops(&config.agent)?;
+    let llm = agents::model(&config.agent);
     if llm.is_none() && !shops.is_empty() {
         info!("the AI agent has no language model ([agent.llm]); conversations and rooms that ask for it are told so");
     }
-    let voice_shops = shops
-        .iter()
-        .map(|s| {
-            let shop = VoiceShop {
-                name: s.name.clone(),
-                shop: s.shop.clone(),
-                pinned_language: s.pinned_language.clone(),
-            };
-            (s.id.clone(), shop)
-        })
-        .collect();
-    let load_stt: LoadStt = match agent.stt.clone() {
-        Some(endpoint) => {
-            Box::new(move || Ok(Arc::new(OpenAiStt::new(endpoint.clone())) as Arc<dyn Stt>))
-        }
-        None => Box::new(|| {
-            PocketSphinx::load()
-                .map(|s| Arc::new(s) as Arc<dyn Stt>)
-                .map_err(|e| e.message)
-        }),
-    };
-    let load_tts: LoadTts = match agent.tts.clone() {
-        Some(endpoint) => {
-            let voices = agent.tts_voices.clone();
-            Box::new(move || {
-                Ok(Arc::new(OpenAiTts::new(endpoint.clone(), voices.clone())) as Arc<dyn Tts>)
-            })
-        }
-        None => Box::new(|| {
-            EspeakTts::check()
-                .map(|t| Arc::new(t) as Arc<dyn Tts>)
-                .map_err(|e| e.message)
-        }),
-    };
     let (api_key, secret) = config
         .keys
         .pick(None)
@@ -391,16 +338,9 @@ fn start_agents(
         crate::auth::sign(&api_key, &secret, &spec, crate::auth::unix_now())
             .map_err(|e| e.to_string())
     });
-    let rooms = Arc::new(RoomAgents::new(
-        mint,
-        llm.clone(),
-        load_stt,
-        load_tts,
-        voice_shops,
-        cancel.clone(),
-    ));
+    let rooms = agents::room_agents(&config.agent, &shops, llm.clone(), mint, cancel.clone());
     rooms.set_on_handoff(handoff_to_inbox(chat.clone()));
-    let chat_agent = ChatAgent::spawn(chat, llm, agent.vision, shops, cancel);
+    let chat_agent = ChatAgent::spawn(chat, llm, config.agent.vision, shops, cancel);
     Ok((chat_agent, rooms))
 }
 

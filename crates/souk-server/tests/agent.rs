@@ -447,3 +447,102 @@ async fn a_room_configured_for_the_agent_gets_it_when_a_shopper_joins() {
         .await
         .unwrap();
 }
+
+/// A `souk agent` worker process, killed on drop.
+struct Worker(std::process::Child);
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_worker_takes_the_rooms_jobs_with_its_own_model() {
+    use souk_proto::signal::ServerMessage;
+    use souk_proto::token::Role;
+    // The server has no model: only the worker can run the agent.
+    let server = start_server(None, "staff_offline");
+    let model = scripted_model().await;
+    let dir = std::env::temp_dir().join(format!("souk-agent-worker-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let data = dir.join("shop.json");
+    std::fs::write(&data, SHOP).unwrap();
+    let config = dir.join("worker.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[agent.llm]\nbase_url = \"{model}\"\nmodel = \"scripted\"\n[[agent.shops]]\nid = \"acme\"\ndata = \"{}\"\n",
+            data.display()
+        ),
+    )
+    .unwrap();
+    let _worker = Worker(
+        std::process::Command::new(env!("CARGO_BIN_EXE_souk"))
+            .args([
+                "agent",
+                "--server",
+                &server.url,
+                "--api-key",
+                KEY,
+                "--api-secret",
+                SECRET,
+                "--capacity",
+                "2",
+            ])
+            .arg("--config")
+            .arg(&config)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("souk agent starts"),
+    );
+    let shopper = server.bot("consult-w", "layla", "shopper").await;
+    // Until the worker has registered, the server tries to run the agent itself and has
+    // no model; once it has, the job goes to the worker.
+    let ask = || async {
+        reqwest::Client::new()
+            .post(format!("{}/api/v1/rooms/consult-w/agent", server.url))
+            .basic_auth(KEY, Some(SECRET))
+            .json(&json!({ "shop": "acme" }))
+            .send()
+            .await
+            .unwrap()
+            .status()
+    };
+    let deadline = std::time::Instant::now() + common::WAIT;
+    while ask().await != 204 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the worker never took the job"
+        );
+        // Polled: the worker registers in its own time.
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    shopper
+        .wait_for("the worker's agent to join", common::WAIT, |s| {
+            s.messages.iter().any(|m| {
+                matches!(m, ServerMessage::ParticipantJoined(p) if p.participant.role == Role::Agent)
+            })
+        })
+        .await
+        .unwrap();
+    // Sent away through the server, the worker's agent leaves.
+    let left = reqwest::Client::new()
+        .delete(format!("{}/api/v1/rooms/consult-w/agent", server.url))
+        .basic_auth(KEY, Some(SECRET))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(left.status(), 204);
+    shopper
+        .wait_for("the agent to leave", common::WAIT, |s| {
+            s.messages.iter().any(
+                |m| matches!(m, ServerMessage::ParticipantLeft(p) if p.identity == "agent-acme"),
+            )
+        })
+        .await
+        .unwrap();
+    let _ = std::fs::remove_dir_all(dir);
+}

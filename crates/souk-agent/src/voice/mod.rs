@@ -4,6 +4,7 @@
 pub mod audio;
 #[cfg(test)]
 mod conformance;
+pub mod pool;
 pub mod room;
 pub mod session;
 pub mod stt;

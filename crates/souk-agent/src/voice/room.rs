@@ -20,6 +20,7 @@ use souk_proto::{ErrorCode, ProtoError};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use super::pool::{ToWorker, WorkerPool};
 use super::session::{VoiceIo, VoiceSession, VoiceStages};
 use super::stt::Stt;
 use super::telemetry::VoiceStats;
@@ -72,6 +73,8 @@ pub struct RoomAgents {
     configured: Mutex<HashMap<String, (String, bool)>>,
     shutdown: CancellationToken,
     on_handoff: OnceLock<OnHandoff>,
+    /// Separate worker processes; the agent runs here when none takes a job.
+    pool: Mutex<WorkerPool>,
     pub stats: Arc<VoiceStats>,
 }
 
@@ -97,6 +100,7 @@ impl RoomAgents {
             configured: Mutex::default(),
             shutdown,
             on_handoff: OnceLock::new(),
+            pool: Mutex::default(),
             stats: Arc::default(),
         }
     }
@@ -145,17 +149,85 @@ impl RoomAgents {
         self.stop(room);
     }
 
-    /// Whether an agent is in `room`.
+    /// Whether an agent is in `room`, here or on a worker.
     pub fn running(&self, room: &str) -> bool {
         self.running
             .lock()
             .expect("running lock")
             .contains_key(room)
+            || self.pool.lock().expect("pool lock").has(room)
     }
 
-    /// Sends an agent speaking for `shop` into `room`. Fails with a reason a person can
-    /// act on when something it needs is missing.
+    /// A worker connected: it serves `shops`, up to `capacity` rooms; jobs go to `send`.
+    pub fn worker_joined(
+        &self,
+        shops: Vec<String>,
+        capacity: usize,
+        send: mpsc::UnboundedSender<ToWorker>,
+    ) -> u64 {
+        self.pool
+            .lock()
+            .expect("pool lock")
+            .add(shops, capacity, send)
+    }
+
+    pub fn worker_done(&self, worker: u64, room: &str) {
+        self.pool.lock().expect("pool lock").done(worker, room);
+    }
+
+    pub fn worker_left(&self, worker: u64) {
+        let rooms = self.pool.lock().expect("pool lock").remove(worker);
+        if !rooms.is_empty() {
+            tracing::warn!(
+                ?rooms,
+                "an agent worker disconnected; its rooms lost their agent"
+            );
+        }
+    }
+
+    /// Sends an agent speaking for `shop` into `room`: to a worker when one takes it,
+    /// else here. Fails with a reason a person can act on when something it needs is
+    /// missing.
     pub async fn start(self: &Arc<Self>, room: &str, shop: &str) -> Result<(), ProtoError> {
+        if !self.shops.contains_key(shop) {
+            return Err(ProtoError::new(
+                ErrorCode::InvalidRequest,
+                format!("no shop '{shop}' is configured for the AI agent"),
+            ));
+        }
+        if self.running(room) {
+            return Ok(());
+        }
+        let url = self.url.get().cloned().ok_or_else(|| {
+            ProtoError::new(
+                ErrorCode::AgentUnavailable,
+                "the server is still starting; retry in a moment",
+            )
+        })?;
+        let identity = format!("agent-{shop}");
+        let token =
+            (self.mint)(room, &identity).map_err(|e| ProtoError::new(ErrorCode::Internal, e))?;
+        if self
+            .pool
+            .lock()
+            .expect("pool lock")
+            .assign(room, shop, &token)
+            .is_some()
+        {
+            return Ok(());
+        }
+        self.run_here(room, shop, &url, &token).await.map(|_| ())
+    }
+
+    /// Runs an agent for `shop` in `room` in this process, joining `url` with `token`;
+    /// the returned handle ends when the agent has left.
+    pub async fn run_here(
+        self: &Arc<Self>,
+        room: &str,
+        shop: &str,
+        url: &str,
+        token: &str,
+    ) -> Result<tokio::task::JoinHandle<()>, ProtoError> {
         let unavailable = |why: String| ProtoError::new(ErrorCode::AgentUnavailable, why);
         let llm = self.llm.clone().ok_or_else(|| {
             unavailable("the AI agent cannot start: no language model is configured on this server ([agent.llm] in its configuration)".into())
@@ -182,17 +254,13 @@ impl RoomAgents {
                 format!("no shop '{shop}' is configured for the AI agent"),
             )
         })?;
-        let url =
-            self.url.get().cloned().ok_or_else(|| {
-                unavailable("the server is still starting; retry in a moment".into())
-            })?;
         let identity = format!("agent-{shop}");
-        let token =
-            (self.mint)(room, &identity).map_err(|e| ProtoError::new(ErrorCode::Internal, e))?;
         let stop = {
             let mut running = self.running.lock().expect("running lock");
-            if running.contains_key(room) {
-                return Ok(());
+            if let Some(existing) = running.get(room) {
+                // Already here: a handle that ends with that agent.
+                let existing = existing.clone();
+                return Ok(tokio::spawn(async move { existing.cancelled().await }));
             }
             let stop = self.shutdown.child_token();
             running.insert(room.to_owned(), stop.clone());
@@ -214,8 +282,14 @@ impl RoomAgents {
             agent: Arc::new(agent),
             pinned_language: voice_shop.pinned_language.clone(),
         };
-        let (agents, room, shop) = (self.clone(), room.to_owned(), shop.to_owned());
-        tokio::spawn(async move {
+        let (agents, room, shop, url, token) = (
+            self.clone(),
+            room.to_owned(),
+            shop.to_owned(),
+            url.to_owned(),
+            token.to_owned(),
+        );
+        Ok(tokio::spawn(async move {
             let handoff = agents.on_handoff.get().cloned();
             let job = Job {
                 url: &url,
@@ -228,12 +302,14 @@ impl RoomAgents {
                 tracing::warn!(room, "the AI agent stopped: {e}");
             }
             agents.running.lock().expect("running lock").remove(&room);
-        });
-        Ok(())
+        }))
     }
 
     /// Tells the agent in `room` to leave; `false` if there was none.
     pub fn stop(&self, room: &str) -> bool {
+        if self.pool.lock().expect("pool lock").stop(room) {
+            return true;
+        }
         match self.running.lock().expect("running lock").remove(room) {
             Some(stop) => {
                 stop.cancel();

@@ -1,5 +1,6 @@
 //! The HTTP surface: health, signalling WebSocket, room-service API, demo pages.
 
+mod agent_workers;
 mod assets;
 mod chat;
 mod chat_api;
@@ -88,6 +89,7 @@ pub fn router(state: State, cors_origins: Option<&[String]>) -> Router {
             "/api/v1/rooms/{room}/agent",
             post(rooms::agent_join).delete(rooms::agent_leave),
         )
+        .route("/api/v1/agent/workers", get(agent_workers::connect))
         .route(
             "/api/v1/rooms/{room}/participants",
             get(rooms::participants),

@@ -1,0 +1,128 @@
+//! `souk agent`: a worker process that runs voice agents for a Souk server.
+//!
+//! It keeps a WebSocket open to the server's `/api/v1/agent/workers` (authenticated with
+//! the API key), registers the shops it serves and its capacity, and runs each job it is
+//! sent: joining the room with the job's token, like the agents inside `souk serve`. It
+//! brings its own model and speech stages (its `[agent]` configuration), so the server
+//! needs none. If the connection drops it reconnects, backing off up to 30 s.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use base64::Engine;
+use futures_util::{SinkExt, StreamExt};
+use souk_agent::voice::pool::{FromWorker, ToWorker};
+use souk_agent::voice::room::{MintToken, RoomAgents};
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::agents;
+use crate::cli::AgentArgs;
+use crate::config::{AgentConfig, FileConfig};
+
+pub fn run(args: AgentArgs) -> anyhow::Result<()> {
+    crate::serve::runtime()?.block_on(work(args))
+}
+
+async fn work(args: AgentArgs) -> anyhow::Result<()> {
+    let file = FileConfig::load(&args.config)?;
+    let config = AgentConfig::from_file(&file.agent, false)?;
+    if config.shops.is_empty() {
+        bail!("the configuration names no [[agent.shops]] for this worker to serve");
+    }
+    let Some(llm) = agents::model(&config) else {
+        bail!("a worker needs a language model: add [agent.llm] to its configuration");
+    };
+    let shops = agents::load_shops(&config)?;
+    let shop_ids: Vec<String> = shops.iter().map(|s| s.id.clone()).collect();
+    // Jobs come with their token: a worker never signs one.
+    let mint: MintToken =
+        Box::new(|_, _| Err("agent workers are sent tokens with their jobs".into()));
+    let cancel = CancellationToken::new();
+    let rooms = agents::room_agents(&config, &shops, Some(llm), mint, cancel.clone());
+    let server = args.server.trim_end_matches('/').to_owned();
+    let mut backoff = Duration::from_secs(1);
+    loop {
+        match serve_jobs(&args, &server, &shop_ids, &rooms).await {
+            Ok(()) => backoff = Duration::from_secs(1),
+            Err(e) => warn!(
+                "agent worker: {e:#}; reconnecting in {} s",
+                backoff.as_secs()
+            ),
+        }
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {
+                cancel.cancel();
+                return Ok(());
+            }
+            _ = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(30));
+    }
+}
+
+/// One connection to the server: register, then run jobs until it closes.
+async fn serve_jobs(
+    args: &AgentArgs,
+    server: &str,
+    shops: &[String],
+    rooms: &Arc<RoomAgents>,
+) -> anyhow::Result<()> {
+    let ws_url = format!("{}/api/v1/agent/workers", server.replacen("http", "ws", 1));
+    let mut request = ws_url
+        .as_str()
+        .into_client_request()
+        .context("the server URL")?;
+    let credentials = base64::engine::general_purpose::STANDARD
+        .encode(format!("{}:{}", args.api_key, args.api_secret));
+    request.headers_mut().insert(
+        "authorization",
+        format!("Basic {credentials}")
+            .parse()
+            .context("the API key")?,
+    );
+    let (socket, _) = tokio_tungstenite::connect_async(request)
+        .await
+        .with_context(|| format!("connecting to {ws_url}"))?;
+    let (mut tx, mut rx) = socket.split();
+    let register = FromWorker::Register {
+        shops: shops.to_vec(),
+        capacity: args.capacity,
+    };
+    tx.send(Message::text(serde_json::to_string(&register)?))
+        .await?;
+    info!(%server, ?shops, capacity = args.capacity, "agent worker registered");
+    let (done_tx, mut done) = mpsc::unbounded_channel::<String>();
+    loop {
+        tokio::select! {
+            Some(room) = done.recv() => {
+                let msg = FromWorker::JobDone { room };
+                tx.send(Message::text(serde_json::to_string(&msg)?)).await?;
+            }
+            msg = rx.next() => match msg {
+                Some(Ok(Message::Text(text))) => match serde_json::from_str::<ToWorker>(&text) {
+                    Ok(ToWorker::Job { room, shop, token }) => {
+                        info!(room, shop, "agent worker: job");
+                        let (rooms, server, done_tx) = (rooms.clone(), server.to_owned(), done_tx.clone());
+                        tokio::spawn(async move {
+                            match rooms.run_here(&room, &shop, &server, &token).await {
+                                Ok(agent) => { let _ = agent.await; }
+                                Err(e) => warn!(room, "agent worker: the job failed: {}", e.message),
+                            }
+                            let _ = done_tx.send(room);
+                        });
+                    }
+                    Ok(ToWorker::Stop { room }) => { rooms.stop(&room); }
+                    Err(e) => warn!("agent worker: an unknown message from the server: {e}"),
+                },
+                Some(Ok(Message::Close(_))) | None => return Ok(()),
+                Some(Ok(_)) => {}
+                Some(Err(e)) => return Err(e.into()),
+            },
+        }
+    }
+}
