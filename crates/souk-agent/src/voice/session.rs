@@ -29,6 +29,8 @@ use crate::turn::{Generation, Input, Message, Output, Role, State, TurnConfig, T
 
 /// Audio kept from before speech was detected, so the recogniser hears the first word.
 const PREROLL: usize = RATE as usize * 3 / 10;
+/// How long what the agent said can come back as echo (speech plus a room's delay).
+const ECHO_WINDOW: Duration = Duration::from_secs(8);
 /// How often playout progress is read back.
 const PROGRESS_EVERY: Duration = Duration::from_millis(20);
 
@@ -137,6 +139,8 @@ pub struct VoiceSession {
     turns: Vec<TurnTimes>,
     /// Messages of the context already looked at for interruptions.
     context_seen: usize,
+    /// Sentences the agent began saying lately, to recognise its own echo.
+    spoken: VecDeque<(Instant, String)>,
     stats: Arc<VoiceStats>,
 }
 
@@ -176,6 +180,7 @@ impl VoiceSession {
             stt_final: None,
             turns: Vec::new(),
             context_seen: 0,
+            spoken: VecDeque::new(),
             stats,
         }
     }
@@ -275,6 +280,15 @@ impl VoiceSession {
                 if transcript.text.is_empty() {
                     return;
                 }
+                if self.is_echo(&transcript.text, now) {
+                    // The agent heard itself through the shopper's microphone: that is
+                    // not the shopper taking the turn, so the pause ends as for noise.
+                    tracing::debug!(
+                        heard = transcript.text,
+                        "dropped a transcript of the agent's own voice"
+                    );
+                    return;
+                }
                 if self.stages.pinned_language.is_none() {
                     if let Some(lang) = transcript
                         .lang
@@ -346,6 +360,33 @@ impl VoiceSession {
         }
     }
 
+    /// Whether `heard` is mostly words the agent itself said in the last few seconds: its
+    /// own voice, picked up by a microphone without echo cancellation.
+    fn is_echo(&mut self, heard: &str, now: Instant) -> bool {
+        while self
+            .spoken
+            .front()
+            .is_some_and(|(at, _)| now.duration_since(*at) > ECHO_WINDOW)
+        {
+            self.spoken.pop_front();
+        }
+        let words = |text: &str| -> Vec<String> {
+            text.to_lowercase()
+                .split(|c: char| !c.is_alphanumeric())
+                .filter(|w| !w.is_empty())
+                .map(str::to_owned)
+                .collect()
+        };
+        let said: std::collections::HashSet<String> = self
+            .spoken
+            .iter()
+            .flat_map(|(_, text)| words(text))
+            .collect();
+        let heard = words(heard);
+        let echoed = heard.iter().filter(|w| said.contains(*w)).count();
+        heard.len() >= 2 && echoed * 10 >= heard.len() * 7
+    }
+
     /// Hands the sentences that are next in line to the playout buffer.
     fn queue_ready_sentences(&mut self, generation: Generation) {
         while let Some(pcm) = self.playout.ready.remove(&self.playout.next_segment) {
@@ -389,6 +430,7 @@ impl VoiceSession {
                 }
                 if let Some(text) = self.playout.texts.get(&segment).cloned() {
                     self.caption(&self.identity.clone(), &text, false);
+                    self.spoken.push_back((at, text));
                 }
             }
             let input = if frame + 1 >= length {
@@ -927,5 +969,55 @@ mod tests {
             .text("en")
             .starts_with(&caption_by(&sorry, "agent").unwrap().text));
         rig.finish().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_agents_own_voice_coming_back_does_not_interrupt_it() {
+        let long = "One two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen.";
+        // The second "utterance" is the agent's own words, heard through the microphone.
+        let mut rig = Rig::start(
+            vec!["tell me about the sneakers", "seven eight nine ten"],
+            long,
+        );
+        let question = [
+            silence(500),
+            speech("tell me about the sneakers").await,
+            silence(600),
+        ]
+        .concat();
+        rig.say(&question).await;
+        rig.wait_for(
+            "the agent speaking",
+            |e| matches!(e, AgentEvent::Status(s) if s.state == "speaking"),
+        )
+        .await;
+        rig.say(&silence(300)).await;
+        rig.say(&[speech("seven eight nine ten").await, silence(3500)].concat())
+            .await;
+        // Paused by the sound, it goes on where it stopped, to the end.
+        let state = |name: &'static str| move |e: &AgentEvent| matches!(e, AgentEvent::Status(s) if s.state == name);
+        rig.wait_for("the pause", state("paused")).await;
+        rig.wait_for("speaking again", state("speaking")).await;
+        rig.wait_for("the end of the answer", state("listening"))
+            .await;
+        let record = rig.finish().await;
+        let agent: Vec<&Message> = record
+            .context
+            .iter()
+            .filter(|m| m.role == Role::Agent)
+            .collect();
+        assert_eq!(agent.len(), 1, "{:?}", record.context);
+        assert!(
+            !agent[0].interrupted,
+            "the echo did not count as an interruption"
+        );
+        assert_eq!(agent[0].text, long, "the whole answer was said");
+        assert!(
+            record
+                .context
+                .iter()
+                .all(|m| m.text != "seven eight nine ten"),
+            "the echo is not the shopper's turn"
+        );
     }
 }
