@@ -128,6 +128,22 @@ test('a spoken question gets a spoken answer from the catalogue, with labelled c
   }, null, { timeout: 30_000, polling: 500 });
   const metrics = await (await fetch(`${server.url}/metrics`)).text();
   assert.match(metrics, /souk_agent_voice_stage_seconds_count\{stage="first_audio_sent"\} [1-9]/);
+  // Once it has finished its answer and is sent away, the agent leaves its session's
+  // record: stage times and what was said.
+  await page.waitForFunction(() => document.querySelector('#agent-state')?.dataset.state === 'listening', null, { timeout: 30_000 });
+  const api = (method) => fetch(`${server.url}/api/v1/rooms/consult-layla/agent`, {
+    method, headers: { authorization: `Basic ${Buffer.from('devkey:souk-dev-secret-0123456789abcdef').toString('base64')}` },
+  });
+  assert.equal((await api('DELETE')).status, 204);
+  let record;
+  for (const until = Date.now() + 30_000; !record && Date.now() < until;) {
+    record = (await (await api('GET')).json()).sessions[0];
+    if (!record) await new Promise((r) => setTimeout(r, 250));
+  }
+  assert.ok(record, 'a session record');
+  assert.equal(record.shopper, 'layla');
+  assert.ok(record.turns.length >= 1 && record.turns[0].first_audio_sent_ms > 0, JSON.stringify(record.turns));
+  assert.ok(record.transcript.some((l) => l.speaker === 'agent' && l.text.includes('Canvas sneaker')), JSON.stringify(record.transcript));
 });
 
 test('talking over a long answer stops the agent at the shopper', async () => {

@@ -23,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 use super::pool::{ToWorker, WorkerPool};
 use super::session::{VoiceIo, VoiceSession, VoiceStages};
 use super::stt::Stt;
-use super::telemetry::VoiceStats;
+use super::telemetry::{SessionRecord, TranscriptLine, TurnRecord, VoiceStats};
 use super::tts::Tts;
 use crate::llm::Llm;
 use crate::shop::Shop;
@@ -75,6 +75,8 @@ pub struct RoomAgents {
     on_handoff: OnceLock<OnHandoff>,
     /// Separate worker processes; the agent runs here when none takes a job.
     pool: Mutex<WorkerPool>,
+    /// The last sessions that ran here, for the REST API.
+    records: Mutex<std::collections::VecDeque<SessionRecord>>,
     pub stats: Arc<VoiceStats>,
 }
 
@@ -101,6 +103,7 @@ impl RoomAgents {
             shutdown,
             on_handoff: OnceLock::new(),
             pool: Mutex::default(),
+            records: Mutex::default(),
             stats: Arc::default(),
         }
     }
@@ -298,11 +301,40 @@ impl RoomAgents {
                 room: &room,
                 shop: &shop,
             };
-            if let Err(e) = join_and_talk(job, stages, agents.stats.clone(), handoff, stop).await {
-                tracing::warn!(room, "the AI agent stopped: {e}");
+            match join_and_talk(job, stages, agents.stats.clone(), handoff, stop).await {
+                Ok(Some(record)) => {
+                    tracing::info!(
+                        room,
+                        turns = record.turns.len(),
+                        ended = record.ended,
+                        "AI agent session ended"
+                    );
+                    agents.remember(record);
+                }
+                Ok(None) => {}
+                Err(e) => tracing::warn!(room, "the AI agent stopped: {e}"),
             }
             agents.running.lock().expect("running lock").remove(&room);
         }))
+    }
+
+    fn remember(&self, record: SessionRecord) {
+        let mut records = self.records.lock().expect("records lock");
+        if records.len() == KEPT_RECORDS {
+            records.pop_front();
+        }
+        records.push_back(record);
+    }
+
+    /// The finished sessions of `room` still remembered, oldest first.
+    pub fn records(&self, room: &str) -> Vec<SessionRecord> {
+        self.records
+            .lock()
+            .expect("records lock")
+            .iter()
+            .filter(|r| r.room == room)
+            .cloned()
+            .collect()
     }
 
     /// Tells the agent in `room` to leave; `false` if there was none.
@@ -319,6 +351,9 @@ impl RoomAgents {
         }
     }
 }
+
+/// Finished sessions kept for the REST API (across all rooms).
+const KEPT_RECORDS: usize = 200;
 
 /// How long to wait for the room's answers while joining.
 const JOIN_WAIT: Duration = Duration::from_secs(20);
@@ -338,7 +373,7 @@ async fn join_and_talk(
     stats: Arc<VoiceStats>,
     on_handoff: Option<OnHandoff>,
     stop: CancellationToken,
-) -> Result<(), souk_client::ClientError> {
+) -> Result<Option<SessionRecord>, souk_client::ClientError> {
     let Job {
         url,
         token,
@@ -405,7 +440,7 @@ async fn join_and_talk(
             let _ = announce.send(status("left", why));
             drop(announce);
             leave(client, forwarder).await;
-            return Ok(());
+            return Ok(None);
         }
     };
     let shopper_sid = first.participant_sid.clone();
@@ -427,16 +462,40 @@ async fn join_and_talk(
     };
     let session = VoiceSession::new(identity, &shopper, stages, io, TurnConfig::default(), stats);
     let session_stop = stop.child_token();
-    let ended = tokio::select! {
-        _ = session.run(session_stop.clone()) => "the shopper's audio ended",
-        why = &mut watch => why,
-        _ = stop.cancelled() => "the AI agent was stopped",
+    let mut running = tokio::spawn(session.run(session_stop.clone()));
+    let (ended, finished) = tokio::select! {
+        record = &mut running => ("the shopper's audio ended", record.ok()),
+        why = &mut watch => (why, None),
+        _ = stop.cancelled() => ("the AI agent was stopped", None),
     };
     session_stop.cancel();
+    // A session told to stop still hands back its record.
+    let record = match finished {
+        Some(record) => Some(record),
+        None => running.await.ok(),
+    };
     let _ = announce.send(status("left", ended));
     drop(announce);
     leave(client, forwarder).await;
-    Ok(())
+    Ok(record.map(|record| SessionRecord {
+        room: room.to_owned(),
+        shopper,
+        ended: ended.to_owned(),
+        turns: record.turns.iter().map(TurnRecord::from).collect(),
+        transcript: record
+            .context
+            .iter()
+            .map(|m| TranscriptLine {
+                speaker: if m.role == crate::turn::Role::User {
+                    "shopper"
+                } else {
+                    "agent"
+                },
+                text: m.text.clone(),
+                interrupted: m.interrupted,
+            })
+            .collect(),
+    }))
 }
 
 /// Waits until a person takes over (a member of staff joins) or the shopper (once known)

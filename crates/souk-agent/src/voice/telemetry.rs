@@ -5,6 +5,8 @@
 //! shopper feels, less the network.
 
 use std::collections::HashMap;
+
+use serde::Serialize;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -139,4 +141,46 @@ mod tests {
         assert_eq!(stages[3].counts[3], 0);
         assert_eq!(stages[3].counts[4], 1);
     }
+}
+
+/// One finished voice session, as `GET /api/v1/rooms/{room}/agent` reports it.
+#[derive(Debug, Clone, Serialize)]
+pub struct SessionRecord {
+    pub room: String,
+    pub shopper: String,
+    /// Why the agent left.
+    pub ended: String,
+    /// Each answered turn: milliseconds from the end of the shopper's speech to each stage.
+    pub turns: Vec<TurnRecord>,
+    /// The conversation as the shopper heard it.
+    pub transcript: Vec<TranscriptLine>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TurnRecord {
+    pub stt_final_ms: Option<u64>,
+    pub llm_first_token_ms: Option<u64>,
+    pub tts_first_audio_ms: Option<u64>,
+    pub first_audio_sent_ms: Option<u64>,
+}
+
+impl From<&TurnTimes> for TurnRecord {
+    fn from(times: &TurnTimes) -> TurnRecord {
+        let ms = |d: Option<Duration>| d.map(|d| d.as_millis() as u64);
+        let [stt, llm, tts, sent] = times.after_speech();
+        TurnRecord {
+            stt_final_ms: ms(stt),
+            llm_first_token_ms: ms(llm),
+            tts_first_audio_ms: ms(tts),
+            first_audio_sent_ms: ms(sent),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TranscriptLine {
+    /// `shopper` or `agent`.
+    pub speaker: &'static str,
+    pub text: String,
+    pub interrupted: bool,
 }

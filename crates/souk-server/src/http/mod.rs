@@ -87,7 +87,9 @@ pub fn router(state: State, cors_origins: Option<&[String]>) -> Router {
         .route("/api/v1/rooms/{room}", axum::routing::delete(rooms::delete))
         .route(
             "/api/v1/rooms/{room}/agent",
-            post(rooms::agent_join).delete(rooms::agent_leave),
+            get(rooms::agent_status)
+                .post(rooms::agent_join)
+                .delete(rooms::agent_leave),
         )
         .route("/api/v1/agent/workers", get(agent_workers::connect))
         .route(

@@ -228,3 +228,17 @@ pub(super) async fn agent_on_join(state: &super::State, room: &str) {
         tracing::warn!(room, "the room's AI agent could not start: {}", e.message);
     }
 }
+
+/// The AI agent in a room: whether one is there, and the sessions it finished here
+/// (per-turn stage times and the conversation as heard).
+pub async fn agent_status(
+    State(state): State<super::State>,
+    headers: HeaderMap,
+    Path(room): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    authorize(&state, &headers)?;
+    Ok(Json(serde_json::json!({
+        "running": state.room_agents.running(&room),
+        "sessions": state.room_agents.records(&room),
+    })))
+}
