@@ -504,9 +504,12 @@ impl TurnTaking {
         if self.state == State::Paused && substantive >= self.config.interruption_words {
             self.interrupt(now);
         }
-        // A recogniser that gives its text only after the speech ended: the preemptive
-        // reply starts as soon as the words are known.
+        // The final words of a turn that has gone quiet: the preemptive reply starts on
+        // them now, or starts again if it was answering earlier, interim words.
         if self.state == State::EndOfTurn && is_final {
+            if self.reply.as_ref().is_some_and(|r| r.answers != self.heard_words()) {
+                self.cancel_reply();
+            }
             self.start_preemptive_reply();
         }
     }
@@ -835,6 +838,29 @@ mod tests {
         s.at(1200);
         assert_eq!(s.when(&Output::State(State::Thinking)), Some(1100 * MS));
         assert_eq!(s.generation(), g, "the turn's end keeps that reply");
+    }
+
+    #[test]
+    fn final_words_that_differ_from_the_interim_restart_the_reply_at_once() {
+        let mut s = Script::new();
+        s.at(0).input(Input::SpeechStarted);
+        s.at(600).says("where is my", false);
+        s.at(800).input(Input::SpeechEnded);
+        let first = s.generation();
+        s.at(950).says("where is my order", true);
+        let second = s.generation();
+        assert_ne!(first, second);
+        assert_eq!(s.when(&Output::Cancel { generation: first }), Some(950 * MS));
+        assert_eq!(
+            s.when(&Output::Generate {
+                generation: second,
+                context: vec![Message::new(Role::User, "where is my order".into(), false)]
+            }),
+            Some(950 * MS),
+            "restarted on the final words without waiting for the turn to end"
+        );
+        s.at(1200);
+        assert_eq!(s.generation(), second, "the end of the turn keeps it");
     }
 
     #[test]

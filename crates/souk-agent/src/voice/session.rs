@@ -242,6 +242,17 @@ impl VoiceSession {
         }
         if let Some(stream) = self.recognising.as_mut() {
             stream.push(&pcm);
+            if let Some(text) = stream.take_interim() {
+                if !self.is_echo(&text, arrived) {
+                    self.turn.handle_input(
+                        arrived,
+                        Input::Transcript {
+                            text,
+                            is_final: false,
+                        },
+                    );
+                }
+            }
         }
         for event in self.vad.push(&pcm) {
             // The detector decides a little after the fact; the turn-taking gets the

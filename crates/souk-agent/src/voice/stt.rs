@@ -49,7 +49,15 @@ pub trait SttStream: Send {
     fn push(&mut self, pcm: &[i16]);
     /// The text of everything pushed; dropping the stream instead cancels it.
     fn finish(self: Box<Self>) -> SttFuture;
+    /// The newest interim text since the last call, for a recogniser that has words
+    /// before the speech ends (they let talking over the agent count as words sooner).
+    fn take_interim(&mut self) -> Option<String> {
+        None
+    }
 }
+
+/// How much new audio a streaming recogniser decodes between interim texts.
+const INTERIM_EVERY: usize = RATE as usize * 3 / 10;
 
 fn unavailable(message: String) -> SttError {
     SttError {
@@ -202,11 +210,13 @@ enum Work {
 /// One utterance, decoded on its own thread as the audio arrives.
 struct SphinxStream {
     work: std_mpsc::Sender<Work>,
+    interims: std_mpsc::Receiver<String>,
 }
 
 impl Stt for PocketSphinx {
     fn open(&self) -> Box<dyn SttStream> {
         let (work, queue) = std_mpsc::channel();
+        let (interim_tx, interims) = std_mpsc::channel();
         let sphinx = self.sphinx.clone();
         let pool = self.pool.clone();
         let reuse = pool.lock().expect("pool lock").pop();
@@ -226,23 +236,30 @@ impl Stt for PocketSphinx {
             };
             // SAFETY: this thread has the decoder to itself until it goes back to the pool.
             unsafe { (sphinx.start_utt)(decoder.0) };
+            let (mut since_interim, mut last_interim) = (0usize, String::new());
             for item in queue {
                 match item {
-                    Work::Audio(pcm) => unsafe {
-                        (sphinx.process_raw)(decoder.0, pcm.as_ptr(), pcm.len(), 0, 0);
-                    },
+                    Work::Audio(pcm) => {
+                        // SAFETY: as above.
+                        unsafe { (sphinx.process_raw)(decoder.0, pcm.as_ptr(), pcm.len(), 0, 0) };
+                        since_interim += pcm.len();
+                        if since_interim >= INTERIM_EVERY {
+                            since_interim = 0;
+                            // SAFETY: a partial hypothesis mid-utterance is allowed; the
+                            // string is copied at once.
+                            let text = clean(&unsafe { hypothesis(&sphinx, &decoder) });
+                            if !text.is_empty() && text != last_interim {
+                                let _ = interim_tx.send(text.clone());
+                                last_interim = text;
+                            }
+                        }
+                    }
                     Work::Finish(reply) => {
                         // SAFETY: as above; the hypothesis string is copied before the
                         // decoder is used again.
                         let text = unsafe {
                             (sphinx.end_utt)(decoder.0);
-                            let mut score = 0i32;
-                            let hyp = (sphinx.get_hyp)(decoder.0, &mut score);
-                            if hyp.is_null() {
-                                String::new()
-                            } else {
-                                std::ffi::CStr::from_ptr(hyp).to_string_lossy().into_owned()
-                            }
+                            hypothesis(&sphinx, &decoder)
                         };
                         pool.lock().expect("pool lock").push(decoder);
                         let _ = reply.send(Ok(Transcript {
@@ -257,13 +274,34 @@ impl Stt for PocketSphinx {
             unsafe { (sphinx.end_utt)(decoder.0) };
             pool.lock().expect("pool lock").push(decoder);
         });
-        Box::new(SphinxStream { work })
+        Box::new(SphinxStream { work, interims })
+    }
+}
+
+/// The decoder's best hypothesis so far, copied out.
+///
+/// # Safety
+/// The caller has the decoder to itself.
+unsafe fn hypothesis(sphinx: &Sphinx, decoder: &Decoder) -> String {
+    let mut score = 0i32;
+    // SAFETY: per the contract above; the string is copied before the decoder is used again.
+    unsafe {
+        let hyp = (sphinx.get_hyp)(decoder.0, &mut score);
+        if hyp.is_null() {
+            String::new()
+        } else {
+            std::ffi::CStr::from_ptr(hyp).to_string_lossy().into_owned()
+        }
     }
 }
 
 impl SttStream for SphinxStream {
     fn push(&mut self, pcm: &[i16]) {
         let _ = self.work.send(Work::Audio(pcm.to_vec()));
+    }
+
+    fn take_interim(&mut self) -> Option<String> {
+        self.interims.try_iter().last()
     }
 
     fn finish(self: Box<Self>) -> SttFuture {
@@ -460,6 +498,20 @@ mod tests {
                 .count();
             assert!(recalled >= 3, "heard '{}'", heard.text);
         }
+        // Words come before the end, as the shopper speaks.
+        let mut stream = stt.open();
+        let mut interim = None;
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        for frame in audio.chunks(320) {
+            stream.push(frame);
+        }
+        while interim.is_none() && std::time::Instant::now() < deadline {
+            interim = stream.take_interim();
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let interim = interim.expect("an interim text while the utterance is open");
+        assert!(!interim.is_empty());
+        assert!(!stream.finish().await.unwrap().text.is_empty());
         // A cancelled stream gives its decoder back.
         let mut cancelled = stt.open();
         cancelled.push(&audio[..3200]);
