@@ -507,7 +507,11 @@ impl TurnTaking {
         // The final words of a turn that has gone quiet: the preemptive reply starts on
         // them now, or starts again if it was answering earlier, interim words.
         if self.state == State::EndOfTurn && is_final {
-            if self.reply.as_ref().is_some_and(|r| r.answers != self.heard_words()) {
+            if self
+                .reply
+                .as_ref()
+                .is_some_and(|r| r.answers != self.heard_words())
+            {
                 self.cancel_reply();
             }
             self.start_preemptive_reply();
@@ -850,7 +854,10 @@ mod tests {
         s.at(950).says("where is my order", true);
         let second = s.generation();
         assert_ne!(first, second);
-        assert_eq!(s.when(&Output::Cancel { generation: first }), Some(950 * MS));
+        assert_eq!(
+            s.when(&Output::Cancel { generation: first }),
+            Some(950 * MS)
+        );
         assert_eq!(
             s.when(&Output::Generate {
                 generation: second,

@@ -397,8 +397,6 @@ async fn a_room_that_asks_for_the_voice_agent_hears_why_it_cannot_come() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_room_configured_for_the_agent_gets_it_when_a_shopper_joins() {
-    use souk_proto::signal::ServerMessage;
-    use souk_proto::token::Role;
     let model = scripted_model().await;
     let server = start_server(Some(&model), "staff_offline");
     let create = |body: Value| {
@@ -428,21 +426,23 @@ async fn a_room_configured_for_the_agent_gets_it_when_a_shopper_joins() {
     assert_eq!(created.status(), 201);
     // No staff in the room: the shopper's arrival brings the agent.
     let shopper = server.bot("consult-7", "layla", "shopper").await;
-    shopper
-        .wait_for("the agent to join", common::WAIT, |s| {
-            s.messages.iter().any(|m| {
-                matches!(m, ServerMessage::ParticipantJoined(p) if p.participant.role == Role::Agent)
-            })
-        })
-        .await
-        .unwrap();
+    agent_comes(&shopper, "the agent to join", true).await;
     // A member of staff joins: the agent hands over and leaves.
     let _staff = server.bot("consult-7", "sam", "staff").await;
+    agent_comes(&shopper, "the agent to leave", false).await;
+}
+
+/// Waits until the shopper's client sees the agent join (`true`) or leave.
+async fn agent_comes(shopper: &souk_client::Client, what: &str, joins: bool) {
+    use souk_proto::signal::ServerMessage;
+    use souk_proto::token::Role;
     shopper
-        .wait_for("the agent to leave", common::WAIT, |s| {
-            s.messages.iter().any(
-                |m| matches!(m, ServerMessage::ParticipantLeft(p) if p.identity == "agent-acme"),
-            )
+        .wait_for(what, common::WAIT, |s| {
+            s.messages.iter().any(|m| match m {
+                ServerMessage::ParticipantJoined(p) => joins && p.participant.role == Role::Agent,
+                ServerMessage::ParticipantLeft(p) => !joins && p.identity == "agent-acme",
+                _ => false,
+            })
         })
         .await
         .unwrap();
@@ -460,8 +460,6 @@ impl Drop for Worker {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_agent_worker_takes_the_rooms_jobs_with_its_own_model() {
-    use souk_proto::signal::ServerMessage;
-    use souk_proto::token::Role;
     // The server has no model: only the worker can run the agent.
     let server = start_server(None, "staff_offline");
     let model = scripted_model().await;
@@ -520,14 +518,7 @@ async fn an_agent_worker_takes_the_rooms_jobs_with_its_own_model() {
         // Polled: the worker registers in its own time.
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
-    shopper
-        .wait_for("the worker's agent to join", common::WAIT, |s| {
-            s.messages.iter().any(|m| {
-                matches!(m, ServerMessage::ParticipantJoined(p) if p.participant.role == Role::Agent)
-            })
-        })
-        .await
-        .unwrap();
+    agent_comes(&shopper, "the worker's agent to join", true).await;
     // Sent away through the server, the worker's agent leaves.
     let left = reqwest::Client::new()
         .delete(format!("{}/api/v1/rooms/consult-w/agent", server.url))
@@ -536,13 +527,6 @@ async fn an_agent_worker_takes_the_rooms_jobs_with_its_own_model() {
         .await
         .unwrap();
     assert_eq!(left.status(), 204);
-    shopper
-        .wait_for("the agent to leave", common::WAIT, |s| {
-            s.messages.iter().any(
-                |m| matches!(m, ServerMessage::ParticipantLeft(p) if p.identity == "agent-acme"),
-            )
-        })
-        .await
-        .unwrap();
+    agent_comes(&shopper, "the agent to leave", false).await;
     let _ = std::fs::remove_dir_all(dir);
 }

@@ -814,11 +814,25 @@ mod tests {
             .unwrap_or_else(|_| panic!("no {what} in time"))
         }
 
+        /// Asks `question`, between silences, and waits until the agent answers aloud.
+        async fn ask_until_answering(&mut self, question: &str) {
+            let audio = [silence(500), speech(question).await, silence(600)].concat();
+            self.say(&audio).await;
+            self.wait_for(
+                "the agent speaking",
+                |e| matches!(e, AgentEvent::Status(s) if s.state == "speaking"),
+            )
+            .await;
+        }
+
         async fn finish(self) -> VoiceRecord {
             self.stop.cancel();
             self.session.await.unwrap()
         }
     }
+
+    /// An answer long enough to talk over.
+    const LONG: &str = "One two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen.";
 
     fn silence(ms: usize) -> Vec<i16> {
         vec![0; RATE as usize * ms / 1000]
@@ -904,20 +918,9 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn talking_over_the_agent_stops_it_and_only_what_was_heard_is_kept() {
-        let long = "One two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen.";
+        let long = LONG;
         let mut rig = Rig::start(vec!["tell me about the sneakers", "stop please wait"], long);
-        let question = [
-            silence(500),
-            speech("tell me about the sneakers").await,
-            silence(600),
-        ]
-        .concat();
-        rig.say(&question).await;
-        rig.wait_for(
-            "the agent speaking",
-            |e| matches!(e, AgentEvent::Status(s) if s.state == "speaking"),
-        )
-        .await;
+        rig.ask_until_answering("tell me about the sneakers").await;
         // Half a second into the answer, the shopper talks over it.
         rig.say(&silence(500)).await;
         let queued_before = rig.feed.queued();
@@ -984,24 +987,13 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn the_agents_own_voice_coming_back_does_not_interrupt_it() {
-        let long = "One two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen.";
+        let long = LONG;
         // The second "utterance" is the agent's own words, heard through the microphone.
         let mut rig = Rig::start(
             vec!["tell me about the sneakers", "seven eight nine ten"],
             long,
         );
-        let question = [
-            silence(500),
-            speech("tell me about the sneakers").await,
-            silence(600),
-        ]
-        .concat();
-        rig.say(&question).await;
-        rig.wait_for(
-            "the agent speaking",
-            |e| matches!(e, AgentEvent::Status(s) if s.state == "speaking"),
-        )
-        .await;
+        rig.ask_until_answering("tell me about the sneakers").await;
         rig.say(&silence(300)).await;
         rig.say(&[speech("seven eight nine ten").await, silence(3500)].concat())
             .await;
