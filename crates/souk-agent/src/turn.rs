@@ -814,6 +814,17 @@ mod tests {
             assert_eq!(self.turns.state(), State::Speaking);
             g
         }
+
+        /// The agent answering `text` from 1.5 s, half of it heard so far.
+        fn agent_halfway(&mut self, text: &str) -> Generation {
+            let g = self.agent_answering(text, 1500);
+            self.input(Input::Played {
+                generation: g,
+                segment: 0,
+                fraction: 0.5,
+            });
+            g
+        }
     }
 
     fn agent_messages(turns: &TurnTaking) -> Vec<&Message> {
@@ -1127,12 +1138,7 @@ mod tests {
     #[test]
     fn an_interruption_without_words_resumes_where_it_stopped_after_2_s() {
         let mut s = Script::new();
-        let g = s.agent_answering("Your order left Shenzhen yesterday morning.", 1500);
-        s.input(Input::Played {
-            generation: g,
-            segment: 0,
-            fraction: 0.5,
-        });
+        let g = s.agent_halfway("Your order left Shenzhen yesterday morning.");
         // A door slams and a cough follows: 600 ms of "speech", no words.
         s.at(2000).input(Input::SpeechStarted);
         s.at(2600).input(Input::SpeechEnded);
@@ -1169,12 +1175,7 @@ mod tests {
         // A recogniser that gives words only when the speech ends: 2.5 s of speech over
         // the agent, the words 300 ms later. It is not taken for noise meanwhile.
         let mut s = Script::new();
-        let g = s.agent_answering("Your order left Shenzhen yesterday morning.", 1500);
-        s.input(Input::Played {
-            generation: g,
-            segment: 0,
-            fraction: 0.5,
-        });
+        let g = s.agent_halfway("Your order left Shenzhen yesterday morning.");
         s.at(2000).input(Input::SpeechStarted);
         s.at(4500).input(Input::SpeechEnded);
         assert_eq!(s.when(&Output::StopPlayout), Some(2400 * MS));

@@ -814,6 +814,12 @@ mod tests {
             .unwrap_or_else(|_| panic!("no {what} in time"))
         }
 
+        /// Asks `question`, then keeps quiet for 1.5 s.
+        async fn ask(&mut self, question: &str) {
+            let audio = [silence(500), speech(question).await, silence(1500)].concat();
+            self.say(&audio).await;
+        }
+
         /// Asks `question`, between silences, and waits until the agent answers aloud.
         async fn ask_until_answering(&mut self, question: &str) {
             let audio = [silence(500), speech(question).await, silence(600)].concat();
@@ -865,13 +871,7 @@ mod tests {
             .unwrap()
             .text
             .contains("AI assistant"));
-        let question = [
-            silence(500),
-            speech("where is my order").await,
-            silence(1500),
-        ]
-        .concat();
-        rig.say(&question).await;
+        rig.ask("where is my order").await;
         let heard = rig
             .wait_for("the shopper's caption", |e| {
                 caption_by(e, "layla").is_some()
@@ -957,13 +957,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_model_that_is_down_is_apologised_for_aloud_and_reported() {
         let mut rig = Rig::start(vec!["where is my order"], DOWN);
-        let question = [
-            silence(500),
-            speech("where is my order").await,
-            silence(1500),
-        ]
-        .concat();
-        rig.say(&question).await;
+        rig.ask("where is my order").await;
         let error = rig
             .wait_for(
                 "the error status",
