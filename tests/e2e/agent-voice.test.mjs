@@ -176,6 +176,6 @@ test('asking for a person by voice hands over to the staff inbox', async () => {
   const staff = await openPage(browser, `${server.url}/demo/agent.html?view=staff&identity=sam`);
   await staff.waitForSelector('#conversations li .standing.handoff', { timeout: 30_000 });
   await staff.click('#conversations li');
-  const summary = await staff.textContent('#handoff-summary');
+  const summary = await staff.textContent('#messages .handoff-summary');
   assert.match(summary, /Last asked: \S+/, summary);
 });

@@ -106,7 +106,7 @@ test('a shopper gets grounded answers from the AI assistant, asks for a person, 
   const sam = await openPage(lab.browser, `${lab.server.url}/demo/agent.html?view=staff&identity=sam`);
   await sam.waitForSelector('#conversations li .standing.handoff', { timeout: 30_000 });
   await sam.click('#conversations li');
-  const summary = await sam.textContent('#handoff-summary');
+  const summary = await sam.textContent('#messages .handoff-summary');
   assert.match(summary, /the shopper asked for a person/);
   assert.match(summary, /Can I talk to a person\?/);
   assert.match(summary, /get_order/);

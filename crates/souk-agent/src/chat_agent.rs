@@ -349,10 +349,7 @@ impl ChatAgent {
                         conversation,
                         parties,
                         "handoff",
-                        &format!(
-                            "Handed over to staff. Reason: {}. {}",
-                            handoff.reason, handoff.summary
-                        ),
+                        "The conversation was handed over to a member of staff.",
                         json!({"reason": handoff.reason, "summary": handoff.summary}),
                     )
                     .await?;

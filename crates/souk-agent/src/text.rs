@@ -165,7 +165,7 @@ impl TextAgent {
             for call in &calls {
                 match self.shop.call(&call.name, &call.arguments, shopper) {
                     ToolOutcome::Result(result) => {
-                        looked_up.push(format!("{}({})", call.name, call.arguments));
+                        looked_up.push(describe_call(call));
                         messages.push(LlmMessage::Tool {
                             call_id: call.id.clone(),
                             content: result.to_string(),
@@ -259,6 +259,22 @@ impl TextAgent {
         }
         Err(LlmError::Stream("the reply ended without [DONE]".into()))
     }
+}
+
+/// A tool call as a person reads it: `get_order(order_id: A1001)`.
+fn describe_call(call: &ToolCall) -> String {
+    let args = match serde_json::from_str::<serde_json::Value>(&call.arguments) {
+        Ok(serde_json::Value::Object(map)) => map
+            .iter()
+            .map(|(k, v)| match v {
+                serde_json::Value::String(s) => format!("{k}: {s}"),
+                other => format!("{k}: {other}"),
+            })
+            .collect::<Vec<_>>()
+            .join(", "),
+        _ => call.arguments.clone(),
+    };
+    format!("{}({args})", call.name)
 }
 
 /// What the member of staff who takes over reads first: the shopper's last questions and

@@ -359,7 +359,7 @@ fn handoff_to_inbox(chat: Arc<Chat>) -> souk_agent::voice::room::OnHandoff {
                     .conversation
                     .id;
                 let body = serde_json::json!({
-                    "text": format!("Handed over from a voice call in room {}. {}", handoff.room, handoff.summary),
+                    "text": "A voice call with the AI assistant was handed over to a member of staff.",
                     "agent": "handoff",
                     "reason": "voice call",
                     "summary": handoff.summary,
