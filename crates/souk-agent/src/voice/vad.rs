@@ -39,7 +39,7 @@ impl Default for VadConfig {
         VadConfig {
             threshold: 0.5,
             onset_windows: 3,  // 48 ms
-            offset_windows: 6, // 96 ms
+            offset_windows: 4, // 64 ms
         }
     }
 }
