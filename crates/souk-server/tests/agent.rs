@@ -530,3 +530,37 @@ async fn an_agent_worker_takes_the_rooms_jobs_with_its_own_model() {
     agent_comes(&shopper, "the agent to leave", false).await;
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[test]
+fn an_agent_worker_without_a_model_or_shops_says_what_is_missing() {
+    let dir = std::env::temp_dir().join(format!("souk-agent-worker-bad-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for (toml, expected) in [
+        ("[agent]\n", "[[agent.shops]]"),
+        (
+            "[[agent.shops]]\nid = \"acme\"\ndata = \"/nonexistent/shop.json\"\n",
+            "[agent.llm]",
+        ),
+    ] {
+        let config = dir.join("worker.toml");
+        std::fs::write(&config, toml).unwrap();
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_souk"))
+            .args([
+                "agent",
+                "--server",
+                "http://127.0.0.1:9",
+                "--api-key",
+                "k",
+                "--api-secret",
+                "s",
+            ])
+            .arg("--config")
+            .arg(&config)
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(expected), "{err}");
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}
