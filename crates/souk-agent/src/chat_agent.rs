@@ -151,11 +151,6 @@ impl ChatAgent {
         agent
     }
 
-    /// Whether `principal` (`shop:<id>`) is a shop the assistant serves.
-    pub fn serves(&self, principal: &str) -> bool {
-        self.shops.contains_key(principal)
-    }
-
     fn heard(self: &Arc<Self>, event: &EventInfo) {
         let written = matches!(
             event.kind,
