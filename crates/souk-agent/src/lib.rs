@@ -12,6 +12,10 @@
 //! orders and runs the model's tool calls against them. [`text`] answers a chat
 //! conversation with both, in the language [`language`] detects, and [`chat_agent`]
 //! decides when it answers in shop chat and hands over to people.
+//!
+//! [`voice`] is the spoken side: the stages (speech detection, recognition, synthesis,
+//! Opus), the session that drives them around [`turn`], the agent as a room participant,
+//! and the workers that run agents in other processes.
 
 pub mod chat_agent;
 pub mod language;

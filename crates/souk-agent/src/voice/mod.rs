@@ -1,5 +1,10 @@
-//! The voice pipeline's stages: audio coding, speech detection, recognition and
-//! synthesis, each behind a trait so providers can be swapped.
+//! The agent by voice.
+//!
+//! The stages — [`audio`] (Opus, 16 kHz PCM), [`vad`] (speech detection), [`stt`]
+//! (recognition) and [`tts`] (synthesis) — each sit behind a trait so providers can be
+//! swapped. [`session`] drives them around the turn-taking for one conversation and
+//! [`telemetry`] times each turn; [`room`] joins the agent to a room as a participant,
+//! and [`pool`] hands room jobs to separate worker processes.
 
 pub mod audio;
 #[cfg(test)]
