@@ -10,6 +10,7 @@ use souk_agent::shop::Shop;
 use souk_agent::voice::room::{LoadStt, LoadTts, MintToken, RoomAgents, VoiceShop};
 use souk_agent::voice::stt::{OpenAiStt, PocketSphinx, Stt};
 use souk_agent::voice::tts::{EspeakTts, OpenAiTts, Tts};
+use souk_agent::voice::turn_detector::TrailingWords;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::AgentConfig;
@@ -90,12 +91,16 @@ pub fn room_agents(
                 .map_err(|e| e.message)
         }),
     };
-    Arc::new(RoomAgents::new(
+    let agents = Arc::new(RoomAgents::new(
         mint,
         llm,
         load_stt,
         load_tts,
         voice_shops,
         cancel,
-    ))
+    ));
+    if config.trailing_words {
+        agents.set_turn_detector(Arc::new(TrailingWords));
+    }
+    agents
 }

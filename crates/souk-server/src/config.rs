@@ -111,6 +111,9 @@ pub struct AgentFileConfig {
     /// The speech server's voice per language (`default` for the rest).
     #[serde(default)]
     pub tts_voices: BTreeMap<String, String>,
+    /// `trailing_words` holds a spoken turn open while it ends on a word no sentence ends
+    /// on ("where is my..."); default: silence alone ends a turn.
+    pub turn_detector: Option<String>,
     #[serde(default)]
     pub shops: Vec<AgentShopFileConfig>,
 }
@@ -223,6 +226,8 @@ pub struct AgentConfig {
     pub stt: Option<souk_chat::translate::OpenAiConfig>,
     pub tts: Option<souk_chat::translate::OpenAiConfig>,
     pub tts_voices: BTreeMap<String, String>,
+    /// Hold a spoken turn open on unfinished words.
+    pub trailing_words: bool,
     pub vision: bool,
     pub llm_timeout: Duration,
     pub shops: Vec<AgentShopConfig>,
@@ -291,6 +296,13 @@ impl AgentConfig {
             stt: file.stt.clone(),
             tts: file.tts.clone(),
             tts_voices: file.tts_voices.clone(),
+            trailing_words: match file.turn_detector.as_deref() {
+                None | Some("none") => false,
+                Some("trailing_words") => true,
+                Some(other) => {
+                    bail!("agent.turn_detector is 'trailing_words' or 'none', not '{other}'")
+                }
+            },
             vision: file.vision,
             llm_timeout: Duration::from_secs(file.llm_timeout_s.unwrap_or(20).max(1)),
             shops,
@@ -425,6 +437,31 @@ mod tests {
         assert!(toml::from_str::<FileConfig>("bnid = \"x\"").is_err());
         let cfg: FileConfig = toml::from_str("").unwrap();
         assert!(cfg.keys().is_err());
+    }
+
+    #[test]
+    fn agent_options_are_checked() {
+        let parse = |toml: &str| {
+            AgentConfig::from_file(&toml::from_str::<AgentFileConfig>(toml).unwrap(), false)
+        };
+        assert!(
+            parse("turn_detector = \"trailing_words\"")
+                .unwrap()
+                .trailing_words
+        );
+        assert!(!parse("").unwrap().trailing_words);
+        let e = parse("turn_detector = \"sometimes\"")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("trailing_words"), "{e}");
+        let e = parse("[[shops]]\nid = \"acme\"\ndata = \"x.json\"\nanswer = \"never\"")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("staff_offline"), "{e}");
+        let e = parse("[llm]\nbase_url = \"ftp://x\"\nmodel = \"m\"")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("http"), "{e}");
     }
 
     #[test]

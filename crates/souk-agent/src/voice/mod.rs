@@ -2,7 +2,7 @@
 //!
 //! The stages — [`audio`] (Opus, 16 kHz PCM), [`vad`] (speech detection), [`stt`]
 //! (recognition) and [`tts`] (synthesis) — each sit behind a trait so providers can be
-//! swapped. [`session`] drives them around the turn-taking for one conversation and
+//! swapped, as is the optional [`turn_detector`]. [`session`] drives them around the turn-taking for one conversation and
 //! [`telemetry`] times each turn; [`room`] joins the agent to a room as a participant,
 //! and [`pool`] hands room jobs to separate worker processes.
 
@@ -15,4 +15,5 @@ pub mod session;
 pub mod stt;
 pub mod telemetry;
 pub mod tts;
+pub mod turn_detector;
 pub mod vad;

@@ -25,6 +25,7 @@ use super::session::{VoiceIo, VoiceSession, VoiceStages};
 use super::stt::Stt;
 use super::telemetry::{SessionRecord, TranscriptLine, TurnRecord, VoiceStats};
 use super::tts::Tts;
+use super::turn_detector::TurnDetector;
 use crate::llm::Llm;
 use crate::shop::Shop;
 use crate::text::{Policy, TextAgent};
@@ -73,6 +74,7 @@ pub struct RoomAgents {
     configured: Mutex<HashMap<String, (String, bool)>>,
     shutdown: CancellationToken,
     on_handoff: OnceLock<OnHandoff>,
+    turn_detector: OnceLock<Arc<dyn TurnDetector>>,
     /// Separate worker processes; the agent runs here when none takes a job.
     pool: Mutex<WorkerPool>,
     /// The last sessions that ran here, for the REST API.
@@ -102,6 +104,7 @@ impl RoomAgents {
             configured: Mutex::default(),
             shutdown,
             on_handoff: OnceLock::new(),
+            turn_detector: OnceLock::new(),
             pool: Mutex::default(),
             records: Mutex::default(),
             stats: Arc::default(),
@@ -111,6 +114,11 @@ impl RoomAgents {
     /// Where agents connect: the server's own HTTP address.
     pub fn set_url(&self, url: String) {
         let _ = self.url.set(url);
+    }
+
+    /// Lets the words hold a turn open (see [`TurnDetector`]).
+    pub fn set_turn_detector(&self, detector: Arc<dyn TurnDetector>) {
+        let _ = self.turn_detector.set(detector);
     }
 
     /// Who hears of handoffs.
@@ -284,6 +292,7 @@ impl RoomAgents {
             tts,
             agent: Arc::new(agent),
             pinned_language: voice_shop.pinned_language.clone(),
+            turn_detector: self.turn_detector.get().cloned(),
         };
         let (agents, room, shop, url, token) = (
             self.clone(),

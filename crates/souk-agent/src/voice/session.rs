@@ -22,6 +22,7 @@ use super::audio::{level_dbov, OpusIn, OpusOut, FRAME, RATE};
 use super::stt::{Stt, SttError, SttStream, Transcript};
 use super::telemetry::{TurnTimes, VoiceStats};
 use super::tts::{Tts, TtsError};
+use super::turn_detector::TurnDetector;
 use super::vad::{EarshotVad, Vad, VadConfig, VadEvent};
 use crate::language::{self, Notice};
 use crate::text::{Author, ChatLine, ReplyError, TextAgent, TextReply};
@@ -42,6 +43,8 @@ pub struct VoiceStages {
     pub agent: Arc<TextAgent>,
     /// Always speak this language, whatever the shopper speaks.
     pub pinned_language: Option<String>,
+    /// Holds the turn open when the words are unfinished; without one, silence decides.
+    pub turn_detector: Option<Arc<dyn TurnDetector>>,
 }
 
 /// How the session meets the room.
@@ -311,6 +314,10 @@ impl VoiceSession {
                 }
                 self.caption(&self.shopper.clone(), &transcript.text, false);
                 self.stt_final = Some(at);
+                if let Some(detector) = &self.stages.turn_detector {
+                    let complete = detector.complete(&transcript.text, &self.lang);
+                    self.turn.handle_input(now, Input::TurnComplete(complete));
+                }
                 self.turn.handle_input(
                     now,
                     Input::Transcript {
@@ -746,6 +753,7 @@ mod tests {
                 tts: Arc::new(ToneTts),
                 agent: Arc::new(agent),
                 pinned_language: None,
+                turn_detector: None,
             };
             let io = VoiceIo {
                 audio_in,
