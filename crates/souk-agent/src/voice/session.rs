@@ -735,6 +735,14 @@ mod tests {
 
     impl Rig {
         fn start(heard: Vec<&'static str>, answer: &'static str) -> Rig {
+            Rig::start_with(heard, answer, None)
+        }
+
+        fn start_with(
+            heard: Vec<&'static str>,
+            answer: &'static str,
+            turn_detector: Option<Arc<dyn TurnDetector>>,
+        ) -> Rig {
             let (audio, audio_in) = mpsc::channel(500);
             let (announce, announced) = mpsc::unbounded_channel();
             let feed = AudioFeed::default();
@@ -753,7 +761,7 @@ mod tests {
                 tts: Arc::new(ToneTts),
                 agent: Arc::new(agent),
                 pinned_language: None,
-                turn_detector: None,
+                turn_detector,
             };
             let io = VoiceIo {
                 audio_in,
@@ -1024,5 +1032,24 @@ mod tests {
                 .all(|m| m.text != "seven eight nine ten"),
             "the echo is not the shopper's turn"
         );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn unfinished_words_hold_the_turn_open_up_to_the_cap() {
+        use crate::voice::turn_detector::TrailingWords;
+        let mut rig = Rig::start_with(
+            vec!["where is my"],
+            "It shipped today.",
+            Some(Arc::new(TrailingWords)),
+        );
+        rig.ask("where is my order").await;
+        rig.wait_for("the answer", |e| {
+            caption_by(e, "agent").is_some_and(|c| c.text == "It shipped today.")
+        })
+        .await;
+        let record = rig.finish().await;
+        let [_, _, _, sent] = record.turns[0].after_speech();
+        // "where is my" is unfinished: the turn waits for more words, up to 2.5 s.
+        assert!(sent.unwrap() >= Duration::from_millis(2400), "{sent:?}");
     }
 }
