@@ -30,7 +30,7 @@ use crate::language::Notice;
 use crate::llm::Llm;
 use crate::shop::Shop;
 use crate::text::{Author, ChatLine, Policy, TextAgent};
-use crate::voice::telemetry::Histogram;
+use crate::voice::telemetry::{CountsByCode, Histogram};
 
 /// Events read back to decide and to answer.
 const HISTORY: u32 = 100;
@@ -61,7 +61,7 @@ pub struct ShopAgent {
 pub struct AgentStats {
     pub replies: AtomicU64,
     pub handoffs: AtomicU64,
-    pub failures: Mutex<HashMap<&'static str, u64>>,
+    pub failures: CountsByCode,
     /// Seconds from the shopper's message to the reply being posted, as a histogram.
     pub reply_seconds: Mutex<Histogram>,
 }
@@ -74,7 +74,7 @@ impl Default for AgentStats {
         AgentStats {
             replies: AtomicU64::new(0),
             handoffs: AtomicU64::new(0),
-            failures: Mutex::default(),
+            failures: CountsByCode::default(),
             reply_seconds: Mutex::new(Histogram::new(REPLY_BOUNDS)),
         }
     }
@@ -281,7 +281,7 @@ impl ChatAgent {
             .unwrap_or_else(|| "en".into());
         if self.llm.is_none() {
             let message = "The AI assistant cannot start: no language model is configured on this server ([agent.llm] in its configuration). A member of staff will answer.";
-            self.count_failure("agent_no_llm");
+            self.stats.failures.add("agent_no_llm");
             self.post_marker(
                 conversation,
                 parties,
@@ -358,7 +358,7 @@ impl ChatAgent {
                     "AI assistant reply failed: {}",
                     e.message
                 );
-                self.count_failure(e.code);
+                self.stats.failures.add(e.code);
                 self.chat
                     .post_as_agent(
                         conversation,
@@ -380,16 +380,6 @@ impl ChatAgent {
                 .await
             }
         }
-    }
-
-    fn count_failure(&self, code: &'static str) {
-        *self
-            .stats
-            .failures
-            .lock()
-            .expect("stats lock")
-            .entry(code)
-            .or_default() += 1;
     }
 
     async fn post_marker(

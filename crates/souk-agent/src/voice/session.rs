@@ -341,7 +341,9 @@ impl VoiceSession {
                 match result {
                     Ok(reply) => {
                         if let Some(handoff) = reply.handoff {
-                            self.stats.handoff();
+                            self.stats
+                                .handoffs
+                                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                             self.status(
                                 "handoff",
                                 Some("transfer_to_human"),
@@ -350,7 +352,7 @@ impl VoiceSession {
                         }
                     }
                     Err(e) => {
-                        self.stats.failure(e.code);
+                        self.stats.failures.add(e.code);
                         self.status("error", Some(e.code), Some(&e.message));
                     }
                 }

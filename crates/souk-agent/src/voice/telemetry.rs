@@ -7,6 +7,7 @@
 use std::collections::HashMap;
 
 use serde::Serialize;
+use std::sync::atomic::AtomicU64;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -64,6 +65,27 @@ impl Histogram {
     }
 }
 
+/// Events counted by their error code.
+#[derive(Debug, Default)]
+pub struct CountsByCode(Mutex<HashMap<&'static str, u64>>);
+
+impl CountsByCode {
+    pub fn add(&self, code: &'static str) {
+        *self
+            .0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(code)
+            .or_default() += 1;
+    }
+
+    /// Every code seen and its count.
+    pub fn snapshot(&self) -> Vec<(&'static str, u64)> {
+        let counts = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        counts.iter().map(|(code, n)| (*code, *n)).collect()
+    }
+}
+
 /// Buckets for stage delays, in seconds.
 pub const STAGE_BOUNDS: &[f64] = &[0.05, 0.1, 0.2, 0.3, 0.5, 0.65, 0.8, 1.0, 1.5, 2.5, 5.0];
 
@@ -79,16 +101,16 @@ pub const STAGES: [&str; 4] = [
 #[derive(Debug)]
 pub struct VoiceStats {
     pub stages: Mutex<[Histogram; 4]>,
-    pub handoffs: Mutex<u64>,
-    pub failures: Mutex<HashMap<&'static str, u64>>,
+    pub handoffs: AtomicU64,
+    pub failures: CountsByCode,
 }
 
 impl Default for VoiceStats {
     fn default() -> Self {
         VoiceStats {
             stages: Mutex::new(std::array::from_fn(|_| Histogram::new(STAGE_BOUNDS))),
-            handoffs: Mutex::new(0),
-            failures: Mutex::default(),
+            handoffs: AtomicU64::new(0),
+            failures: CountsByCode::default(),
         }
     }
 }
@@ -101,19 +123,6 @@ impl VoiceStats {
                 histogram.observe(delay.as_secs_f64());
             }
         }
-    }
-
-    pub fn handoff(&self) {
-        *self.handoffs.lock().unwrap_or_else(|e| e.into_inner()) += 1;
-    }
-
-    pub fn failure(&self, code: &'static str) {
-        *self
-            .failures
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .entry(code)
-            .or_default() += 1;
     }
 }
 

@@ -7,6 +7,8 @@ use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
 
+use souk_agent::voice::telemetry::Histogram;
+
 use super::ApiError;
 
 pub async fn metrics(State(state): State<super::State>) -> Result<impl IntoResponse, ApiError> {
@@ -61,8 +63,7 @@ pub async fn metrics(State(state): State<super::State>) -> Result<impl IntoRespo
         "Offline notifications waiting for delivery (a growing number means the push URL is failing).",
         outbox as usize,
     );
-    agent_metrics(&mut body, &state.agent.stats);
-    voice_metrics(&mut body, &state.room_agents.stats);
+    agent_metrics(&mut body, &state.agent.stats, &state.room_agents.stats);
     // Per participant: the path from this server to the client, from its receiver reports.
     let per_path: [(&str, &str, PathValue); 7] = [
         (
@@ -132,18 +133,29 @@ pub async fn metrics(State(state): State<super::State>) -> Result<impl IntoRespo
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body))
 }
 
-/// The AI assistant's answers: how many, how fast, and why some failed.
-fn agent_metrics(body: &mut String, stats: &souk_agent::chat_agent::AgentStats) {
+/// The AI agent: chat answers (how many, how fast, why some failed) and where a spoken
+/// turn's time goes, each stage measured from the end of the shopper's speech.
+fn agent_metrics(
+    body: &mut String,
+    chat: &souk_agent::chat_agent::AgentStats,
+    voice: &souk_agent::voice::telemetry::VoiceStats,
+) {
+    use souk_agent::voice::telemetry::STAGES;
     for (name, help, value) in [
         (
             "souk_agent_replies_total",
             "Answers the AI assistant posted in chat.",
-            &stats.replies,
+            &chat.replies,
         ),
         (
             "souk_agent_handoffs_total",
             "Conversations the AI assistant handed to staff.",
-            &stats.handoffs,
+            &chat.handoffs,
+        ),
+        (
+            "souk_agent_voice_handoffs_total",
+            "Spoken conversations handed to staff.",
+            &voice.handoffs,
         ),
     ] {
         let _ = writeln!(
@@ -152,58 +164,65 @@ fn agent_metrics(body: &mut String, stats: &souk_agent::chat_agent::AgentStats) 
             value.load(Ordering::Relaxed)
         );
     }
-    let name = "souk_agent_failures_total";
-    let _ = writeln!(
+    for (name, help, counts) in [
+        (
+            "souk_agent_failures_total",
+            "AI assistant failures by error code.",
+            &chat.failures,
+        ),
+        (
+            "souk_agent_voice_failures_total",
+            "Voice agent failures by error code.",
+            &voice.failures,
+        ),
+    ] {
+        let _ = writeln!(body, "# HELP {name} {help}\n# TYPE {name} counter");
+        for (code, count) in counts.snapshot() {
+            let _ = writeln!(body, "{name}{{code=\"{code}\"}} {count}");
+        }
+    }
+    let reply = chat.reply_seconds.lock().expect("stats lock").clone();
+    histogram(
         body,
-        "# HELP {name} AI assistant failures by error code.\n# TYPE {name} counter"
+        "souk_agent_reply_seconds",
+        "From the shopper's message to the AI assistant's answer.",
+        &[("", &reply)],
     );
-    for (code, count) in stats.failures.lock().expect("stats lock").iter() {
-        let _ = writeln!(body, "{name}{{code=\"{code}\"}} {count}");
-    }
-    let name = "souk_agent_reply_seconds";
-    let h = stats.reply_seconds.lock().expect("stats lock").clone();
-    let _ = writeln!(body, "# HELP {name} From the shopper's message to the AI assistant's answer.\n# TYPE {name} histogram");
-    for (bound, count) in h.bounds.iter().zip(&h.counts) {
-        let _ = writeln!(body, "{name}_bucket{{le=\"{bound}\"}} {count}");
-    }
-    let _ = writeln!(
+    let stages = voice.stages.lock().expect("stats lock").clone();
+    let labelled: Vec<(String, &Histogram)> = STAGES
+        .iter()
+        .zip(stages.iter())
+        .map(|(stage, h)| (format!("stage=\"{stage}\""), h))
+        .collect();
+    let labelled: Vec<(&str, &Histogram)> =
+        labelled.iter().map(|(l, h)| (l.as_str(), *h)).collect();
+    histogram(
         body,
-        "{name}_bucket{{le=\"+Inf\"}} {}\n{name}_sum {}\n{name}_count {}",
-        h.count, h.sum, h.count
+        "souk_agent_voice_stage_seconds",
+        "From the end of the shopper's speech to each stage of the agent's answer.",
+        &labelled,
     );
 }
 
-/// Where a spoken turn's time goes, each stage measured from the end of the shopper's
-/// speech.
-fn voice_metrics(body: &mut String, stats: &souk_agent::voice::telemetry::VoiceStats) {
-    use souk_agent::voice::telemetry::STAGES;
-    let name = "souk_agent_voice_stage_seconds";
-    let _ = writeln!(body, "# HELP {name} From the end of the shopper's speech to each stage of the agent's answer.\n# TYPE {name} histogram");
-    let stages = stats.stages.lock().expect("stats lock").clone();
-    for (stage, h) in STAGES.iter().zip(stages.iter()) {
+/// A histogram in the text format, one series per label set (`""` for none).
+fn histogram(body: &mut String, name: &str, help: &str, series: &[(&str, &Histogram)]) {
+    let _ = writeln!(body, "# HELP {name} {help}\n# TYPE {name} histogram");
+    for (labels, h) in series {
+        let sep = if labels.is_empty() { "" } else { "," };
+        let only = if labels.is_empty() {
+            String::new()
+        } else {
+            format!("{{{labels}}}")
+        };
         for (bound, count) in h.bounds.iter().zip(&h.counts) {
-            let _ = writeln!(
-                body,
-                "{name}_bucket{{stage=\"{stage}\",le=\"{bound}\"}} {count}"
-            );
+            let _ = writeln!(body, "{name}_bucket{{{labels}{sep}le=\"{bound}\"}} {count}");
         }
         let _ = writeln!(
             body,
-            "{name}_bucket{{stage=\"{stage}\",le=\"+Inf\"}} {}\n{name}_sum{{stage=\"{stage}\"}} {}\n{name}_count{{stage=\"{stage}\"}} {}",
+            "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {}\n{name}_sum{only} {}\n{name}_count{only} {}",
             h.count, h.sum, h.count
         );
     }
-    let name = "souk_agent_voice_failures_total";
-    let _ = writeln!(
-        body,
-        "# HELP {name} Voice agent failures by error code.\n# TYPE {name} counter"
-    );
-    for (code, count) in stats.failures.lock().expect("stats lock").iter() {
-        let _ = writeln!(body, "{name}{{code=\"{code}\"}} {count}");
-    }
-    let name = "souk_agent_voice_handoffs_total";
-    let handoffs = *stats.handoffs.lock().expect("stats lock");
-    let _ = writeln!(body, "# HELP {name} Spoken conversations handed to staff.\n# TYPE {name} counter\n{name} {handoffs}");
 }
 
 /// A per-path gauge's value.
