@@ -13,7 +13,7 @@
 //! - A handoff posts a summary for the staff and stops it; so does a member of staff
 //!   writing in the conversation; so does a model failure, after telling the shopper.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -29,11 +29,14 @@ use tokio_util::sync::CancellationToken;
 use crate::language::Notice;
 use crate::llm::Llm;
 use crate::shop::Shop;
-use crate::text::{Author, ChatLine, Policy, TextAgent};
+use crate::text::{reply_language, Author, ChatLine, Policy, TextAgent};
 use crate::voice::telemetry::{CountsByCode, Histogram};
 
 /// Events read back to decide and to answer.
 const HISTORY: u32 = 100;
+/// Conversations remembered as not concerning the assistant (forgotten all at once past
+/// this, and looked at again).
+const MAX_UNSERVED: usize = 100_000;
 /// A conversation's worker ends after this long without messages.
 const WORKER_IDLE: Duration = Duration::from_secs(300);
 
@@ -99,6 +102,8 @@ pub struct ChatAgent {
     vision: bool,
     shops: HashMap<String, ShopAgent>,
     workers: Mutex<HashMap<String, Arc<Notify>>>,
+    /// Conversations known not to concern the assistant.
+    unserved: Mutex<HashSet<String>>,
     generation: AtomicU64,
     pub stats: AgentStats,
 }
@@ -128,6 +133,7 @@ impl ChatAgent {
                 .map(|s| (format!("shop:{}", s.id), s))
                 .collect(),
             workers: Mutex::new(HashMap::new()),
+            unserved: Mutex::default(),
             generation: AtomicU64::new(0),
             stats: AgentStats::default(),
         });
@@ -156,9 +162,20 @@ impl ChatAgent {
             event.kind,
             EventKind::Text | EventKind::Image | EventKind::Product | EventKind::Order
         );
-        if written && event.body.get(AI_MARK).is_none() {
-            self.wake(&event.conversation);
+        // Every chat message passes here: conversations that cannot concern the
+        // assistant cost nothing after their first look.
+        if !written || event.body.get(AI_MARK).is_some() || self.shops.is_empty() {
+            return;
         }
+        if self
+            .unserved
+            .lock()
+            .expect("unserved lock")
+            .contains(&event.conversation)
+        {
+            return;
+        }
+        self.wake(&event.conversation);
     }
 
     /// Makes sure the conversation's worker runs and looks at it again.
@@ -231,6 +248,13 @@ impl ChatAgent {
     /// Looks at the conversation and does what its history calls for.
     async fn attend(&self, conversation: &str) -> Result<(), ProtoError> {
         let (events, Some(parties)) = self.read(conversation).await? else {
+            // A group, or a direct conversation without a served shop: its members
+            // never change, so it never will concern the assistant.
+            let mut unserved = self.unserved.lock().expect("unserved lock");
+            if unserved.len() >= MAX_UNSERVED {
+                unserved.clear();
+            }
+            unserved.insert(conversation.to_owned());
             return Ok(());
         };
         match standing(&events, &parties) {
@@ -276,9 +300,10 @@ impl ChatAgent {
         parties: &Parties<'_>,
         events: &[EventInfo],
     ) -> Result<bool, ProtoError> {
-        let lang = agent_for(parties, self.vision, self.llm.clone())
-            .map(|a| a.language(&lines(events, parties)))
-            .unwrap_or_else(|| "en".into());
+        let lang = reply_language(
+            parties.shop.pinned_language.as_deref(),
+            &lines(events, parties),
+        );
         if self.llm.is_none() {
             let message = "The AI assistant cannot start: no language model is configured on this server ([agent.llm] in its configuration). A member of staff will answer.";
             self.stats.failures.add("agent_no_llm");

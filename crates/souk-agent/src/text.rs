@@ -89,16 +89,7 @@ impl TextAgent {
 
     /// The language to answer `history` in.
     pub fn language(&self, history: &[ChatLine]) -> String {
-        if let Some(pinned) = &self.policy.pinned_language {
-            return pinned.clone();
-        }
-        history
-            .iter()
-            .rev()
-            .filter(|l| l.author == Author::Shopper)
-            .find_map(|l| language::detect(&l.text))
-            .unwrap_or("en")
-            .to_owned()
+        reply_language(self.policy.pinned_language.as_deref(), history)
     }
 
     /// Answers the shopper `shopper` whose conversation so far is `history`.
@@ -259,6 +250,21 @@ impl TextAgent {
         }
         Err(LlmError::Stream("the reply ended without [DONE]".into()))
     }
+}
+
+/// The language to answer `history` in: the shop's pinned one, else the one the
+/// shopper last wrote in, else English.
+pub fn reply_language(pinned: Option<&str>, history: &[ChatLine]) -> String {
+    if let Some(pinned) = pinned {
+        return pinned.to_owned();
+    }
+    history
+        .iter()
+        .rev()
+        .filter(|l| l.author == Author::Shopper)
+        .find_map(|l| language::detect(&l.text))
+        .unwrap_or("en")
+        .to_owned()
 }
 
 /// A tool call as a person reads it: `get_order(order_id: A1001)`.
