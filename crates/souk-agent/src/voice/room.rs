@@ -215,7 +215,7 @@ impl RoomAgents {
                 "the server is still starting; retry in a moment",
             )
         })?;
-        let identity = format!("agent-{shop}");
+        let identity = agent_identity(shop);
         let token =
             (self.mint)(room, &identity).map_err(|e| ProtoError::new(ErrorCode::Internal, e))?;
         if self
@@ -265,7 +265,7 @@ impl RoomAgents {
                 format!("no shop '{shop}' is configured for the AI agent"),
             )
         })?;
-        let identity = format!("agent-{shop}");
+        let identity = agent_identity(shop);
         let stop = {
             let mut running = self.running.lock().expect("running lock");
             if let Some(existing) = running.get(room) {
@@ -359,6 +359,11 @@ impl RoomAgents {
             None => false,
         }
     }
+}
+
+/// The room identity of the agent speaking for `shop`.
+pub fn agent_identity(shop: &str) -> String {
+    format!("agent-{shop}")
 }
 
 /// Finished sessions kept for the REST API (across all rooms).

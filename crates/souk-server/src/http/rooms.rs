@@ -166,7 +166,7 @@ pub(super) async fn start_agent(
     let result = state.room_agents.start(room, shop).await;
     if let Err(e) = &result {
         let event = souk_proto::live::LiveEvent::Agent(souk_proto::live::AgentStatus {
-            identity: format!("agent-{shop}"),
+            identity: souk_agent::voice::room::agent_identity(shop),
             state: "error".into(),
             code: Some(e.code.as_str().to_owned()),
             message: Some(e.message.clone()),
