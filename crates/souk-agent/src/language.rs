@@ -103,14 +103,10 @@ const LATIN_MARKERS: &[(&str, &[&str])] = &[
 ];
 
 fn latin_language(text: &str) -> Option<&'static str> {
-    let lower = text.to_lowercase();
-    let words: Vec<&str> = lower
-        .split(|c: char| !c.is_alphanumeric())
-        .filter(|w| !w.is_empty())
-        .collect();
+    let words = crate::words::lowercase_words(text);
     let mut scores: Vec<(usize, &'static str)> = LATIN_MARKERS
         .iter()
-        .map(|(lang, markers)| (words.iter().filter(|w| markers.contains(w)).count(), *lang))
+        .map(|(lang, markers)| (words.iter().filter(|w| markers.contains(&w.as_str())).count(), *lang))
         .collect();
     scores.sort_by_key(|s| std::cmp::Reverse(s.0));
     match scores.as_slice() {

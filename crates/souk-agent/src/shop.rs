@@ -246,16 +246,12 @@ fn tool_error(code: &str, message: impl Into<String>) -> ToolOutcome {
 /// without spaces (Chinese, Japanese, Thai) every pair of adjacent characters.
 fn search_terms(query: &str) -> Vec<String> {
     let mut terms = Vec::new();
-    for word in query
-        .to_lowercase()
-        .split(|c: char| !c.is_alphanumeric())
-        .filter(|w| !w.is_empty())
-    {
+    for word in crate::words::lowercase_words(query) {
         let chars: Vec<char> = word.chars().collect();
         if chars.iter().any(|c| unspaced_script(*c)) && chars.len() > 2 {
             terms.extend(chars.windows(2).map(|w| w.iter().collect::<String>()));
         } else if chars.len() >= 2 || chars.iter().any(|c| unspaced_script(*c)) {
-            terms.push(word.to_owned());
+            terms.push(word);
         }
     }
     terms

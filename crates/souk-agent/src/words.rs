@@ -13,6 +13,15 @@ const BACKCHANNELS: &[&str] = &[
     "嗯", "嗯嗯", "对", "对对", "好", "好的", "是", "是的", "哦",
 ];
 
+/// The words of `text`, lower-cased, split at anything not a letter or digit.
+pub fn lowercase_words(text: &str) -> Vec<String> {
+    text.to_lowercase()
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
 /// The words of `text` that are not backchannels, lower-cased without punctuation.
 pub fn substantive_words(text: &str) -> Vec<String> {
     let normalised = text.to_lowercase();

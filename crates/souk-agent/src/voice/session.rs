@@ -390,13 +390,7 @@ impl VoiceSession {
         {
             self.spoken.pop_front();
         }
-        let words = |text: &str| -> Vec<String> {
-            text.to_lowercase()
-                .split(|c: char| !c.is_alphanumeric())
-                .filter(|w| !w.is_empty())
-                .map(str::to_owned)
-                .collect()
-        };
+        let words = crate::words::lowercase_words;
         let said: std::collections::HashSet<String> = self
             .spoken
             .iter()
