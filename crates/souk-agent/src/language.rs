@@ -106,7 +106,15 @@ fn latin_language(text: &str) -> Option<&'static str> {
     let words = crate::words::lowercase_words(text);
     let mut scores: Vec<(usize, &'static str)> = LATIN_MARKERS
         .iter()
-        .map(|(lang, markers)| (words.iter().filter(|w| markers.contains(&w.as_str())).count(), *lang))
+        .map(|(lang, markers)| {
+            (
+                words
+                    .iter()
+                    .filter(|w| markers.contains(&w.as_str()))
+                    .count(),
+                *lang,
+            )
+        })
         .collect();
     scores.sort_by_key(|s| std::cmp::Reverse(s.0));
     match scores.as_slice() {

@@ -11,6 +11,8 @@
 
 use serde::Deserialize;
 
+use crate::words::excerpt;
+
 /// What one push of bytes produced, in order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StreamEvent {
@@ -82,7 +84,7 @@ impl ChatStream {
             Ok(chunk) => self.chunk(chunk, events),
             Err(e) => events.push(StreamEvent::Error(format!(
                 "the model server sent a chunk that is not a chat completion ({e}): {}",
-                excerpt(data)
+                excerpt(data, 120)
             ))),
         }
     }
@@ -133,15 +135,6 @@ impl ChatStream {
                 call.arguments.push_str(&arguments);
             }
         }
-    }
-}
-
-/// The start of a bad chunk, for an error message a person can read.
-fn excerpt(data: &str) -> String {
-    const SHOWN: usize = 120;
-    match data.char_indices().nth(SHOWN) {
-        Some((at, _)) => format!("{}...", &data[..at]),
-        None => data.to_string(),
     }
 }
 

@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use crate::llm::ToolSpec;
+use crate::words::excerpt;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -142,7 +143,7 @@ impl Shop {
                     "invalid_arguments",
                     format!(
                         "the arguments must be a JSON object, got: {}",
-                        excerpt(arguments)
+                        excerpt(arguments, 80)
                     ),
                 )
             }
@@ -172,7 +173,7 @@ impl Shop {
             },
             other => tool_error(
                 "unknown_tool",
-                format!("there is no tool '{}'; the tools are search_catalog, get_order and transfer_to_human", excerpt(other)),
+                format!("there is no tool '{}'; the tools are search_catalog, get_order and transfer_to_human", excerpt(other, 80)),
             ),
         }
     }
@@ -232,7 +233,7 @@ impl Shop {
             Some(order) if order.buyer == shopper => json!({"order": order}),
             // Someone else's order reads exactly like a missing one.
             _ => json!({"error": {"code": "order_not_found", "message": format!(
-                "no order '{}' for this shopper; ask them to check the id in their confirmation", excerpt(id)
+                "no order '{}' for this shopper; ask them to check the id in their confirmation", excerpt(id, 80)
             )}}),
         }
     }
@@ -259,15 +260,6 @@ fn search_terms(query: &str) -> Vec<String> {
 
 fn unspaced_script(c: char) -> bool {
     matches!(c as u32, 0x3040..=0x30FF | 0x3400..=0x9FFF | 0x0E00..=0x0E7F)
-}
-
-fn excerpt(text: &str) -> String {
-    let cut: String = text.chars().take(80).collect();
-    if cut.len() < text.len() {
-        format!("{cut}…")
-    } else {
-        cut
-    }
 }
 
 #[cfg(test)]

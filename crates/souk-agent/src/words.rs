@@ -13,6 +13,15 @@ const BACKCHANNELS: &[&str] = &[
     "嗯", "嗯嗯", "对", "对对", "好", "好的", "是", "是的", "哦",
 ];
 
+/// The start of `text`, at most `max_chars` characters, marked when cut: enough of a bad
+/// input to recognise it in an error message.
+pub fn excerpt(text: &str, max_chars: usize) -> String {
+    match text.char_indices().nth(max_chars) {
+        Some((at, _)) => format!("{}…", &text[..at]),
+        None => text.to_owned(),
+    }
+}
+
 /// The words of `text`, lower-cased, split at anything not a letter or digit.
 pub fn lowercase_words(text: &str) -> Vec<String> {
     text.to_lowercase()
