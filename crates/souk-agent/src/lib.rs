@@ -9,7 +9,7 @@
 //! [`llm_stream`] reads a language model's streamed reply (any OpenAI-compatible server)
 //! into text as it comes and whole tool calls, also without IO; [`llm`] is the stage any
 //! provider fits and the OpenAI-compatible client. [`shop`] holds the catalogue and
-//! orders and runs the model's tool calls against them. [`text`] answers a chat
+//! orders (JSON, or CSV read by [`shop_csv`]) and runs the model's tool calls against them. [`text`] answers a chat
 //! conversation with both, in the language [`language`] detects, and [`chat_agent`]
 //! decides when it answers in shop chat and hands over to people.
 //!
@@ -22,6 +22,7 @@ pub mod language;
 pub mod llm;
 pub mod llm_stream;
 pub mod shop;
+pub mod shop_csv;
 #[cfg(test)]
 mod test_http;
 pub mod text;

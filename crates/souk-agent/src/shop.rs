@@ -6,7 +6,10 @@
 //! asking for someone else's order learns nothing about it.
 
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::path::Path;
+use std::pin::Pin;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -62,7 +65,30 @@ pub struct Order {
     pub eta: Option<String>,
 }
 
-/// The catalogue and orders, loaded once at start.
+impl From<souk_proto::commerce::Order> for Order {
+    /// A flash-sale order is paid from the wallet when it is placed; its shipping is
+    /// the merchant's and not known here.
+    fn from(sold: souk_proto::commerce::Order) -> Order {
+        Order {
+            id: sold.order_id,
+            buyer: sold.buyer,
+            status: "paid".into(),
+            items: vec![OrderLine {
+                product_id: sold.product_id,
+                title: sold.title,
+                quantity: u32::try_from(sold.quantity).unwrap_or(u32::MAX),
+            }],
+            total_minor: sold.amount_minor,
+            currency: sold.currency,
+            carrier: None,
+            tracking: None,
+            eta: None,
+        }
+    }
+}
+
+/// The catalogue and orders, loaded once at start, and the orders of live sales, looked
+/// up as they are asked for.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Shop {
@@ -70,6 +96,24 @@ pub struct Shop {
     pub products: Vec<Product>,
     #[serde(default)]
     pub orders: Vec<Order>,
+    #[serde(skip)]
+    pub sale_orders: Option<Arc<dyn SaleOrders>>,
+}
+
+/// Orders a shopper placed in a live room's flash sale. They are kept by the server's
+/// ledger, not in the shop's file, and arrive while the agent runs.
+pub trait SaleOrders: Send + Sync {
+    /// The order with this id, whoever bought it; `Ok(None)` when there is none, `Err`
+    /// when the orders cannot be read now.
+    fn find<'a>(&'a self, order_id: &'a str) -> OrderLookup<'a>;
+}
+
+pub type OrderLookup<'a> = Pin<Box<dyn Future<Output = Result<Option<Order>, String>> + Send + 'a>>;
+
+impl std::fmt::Debug for dyn SaleOrders {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SaleOrders")
+    }
 }
 
 /// Most products one search returns: enough to choose from, few enough to read out.
@@ -89,21 +133,53 @@ pub enum ToolOutcome {
 pub const DEMO_SHOP: &str = include_str!("../demo-shop.json");
 
 impl Shop {
-    /// Reads a JSON file `{"products": [...], "orders": [...]}`.
-    pub fn load(path: &Path) -> Result<Shop, String> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("reading the shop data {}: {e}", path.display()))?;
-        Shop::parse(&text).map_err(|e| format!("the shop data {} is invalid: {e}", path.display()))
+    /// Reads the shop's data: a JSON file `{"products": [...], "orders": [...]}` or a CSV
+    /// catalogue (see [`crate::shop_csv`]), and, if given, a CSV of orders besides.
+    pub fn load(data: &Path, orders: Option<&Path>) -> Result<Shop, String> {
+        let read = |path: &Path| {
+            std::fs::read_to_string(path)
+                .map_err(|e| format!("reading the shop data {}: {e}", path.display()))
+        };
+        let invalid =
+            |path: &Path, e: String| format!("the shop data {} is invalid: {e}", path.display());
+        let is_csv = |path: &Path| {
+            path.extension()
+                .is_some_and(|e| e.eq_ignore_ascii_case("csv"))
+        };
+        let mut shop = if is_csv(data) {
+            let products = crate::shop_csv::products(&read(data)?).map_err(|e| invalid(data, e))?;
+            Shop {
+                products,
+                ..Shop::default()
+            }
+        } else {
+            serde_json::from_str(&read(data)?).map_err(|e| invalid(data, e.to_string()))?
+        };
+        if let Some(path) = orders {
+            if !is_csv(path) {
+                return Err(format!(
+                    "the orders file {} must be CSV (.csv)",
+                    path.display()
+                ));
+            }
+            let more = crate::shop_csv::orders(&read(path)?).map_err(|e| invalid(path, e))?;
+            shop.orders.extend(more);
+        }
+        shop.check().map_err(|e| invalid(data, e))?;
+        Ok(shop)
     }
 
     pub fn parse(text: &str) -> Result<Shop, String> {
         let shop: Shop = serde_json::from_str(text).map_err(|e| e.to_string())?;
-        for p in &shop.products {
-            if p.price_minor < 0 {
-                return Err(format!("product '{}' has a negative price", p.id));
-            }
-        }
+        shop.check()?;
         Ok(shop)
+    }
+
+    fn check(&self) -> Result<(), String> {
+        match self.products.iter().find(|p| p.price_minor < 0) {
+            Some(p) => Err(format!("product '{}' has a negative price", p.id)),
+            None => Ok(()),
+        }
     }
 
     /// The tools the model is offered.
@@ -135,7 +211,7 @@ impl Shop {
     }
 
     /// Runs tool `name` for `shopper` with the model's JSON `arguments`.
-    pub fn call(&self, name: &str, arguments: &str, shopper: &str) -> ToolOutcome {
+    pub async fn call(&self, name: &str, arguments: &str, shopper: &str) -> ToolOutcome {
         let args: Value = match serde_json::from_str(arguments) {
             Ok(Value::Object(map)) => Value::Object(map),
             Ok(_) | Err(_) => {
@@ -160,7 +236,7 @@ impl Shop {
                 ),
             },
             "get_order" => match text("order_id") {
-                Some(id) if !id.is_empty() => ToolOutcome::Result(self.order(id, shopper)),
+                Some(id) if !id.is_empty() => ToolOutcome::Result(self.order(id, shopper).await),
                 _ => tool_error("invalid_arguments", "get_order needs a string 'order_id'"),
             },
             "transfer_to_human" => ToolOutcome::Handoff {
@@ -228,8 +304,23 @@ impl Shop {
         }
     }
 
-    fn order(&self, id: &str, shopper: &str) -> Value {
-        match self.orders.iter().find(|o| o.id.eq_ignore_ascii_case(id)) {
+    async fn order(&self, id: &str, shopper: &str) -> Value {
+        let mut order = self
+            .orders
+            .iter()
+            .find(|o| o.id.eq_ignore_ascii_case(id))
+            .cloned();
+        if let (None, Some(sale_orders)) = (&order, &self.sale_orders) {
+            order = match sale_orders.find(id).await {
+                Ok(found) => found,
+                Err(e) => {
+                    tracing::warn!(error = %e, "live-sale orders cannot be read");
+                    return json!({"error": {"code": "orders_unavailable", "message":
+                        "orders cannot be looked up right now; apologise and offer to pass the question to a person"}});
+                }
+            };
+        }
+        match order {
             Some(order) if order.buyer == shopper => json!({"order": order}),
             // Someone else's order reads exactly like a missing one.
             _ => json!({"error": {"code": "order_not_found", "message": format!(
@@ -287,35 +378,101 @@ mod tests {
         }
     }
 
-    #[test]
-    fn search_finds_by_any_language_and_returns_the_locale_title() {
+    #[tokio::test]
+    async fn search_finds_by_any_language_and_returns_the_locale_title() {
         let shop = shop();
-        let found = result(shop.call(
-            "search_catalog",
-            r#"{"query": "canvas sneakers?", "locale": "ar"}"#,
-            "x",
-        ));
+        let found = result(
+            shop.call(
+                "search_catalog",
+                r#"{"query": "canvas sneakers?", "locale": "ar"}"#,
+                "x",
+            )
+            .await,
+        );
         assert_eq!(found["results"][0]["id"], "sneaker-38");
         assert_eq!(found["results"][0]["title"], "حذاء رياضي قماش");
-        let found = result(shop.call("search_catalog", r#"{"query": "有帆布鞋吗"}"#, "x"));
+        let found = result(
+            shop.call("search_catalog", r#"{"query": "有帆布鞋吗"}"#, "x")
+                .await,
+        );
         assert_eq!(found["results"][0]["id"], "sneaker-38");
-        let none = result(shop.call("search_catalog", r#"{"query": "television"}"#, "x"));
+        let none = result(
+            shop.call("search_catalog", r#"{"query": "television"}"#, "x")
+                .await,
+        );
         assert_eq!(none["results"], json!([]));
     }
 
-    #[test]
-    fn orders_only_for_their_buyer() {
+    #[tokio::test]
+    async fn orders_only_for_their_buyer() {
         let shop = shop();
-        let mine = result(shop.call("get_order", r#"{"order_id": "a1001"}"#, "layla"));
+        let mine = result(
+            shop.call("get_order", r#"{"order_id": "a1001"}"#, "layla")
+                .await,
+        );
         assert_eq!(mine["order"]["carrier"], "Aramex");
-        let theirs = result(shop.call("get_order", r#"{"order_id": "A1001"}"#, "omar"));
-        let missing = result(shop.call("get_order", r#"{"order_id": "Z9"}"#, "omar"));
+        let theirs = result(
+            shop.call("get_order", r#"{"order_id": "A1001"}"#, "omar")
+                .await,
+        );
+        let missing = result(
+            shop.call("get_order", r#"{"order_id": "Z9"}"#, "omar")
+                .await,
+        );
         assert_eq!(theirs["error"]["code"], "order_not_found");
         assert_eq!(missing["error"]["code"], "order_not_found");
     }
 
-    #[test]
-    fn bad_arguments_get_an_error_the_model_can_read() {
+    /// The ledger's orders as a test sees them: one order, or an unreachable store.
+    struct Ledger(Option<Order>);
+
+    impl SaleOrders for Ledger {
+        fn find<'a>(&'a self, order_id: &'a str) -> OrderLookup<'a> {
+            Box::pin(async move {
+                match &self.0 {
+                    Some(order) => Ok(Some(order.clone()).filter(|o| o.id == order_id)),
+                    None => Err("database is closed".into()),
+                }
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn live_sale_orders_are_looked_up_after_the_file() {
+        let mut shop = shop();
+        let mut sold = shop.orders[0].clone();
+        (sold.id, sold.buyer, sold.status) = ("OR_9".into(), "ana".into(), "paid".into());
+        shop.sale_orders = Some(Arc::new(Ledger(Some(sold))));
+        let from_ledger = result(
+            shop.call("get_order", r#"{"order_id": "OR_9"}"#, "ana")
+                .await,
+        );
+        assert_eq!(from_ledger["order"]["status"], "paid");
+        let from_file = result(
+            shop.call("get_order", r#"{"order_id": "A1001"}"#, "layla")
+                .await,
+        );
+        assert_eq!(from_file["order"]["status"], "shipped");
+        let theirs = result(
+            shop.call("get_order", r#"{"order_id": "OR_9"}"#, "omar")
+                .await,
+        );
+        assert_eq!(theirs["error"]["code"], "order_not_found");
+        shop.sale_orders = Some(Arc::new(Ledger(None)));
+        let down = result(
+            shop.call("get_order", r#"{"order_id": "OR_9"}"#, "ana")
+                .await,
+        );
+        assert_eq!(down["error"]["code"], "orders_unavailable");
+        let still = result(
+            shop.call("get_order", r#"{"order_id": "A1001"}"#, "layla")
+                .await,
+        );
+        assert_eq!(still["order"]["status"], "shipped");
+    }
+
+    #[tokio::test]
+    async fn bad_arguments_get_an_error_the_model_can_read() {
         let shop = shop();
         for (name, args) in [
             ("search_catalog", "not json"),
@@ -324,28 +481,29 @@ mod tests {
             ("search_catalog", r#"{"query": ""}"#),
             ("get_order", r#"{}"#),
         ] {
-            let v = result(shop.call(name, args, "layla"));
+            let v = result(shop.call(name, args, "layla").await);
             assert_eq!(v["error"]["code"], "invalid_arguments", "{name} {args}");
         }
-        let v = result(shop.call("delete_everything", "{}", "layla"));
+        let v = result(shop.call("delete_everything", "{}", "layla").await);
         assert_eq!(v["error"]["code"], "unknown_tool");
     }
 
-    #[test]
-    fn transfer_carries_a_reason() {
+    #[tokio::test]
+    async fn transfer_carries_a_reason() {
         let shop = shop();
         assert_eq!(
             shop.call(
                 "transfer_to_human",
                 r#"{"reason": "wants a refund"}"#,
                 "layla"
-            ),
+            )
+            .await,
             ToolOutcome::Handoff {
                 reason: "wants a refund".into()
             }
         );
         assert!(matches!(
-            shop.call("transfer_to_human", "{}", "layla"),
+            shop.call("transfer_to_human", "{}", "layla").await,
             ToolOutcome::Handoff { .. }
         ));
     }
@@ -354,6 +512,39 @@ mod tests {
     fn the_demo_shop_loads() {
         let demo = Shop::parse(DEMO_SHOP).unwrap();
         assert!(demo.products.len() >= 4 && demo.orders.len() >= 2);
+    }
+
+    #[tokio::test]
+    async fn a_csv_catalogue_and_csv_orders_load_together() {
+        let dir = std::env::temp_dir().join(format!("souk-shop-csv-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (catalogue, orders) = (dir.join("catalogue.csv"), dir.join("orders.csv"));
+        std::fs::write(
+            &catalogue,
+            "id,title,price_minor,currency\nhat,Straw hat,1500,EUR\n",
+        )
+        .unwrap();
+        std::fs::write(
+            &orders,
+            "id,buyer,status,total_minor,currency,product_id,title,quantity\nB7,ana,shipped,1500,EUR,hat,Straw hat,1\n",
+        )
+        .unwrap();
+        let shop = Shop::load(&catalogue, Some(&orders)).unwrap();
+        let found = result(
+            shop.call("search_catalog", r#"{"query": "hat"}"#, "ana")
+                .await,
+        );
+        assert_eq!(found["results"][0]["price_minor"], 1500);
+        let order = result(shop.call("get_order", r#"{"order_id": "B7"}"#, "ana").await);
+        assert_eq!(order["order"]["status"], "shipped");
+        let err = Shop::load(&catalogue, Some(&catalogue)).unwrap_err();
+        assert!(
+            err.contains("orders.csv") || err.contains("column"),
+            "{err}"
+        );
+        let err = Shop::load(&dir.join("absent.csv"), None).unwrap_err();
+        assert!(err.contains("absent.csv"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -154,7 +154,7 @@ impl TextAgent {
                 tool_calls: calls.clone(),
             });
             for call in &calls {
-                match self.shop.call(&call.name, &call.arguments, shopper) {
+                match self.shop.call(&call.name, &call.arguments, shopper).await {
                     ToolOutcome::Result(result) => {
                         looked_up.push(describe_call(call));
                         messages.push(LlmMessage::Tool {

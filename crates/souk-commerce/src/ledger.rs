@@ -98,6 +98,21 @@ fn sale_from_row(r: &sqlx::any::AnyRow) -> std::result::Result<Sale, StoreError>
     })
 }
 
+fn order_from_row(r: &sqlx::any::AnyRow) -> std::result::Result<Order, StoreError> {
+    Ok(Order {
+        order_id: text(r, "order_id")?,
+        sale_id: text(r, "sale_id")?,
+        room: text(r, "room")?,
+        buyer: text(r, "buyer")?,
+        product_id: text(r, "product_id")?,
+        title: text(r, "title")?,
+        quantity: int(r, "quantity")?,
+        amount_minor: int(r, "amount_minor")?,
+        currency: text(r, "currency")?,
+        created_at_ms: int(r, "created_at_ms")? as u64,
+    })
+}
+
 fn coupon_from_row(r: &sqlx::any::AnyRow) -> std::result::Result<Coupon, StoreError> {
     Ok(Coupon {
         coupon_id: text(r, "coupon_id")?,
@@ -1024,6 +1039,7 @@ impl Ledger {
             room: sale.room.clone(),
             buyer: buyer.to_owned(),
             product_id: sale.product_id.clone(),
+            title: sale.title.clone(),
             quantity,
             amount_minor: amount,
             currency: sale.currency.clone(),
@@ -1081,6 +1097,20 @@ impl Ledger {
             .await
             .map_err(internal)?
             .ok_or_else(missing)
+    }
+
+    /// One order of a flash sale.
+    pub async fn order(&self, order_id: &str) -> Result<Order> {
+        let row = self
+            .row_by_id(
+                "SELECT o.order_id, o.sale_id, o.room, o.buyer, o.product_id, s.title, o.quantity, \
+                 o.amount_minor, o.currency, o.created_at_ms \
+                 FROM commerce_orders o JOIN commerce_sales s ON s.sale_id = o.sale_id WHERE o.order_id = ?",
+                order_id,
+                || ProtoError::new(ErrorCode::OrderNotFound, format!("no order '{order_id}'")),
+            )
+            .await?;
+        order_from_row(&row).map_err(internal)
     }
 
     /// What each buyer bought in a sale.

@@ -104,6 +104,9 @@ pub struct Order {
     pub room: String,
     pub buyer: String,
     pub product_id: String,
+    /// The product's title in the sale.
+    #[serde(default)]
+    pub title: String,
     pub quantity: i64,
     pub amount_minor: i64,
     pub currency: String,

@@ -96,6 +96,8 @@ pub enum ErrorCode {
     /// This user already claimed this coupon.
     CouponAlreadyClaimed,
     SaleNotFound,
+    /// No order has this id (or it is not the caller's).
+    OrderNotFound,
     /// The flash sale has not started or has ended.
     SaleNotActive,
     /// Not enough stock left for this purchase.
@@ -154,6 +156,7 @@ impl ErrorCode {
             ErrorCode::CouponExhausted => "coupon_exhausted",
             ErrorCode::CouponAlreadyClaimed => "coupon_already_claimed",
             ErrorCode::SaleNotFound => "sale_not_found",
+            ErrorCode::OrderNotFound => "order_not_found",
             ErrorCode::SaleNotActive => "sale_not_active",
             ErrorCode::SoldOut => "sold_out",
             ErrorCode::PurchaseLimit => "purchase_limit",

@@ -12,6 +12,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use base64::Engine;
 use futures_util::{SinkExt, StreamExt};
+use souk_agent::shop::{OrderLookup, SaleOrders};
 use souk_agent::voice::pool::{FromWorker, ToWorker};
 use souk_agent::voice::room::{MintToken, RoomAgents};
 use tokio::sync::mpsc;
@@ -37,14 +38,24 @@ async fn work(args: AgentArgs) -> anyhow::Result<()> {
     let Some(llm) = agents::model(&config) else {
         bail!("a worker needs a language model: add [agent.llm] to its configuration");
     };
-    let shops = agents::load_shops(&config)?;
+    let server = args.server.trim_end_matches('/').to_owned();
+    let sale_orders = Arc::new(ServerOrders {
+        http: reqwest::Client::builder()
+            .timeout(Duration::from_secs(5))
+            .build()
+            .context("the HTTP client")?,
+        orders_url: reqwest::Url::parse(&format!("{server}/api/v1/orders/"))
+            .context("the server URL")?,
+        api_key: args.api_key.clone(),
+        api_secret: args.api_secret.clone(),
+    });
+    let shops = agents::load_shops(&config, sale_orders)?;
     let shop_ids: Vec<String> = shops.iter().map(|s| s.id.clone()).collect();
     // Jobs come with their token: a worker never signs one.
     let mint: MintToken =
         Box::new(|_, _| Err("agent workers are sent tokens with their jobs".into()));
     let cancel = CancellationToken::new();
     let rooms = agents::room_agents(&config, &shops, Some(llm), mint, cancel.clone());
-    let server = args.server.trim_end_matches('/').to_owned();
     let mut backoff = Duration::from_secs(1);
     loop {
         match serve_jobs(&args, &server, &shop_ids, &rooms).await {
@@ -124,5 +135,96 @@ async fn serve_jobs(
                 Some(Err(e)) => return Err(e.into()),
             },
         }
+    }
+}
+
+/// Live-sale orders, read from the server's ledger over its REST API.
+struct ServerOrders {
+    http: reqwest::Client,
+    /// `.../api/v1/orders/`, to which the order id is added as one path segment.
+    orders_url: reqwest::Url,
+    api_key: String,
+    api_secret: String,
+}
+
+impl SaleOrders for ServerOrders {
+    fn find<'a>(&'a self, order_id: &'a str) -> OrderLookup<'a> {
+        Box::pin(async move {
+            let mut url = self.orders_url.clone();
+            url.path_segments_mut()
+                .map_err(|()| "the server URL cannot have a path".to_owned())?
+                .pop_if_empty()
+                .push(order_id);
+            let response = self
+                .http
+                .get(url)
+                .basic_auth(&self.api_key, Some(&self.api_secret))
+                .send()
+                .await
+                .map_err(|e| format!("asking the server for the order: {e}"))?;
+            match response.status() {
+                reqwest::StatusCode::NOT_FOUND => Ok(None),
+                status if status.is_success() => response
+                    .json::<souk_proto::commerce::Order>()
+                    .await
+                    .map(|order| Some(order.into()))
+                    .map_err(|e| format!("reading the server's order: {e}")),
+                status => Err(format!("the server answered {status} for the order")),
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The server's order route as the worker meets it: `OR_1` is Layla's, the rest is
+    /// missing, and `OR_boom` fails.
+    async fn orders_route() -> String {
+        async fn order(
+            axum::extract::Path(id): axum::extract::Path<String>,
+            headers: axum::http::HeaderMap,
+        ) -> axum::response::Response {
+            use axum::response::IntoResponse;
+            assert!(headers.contains_key("authorization"), "the API key is sent");
+            match id.as_str() {
+                "OR_1" => axum::Json(serde_json::json!({
+                    "order_id": "OR_1", "sale_id": "fs", "room": "live", "buyer": "layla",
+                    "product_id": "tote", "title": "Tote", "quantity": 2,
+                    "amount_minor": 5000, "currency": "USD", "created_at_ms": 1
+                }))
+                .into_response(),
+                "OR_boom" => axum::http::StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+                _ => axum::http::StatusCode::NOT_FOUND.into_response(),
+            }
+        }
+        let app = axum::Router::new().route("/api/v1/orders/{id}", axum::routing::get(order));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        format!("http://{addr}")
+    }
+
+    #[tokio::test]
+    async fn live_sale_orders_come_from_the_server() {
+        let server = orders_route().await;
+        let orders = ServerOrders {
+            http: reqwest::Client::new(),
+            orders_url: reqwest::Url::parse(&format!("{server}/api/v1/orders/")).unwrap(),
+            api_key: "k".into(),
+            api_secret: "s".into(),
+        };
+        let found = orders.find("OR_1").await.unwrap().unwrap();
+        assert_eq!(
+            (found.buyer.as_str(), found.status.as_str()),
+            ("layla", "paid")
+        );
+        assert_eq!(found.items[0].title, "Tote");
+        assert!(orders.find("OR_2").await.unwrap().is_none());
+        // An id the model made up stays one path segment.
+        assert!(orders.find("../../rooms").await.unwrap().is_none());
+        let failed = orders.find("OR_boom").await.unwrap_err();
+        assert!(failed.contains("500"), "{failed}");
     }
 }

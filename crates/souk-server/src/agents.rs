@@ -6,27 +6,33 @@ use std::sync::Arc;
 
 use souk_agent::chat_agent::ShopAgent;
 use souk_agent::llm::{Llm, LlmTimeouts, OpenAiLlm};
-use souk_agent::shop::Shop;
+use souk_agent::shop::{OrderLookup, SaleOrders, Shop};
 use souk_agent::voice::room::{LoadStt, LoadTts, MintToken, RoomAgents, VoiceShop};
 use souk_agent::voice::stt::{OpenAiStt, PocketSphinx, Stt};
 use souk_agent::voice::tts::{EspeakTts, OpenAiTts, Tts};
 use souk_agent::voice::turn_detector::TrailingWords;
+use souk_commerce::Ledger;
+use souk_proto::error::ErrorCode;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::AgentConfig;
 
 /// Each shop's data, loaded now so a bad file stops the start rather than the first
-/// conversation.
-pub fn load_shops(config: &AgentConfig) -> anyhow::Result<Vec<ShopAgent>> {
+/// conversation, with the live sales' orders to look up besides.
+pub fn load_shops(
+    config: &AgentConfig,
+    sale_orders: Arc<dyn SaleOrders>,
+) -> anyhow::Result<Vec<ShopAgent>> {
     config
         .shops
         .iter()
         .map(|shop| {
-            let data = match &shop.data {
-                Some(path) => Shop::load(path),
+            let mut data = match &shop.data {
+                Some(path) => Shop::load(path, shop.orders.as_deref()),
                 None => Shop::parse(souk_agent::shop::DEMO_SHOP),
             }
             .map_err(anyhow::Error::msg)?;
+            data.sale_orders = Some(sale_orders.clone());
             Ok(ShopAgent {
                 id: shop.id.clone(),
                 name: shop.name.clone(),
@@ -36,6 +42,21 @@ pub fn load_shops(config: &AgentConfig) -> anyhow::Result<Vec<ShopAgent>> {
             })
         })
         .collect()
+}
+
+/// Live-sale orders from this server's ledger.
+pub struct LedgerOrders(pub Arc<Ledger>);
+
+impl SaleOrders for LedgerOrders {
+    fn find<'a>(&'a self, order_id: &'a str) -> OrderLookup<'a> {
+        Box::pin(async move {
+            match self.0.order(order_id).await {
+                Ok(order) => Ok(Some(order.into())),
+                Err(e) if e.code == ErrorCode::OrderNotFound => Ok(None),
+                Err(e) => Err(e.message),
+            }
+        })
+    }
 }
 
 /// The configured model, if any.

@@ -125,8 +125,10 @@ pub struct AgentShopFileConfig {
     pub id: String,
     /// The shop's name, as the assistant introduces it (default: the id).
     pub name: Option<String>,
-    /// A JSON file with the catalogue and orders.
+    /// The catalogue and orders as JSON, or the catalogue alone as CSV.
     pub data: PathBuf,
+    /// Orders as CSV, one order line a row.
+    pub orders: Option<PathBuf>,
     /// Answer in this language whatever the shopper writes (BCP 47).
     pub language: Option<String>,
     /// `always`, `staff_offline` (default) or `on_request`.
@@ -239,6 +241,7 @@ pub struct AgentShopConfig {
     pub name: String,
     /// The catalogue and orders; `None` is the bundled demo shop (`--dev` only).
     pub data: Option<PathBuf>,
+    pub orders: Option<PathBuf>,
     pub language: Option<String>,
     pub answer: souk_agent::chat_agent::AnswerWhen,
 }
@@ -277,6 +280,7 @@ impl AgentConfig {
                 id: shop.id.clone(),
                 name: shop.name.clone().unwrap_or_else(|| shop.id.clone()),
                 data: Some(shop.data.clone()),
+                orders: shop.orders.clone(),
                 language: shop.language.clone(),
                 answer,
             });
@@ -287,6 +291,7 @@ impl AgentConfig {
                 id: "demo".into(),
                 name: "Souk Demo Shop".into(),
                 data: None,
+                orders: None,
                 language: None,
                 answer: AnswerWhen::StaffOffline,
             });

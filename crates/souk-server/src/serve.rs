@@ -15,6 +15,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
 use souk_agent::chat_agent::ChatAgent;
+use souk_agent::shop::SaleOrders;
 use souk_agent::voice::room::{MintToken, RoomAgents};
 
 use crate::agents;
@@ -154,7 +155,8 @@ async fn serve(config: ServerConfig) -> anyhow::Result<()> {
     }
     outbox_worker::spawn(db.clone(), routes, outbox_wake, cancel.clone(), &tracker);
 
-    let (agent, room_agents) = start_agents(&config, chat.clone(), cancel.clone())?;
+    let sale_orders = Arc::new(agents::LedgerOrders(ledger.clone()));
+    let (agent, room_agents) = start_agents(&config, chat.clone(), sale_orders, cancel.clone())?;
 
     let state = Arc::new(AppState {
         media,
@@ -312,9 +314,10 @@ async fn open_chat(
 fn start_agents(
     config: &ServerConfig,
     chat: Arc<Chat>,
+    sale_orders: Arc<dyn SaleOrders>,
     cancel: CancellationToken,
 ) -> anyhow::Result<(Arc<ChatAgent>, Arc<RoomAgents>)> {
-    let shops = agents::load_shops(&config.agent)?;
+    let shops = agents::load_shops(&config.agent, sale_orders)?;
     let llm = agents::model(&config.agent);
     if llm.is_none() && !shops.is_empty() {
         info!("the AI agent has no language model ([agent.llm]); conversations and rooms that ask for it are told so");

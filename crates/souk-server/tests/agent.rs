@@ -80,7 +80,7 @@ async fn scripted_model() -> String {
             )
         } else if let Some(id) = said
             .split_whitespace()
-            .find(|w| w.starts_with('A') && w.len() == 5)
+            .find(|w| (w.starts_with('A') && w.len() == 5) || w.starts_with("OR_"))
         {
             call("get_order", json!({"order_id": id}))
         } else {
@@ -172,6 +172,60 @@ async fn rest(
         .send()
         .await
         .unwrap()
+}
+
+/// Layla buys in a live room's flash sale; the order is in the ledger, not the shop's file.
+async fn buy_in_a_flash_sale(server: &TestServer) -> String {
+    let api = common::Api::new(server);
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    for (path, body) in [
+        (
+            "/wallets/layla/top_up",
+            json!({"idempotency_key": "load", "amount_minor": 10_000, "currency": "USD"}),
+        ),
+        (
+            "/rooms/live/sales",
+            json!({"sale_id": "fs-1", "room": "", "product_id": "tote", "title": "Tote",
+            "price_minor": 2500, "currency": "USD", "stock": 5, "per_buyer_limit": 2,
+            "starts_at_ms": now_ms - 1000, "ends_at_ms": now_ms + 60_000}),
+        ),
+    ] {
+        let (status, answer) = api.call(reqwest::Method::POST, path, Some(body)).await;
+        assert_eq!(status, 200, "{path}: {answer}");
+    }
+    let viewer = server.bot("live", "layla", "audience").await;
+    let buy = souk_proto::signal::ClientMessage::Buy(souk_proto::signal::Buy {
+        req: Some(1),
+        idempotency_key: "buy-1".into(),
+        sale_id: "fs-1".into(),
+        quantity: 1,
+    });
+    let order = common::request(&viewer, buy, 1).await.expect("bought");
+    order["order_id"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_assistant_finds_an_order_placed_in_a_live_sale() {
+    let model = scripted_model().await;
+    let server = start_server(Some(&model), "always");
+    let order_id = buy_in_a_flash_sale(&server).await;
+    let layla = connect(&server, "layla", &[]).await;
+    let conv = layla.open_direct("shop:acme").await.unwrap();
+    layla
+        .send_text(&conv.id, "q1", &format!("Where is my order {order_id} ?"))
+        .await
+        .unwrap();
+    let answer = next_where(&layla, "an order answer", |e| {
+        is_ai(e) && marker(e) != "joined"
+    })
+    .await;
+    assert_eq!(
+        text(&answer),
+        format!("(English) Order {order_id} is paid with .")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

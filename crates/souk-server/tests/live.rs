@@ -6,42 +6,12 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Api, TestServer, WAIT};
+use common::{request, Api, TestServer, WAIT};
 use reqwest::Method;
 use serde_json::json;
 use souk_client::{Client, ClientOptions};
 use souk_proto::live::LiveEvent;
 use souk_proto::signal::{ClientMessage, SendGift, ServerMessage};
-
-/// Sends `msg` (carrying `req`) and waits for its answer: the ack's result, or the code.
-async fn request(
-    client: &Client,
-    msg: ClientMessage,
-    req: u32,
-) -> Result<serde_json::Value, String> {
-    client.send(msg).await.map_err(|e| e.to_string())?;
-    let stats = client
-        .wait_for("an answer", WAIT, |s| {
-            s.messages.iter().any(|m| match m {
-                ServerMessage::Ack(a) => a.req == Some(req),
-                ServerMessage::Error(e) => e.req == Some(req),
-                _ => false,
-            }) || s.ended
-        })
-        .await
-        .map_err(|e| e.to_string())?;
-    stats
-        .messages
-        .iter()
-        .find_map(|m| match m {
-            ServerMessage::Ack(a) if a.req == Some(req) => {
-                Some(Ok(a.result.clone().unwrap_or_default()))
-            }
-            ServerMessage::Error(e) if e.req == Some(req) => Some(Err(e.code.as_str().to_owned())),
-            _ => None,
-        })
-        .unwrap_or_else(|| Err("closed".into()))
-}
 
 /// The gifts announced to a client so far.
 fn gift_events(stats: &souk_client::Stats) -> Vec<souk_proto::commerce::GiftSent> {
@@ -315,6 +285,30 @@ async fn a_flash_sale_purchase_sends_a_signed_retried_order_webhook() {
     };
     assert_eq!(hook["order_id"], order["order_id"]);
     assert_eq!(hook["quantity"], 2);
+    assert_eq!(hook["title"], "Tote");
+
+    // The merchant's backend and the buyer can read the order back; anyone else finds
+    // nothing there.
+    let id = order["order_id"].as_str().unwrap();
+    let (status, read) = api.call(Method::GET, &format!("/orders/{id}"), None).await;
+    assert_eq!((status, &read), (200, &order));
+    let as_user = |who: &str| {
+        api.http
+            .get(format!("{}/orders/{id}", api.base))
+            .bearer_auth(server.token("live", who, "audience"))
+    };
+    let (status, read) = api.send(as_user("buyer"), None).await;
+    assert_eq!((status, &read["order_id"]), (200, &order["order_id"]));
+    let (status, read) = api.send(as_user("someone"), None).await;
+    assert_eq!(
+        (status, read["code"].as_str()),
+        (404, Some("order_not_found"))
+    );
+    let (status, read) = api.call(Method::GET, "/orders/OR_nothing", None).await;
+    assert_eq!(
+        (status, read["code"].as_str()),
+        (404, Some("order_not_found"))
+    );
     assert!(refused.load(std::sync::atomic::Ordering::Relaxed) >= 1);
     assert_eq!(balance(&api, "buyer").await, 1_000_000 - 5000);
 }

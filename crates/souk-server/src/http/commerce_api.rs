@@ -8,7 +8,9 @@ use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
 use axum::Json;
 use serde::Deserialize;
-use souk_proto::commerce::{Balance, Battle, Coupon, Gift, LeaderboardEntry, Sale, WalletTxn};
+use souk_proto::commerce::{
+    Balance, Battle, Coupon, Gift, LeaderboardEntry, Order, Sale, WalletTxn,
+};
 use souk_proto::error::{ErrorCode, ProtoError};
 use souk_proto::live::LiveEvent;
 
@@ -178,6 +180,24 @@ pub async fn battle_score(
     Ok(Json(
         state.ledger.battle(&id, crate::auth::unix_now_ms()).await?,
     ))
+}
+
+/// A flash-sale order: for the merchant's backend, or its buyer. Someone else's order
+/// reads exactly like a missing one.
+pub async fn order(
+    State(state): State<super::State>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<Order>, ApiError> {
+    let order = state.ledger.order(&id).await;
+    let buyer = order.as_ref().map(|o| o.buyer.clone()).unwrap_or_default();
+    match backend_or_user(&state, &headers, |c| c.sub == buyer) {
+        Err(ApiError(e)) if e.code == ErrorCode::PermissionDenied => {
+            Err(ProtoError::new(ErrorCode::OrderNotFound, format!("no order '{id}'")).into())
+        }
+        Err(e) => Err(e),
+        Ok(()) => Ok(Json(order?)),
+    }
 }
 
 /// Lets in the merchant's backend (HTTP Basic), or a user whose token (`Bearer`)

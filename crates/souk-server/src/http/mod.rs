@@ -132,6 +132,7 @@ pub fn router(state: State, cors_origins: Option<&[String]>) -> Router {
             get(commerce_api::leaderboard),
         )
         .route("/api/v1/battles/{id}", get(commerce_api::battle_score))
+        .route("/api/v1/orders/{id}", get(commerce_api::order))
         .route("/api/v1/ledger/audit", get(commerce_api::audit))
         .route("/whip/{room}", post(whip::publish))
         .route(
@@ -198,9 +199,10 @@ pub fn status_for(code: ErrorCode) -> StatusCode {
         | ErrorCode::TokenExpired
         | ErrorCode::TokenNotYetValid
         | ErrorCode::TokenUnknownKey => StatusCode::UNAUTHORIZED,
-        ErrorCode::GiftNotFound | ErrorCode::CouponNotFound | ErrorCode::SaleNotFound => {
-            StatusCode::NOT_FOUND
-        }
+        ErrorCode::GiftNotFound
+        | ErrorCode::CouponNotFound
+        | ErrorCode::SaleNotFound
+        | ErrorCode::OrderNotFound => StatusCode::NOT_FOUND,
         ErrorCode::InsufficientFunds
         | ErrorCode::CouponExhausted
         | ErrorCode::CouponAlreadyClaimed

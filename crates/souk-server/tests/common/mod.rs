@@ -498,3 +498,34 @@ impl Api {
         (status, resp.json().await.unwrap_or(serde_json::Value::Null))
     }
 }
+
+/// Sends `msg` (carrying `req`) and waits for its answer: the ack's result, or the code.
+pub async fn request(
+    client: &souk_client::Client,
+    msg: souk_proto::signal::ClientMessage,
+    req: u32,
+) -> Result<serde_json::Value, String> {
+    use souk_proto::signal::ServerMessage;
+    client.send(msg).await.map_err(|e| e.to_string())?;
+    let stats = client
+        .wait_for("an answer", WAIT, |s| {
+            s.messages.iter().any(|m| match m {
+                ServerMessage::Ack(a) => a.req == Some(req),
+                ServerMessage::Error(e) => e.req == Some(req),
+                _ => false,
+            }) || s.ended
+        })
+        .await
+        .map_err(|e| e.to_string())?;
+    stats
+        .messages
+        .iter()
+        .find_map(|m| match m {
+            ServerMessage::Ack(a) if a.req == Some(req) => {
+                Some(Ok(a.result.clone().unwrap_or_default()))
+            }
+            ServerMessage::Error(e) if e.req == Some(req) => Some(Err(e.code.as_str().to_owned())),
+            _ => None,
+        })
+        .unwrap_or_else(|| Err("closed".into()))
+}
