@@ -4,7 +4,8 @@
 //! connections (str0m), exactly like the browser SDK: a publisher it offers on and a
 //! subscriber the server offers on. It publishes synthetic VP8 and Opus
 //! ([`synthetic`]) and counts the frames and bytes it receives, which is what bots,
-//! integration tests and load generators need.
+//! integration tests and load generators need. The server URL is `http://` or
+//! `https://`; the latter is TLS, trusting what [`tls`] trusts.
 //!
 //! ```no_run
 //! # async fn demo(token: String) -> Result<(), souk_client::ClientError> {
@@ -19,6 +20,7 @@ pub mod chat;
 mod latency;
 mod session;
 pub mod synthetic;
+pub mod tls;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr};

@@ -33,7 +33,8 @@ use crate::{
     Client, ClientError, ClientOptions, Command, SessionHandle, Stats, SyntheticMedia, TrackStats,
 };
 
-pub(crate) type Ws = tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>;
+pub(crate) type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 pub(crate) async fn start(
     url: &str,
@@ -100,16 +101,30 @@ pub(crate) fn spawn(ws: Option<Ws>, options: &ClientOptions) -> SessionHandle {
 /// Opens the signalling socket from `bind_ip`, so many bots on one machine can spread
 /// over several local addresses (the server limits connections per address).
 pub(crate) async fn open_signalling(url: &str, bind_ip: IpAddr) -> Result<Ws, ClientError> {
-    let Some(host) = url
-        .strip_prefix("http://")
-        .or_else(|| url.strip_prefix("ws://"))
-    else {
-        return Err(ClientError::Connect(format!(
-            "'{url}' is not an http:// or ws:// URL (this client does not speak TLS; reach the server directly)"
-        )));
+    let (scheme, rest, default_port) = [
+        ("http://", "ws", 80),
+        ("ws://", "ws", 80),
+        ("https://", "wss", 443),
+        ("wss://", "wss", 443),
+    ]
+    .into_iter()
+    .find_map(|(prefix, scheme, port)| Some((scheme, url.strip_prefix(prefix)?, port)))
+    .ok_or_else(|| {
+        ClientError::Connect(format!(
+            "'{url}' is not an http://, https://, ws:// or wss:// URL"
+        ))
+    })?;
+    let host = rest.split('/').next().unwrap_or(rest);
+    // A port is given after the last ':' that is not inside an IPv6 address's brackets.
+    let has_port = host
+        .rsplit_once(':')
+        .is_some_and(|(_, port)| !port.ends_with(']'));
+    let host = if has_port {
+        host.to_owned()
+    } else {
+        format!("{host}:{default_port}")
     };
-    let host = host.split('/').next().unwrap_or(host);
-    let server = tokio::net::lookup_host(host)
+    let server = tokio::net::lookup_host(host.as_str())
         .await
         .ok()
         .and_then(|mut addrs| addrs.next())
@@ -131,10 +146,11 @@ pub(crate) async fn open_signalling(url: &str, bind_ip: IpAddr) -> Result<Ws, Cl
     // finds no data: with the 128 KiB default, a bot polling its socket once per media
     // packet spent most of its time in memset. Signalling messages are small.
     let config = WebSocketConfig::default().read_buffer_size(4096);
-    let (ws, _) = tokio_tungstenite::client_async_with_config(
-        format!("ws://{host}/rtc"),
+    let (ws, _) = tokio_tungstenite::client_async_tls_with_config(
+        format!("{scheme}://{host}/rtc"),
         stream,
         Some(config),
+        Some(tokio_tungstenite::Connector::Rustls(crate::tls::config())),
     )
     .await
     .map_err(|e| match e {

@@ -4,7 +4,8 @@
 //! the API key), registers the shops it serves and its capacity, and runs each job it is
 //! sent: joining the room with the job's token, like the agents inside `souk serve`. It
 //! brings its own model and speech stages (its `[agent]` configuration), so the server
-//! needs none. If the connection drops it reconnects, backing off up to 30 s.
+//! needs none. If the connection drops it reconnects, backing off up to 30 s. An
+//! `https://` server is reached over TLS, trusting what `souk_client::tls` trusts.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -41,6 +42,7 @@ async fn work(args: AgentArgs) -> anyhow::Result<()> {
     let server = args.server.trim_end_matches('/').to_owned();
     let sale_orders = Arc::new(ServerOrders {
         http: reqwest::Client::builder()
+            .use_preconfigured_tls((*souk_client::tls::config()).clone())
             .timeout(Duration::from_secs(5))
             .build()
             .context("the HTTP client")?,
@@ -96,9 +98,11 @@ async fn serve_jobs(
             .parse()
             .context("the API key")?,
     );
-    let (socket, _) = tokio_tungstenite::connect_async(request)
-        .await
-        .with_context(|| format!("connecting to {ws_url}"))?;
+    let tls = tokio_tungstenite::Connector::Rustls(souk_client::tls::config());
+    let (socket, _) =
+        tokio_tungstenite::connect_async_tls_with_config(request, None, false, Some(tls))
+            .await
+            .with_context(|| format!("connecting to {ws_url}"))?;
     let (mut tx, mut rx) = socket.split();
     let register = FromWorker::Register {
         shops: shops.to_vec(),

@@ -105,6 +105,11 @@ async fn scripted_model() -> String {
 /// A server whose assistant serves shop "acme" with `answer`, backed by `llm_url`.
 /// The server reads the shop file at start, so it is removed right after.
 fn start_server(llm_url: Option<&str>, answer: &str) -> TestServer {
+    start_server_and(llm_url, answer, &[])
+}
+
+/// [`start_server`] with more command-line arguments.
+fn start_server_and(llm_url: Option<&str>, answer: &str, extra: &[&str]) -> TestServer {
     static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
     let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let data =
@@ -117,7 +122,7 @@ fn start_server(llm_url: Option<&str>, answer: &str) -> TestServer {
         "[agent]\nllm_timeout_s = 2\n{llm}\n[[agent.shops]]\nid = \"acme\"\nname = \"Acme\"\ndata = \"{}\"\nanswer = \"{answer}\"\n",
         data.display()
     );
-    let server = TestServer::start_with_config(&toml);
+    let server = TestServer::start_with_config_and(&toml, extra);
     let _ = std::fs::remove_file(data);
     server
 }
@@ -512,12 +517,15 @@ impl Drop for Worker {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_agent_worker_takes_the_rooms_jobs_with_its_own_model() {
-    // The server has no model: only the worker can run the agent.
-    let server = start_server(None, "staff_offline");
+/// Starts `souk agent` for shop "acme" with the scripted model, against `server_url`;
+/// `ca` is a certificate the worker trusts besides the machine's (`SSL_CERT_FILE`).
+async fn start_worker(
+    name: &str,
+    server_url: &str,
+    ca: Option<&std::path::Path>,
+) -> (Worker, std::path::PathBuf) {
     let model = scripted_model().await;
-    let dir = std::env::temp_dir().join(format!("souk-agent-worker-{}", std::process::id()));
+    let dir = std::env::temp_dir().join(format!("souk-agent-{name}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let data = dir.join("shop.json");
     std::fs::write(&data, SHOP).unwrap();
@@ -530,41 +538,45 @@ async fn an_agent_worker_takes_the_rooms_jobs_with_its_own_model() {
         ),
     )
     .unwrap();
-    let _worker = Worker(
-        std::process::Command::new(env!("CARGO_BIN_EXE_souk"))
-            .args([
-                "agent",
-                "--server",
-                &server.url,
-                "--api-key",
-                KEY,
-                "--api-secret",
-                SECRET,
-                "--capacity",
-                "2",
-            ])
-            .arg("--config")
-            .arg(&config)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("souk agent starts"),
-    );
-    let shopper = server.bot("consult-w", "layla", "shopper").await;
-    // Until the worker has registered, the server tries to run the agent itself and has
-    // no model; once it has, the job goes to the worker.
-    let ask = || async {
-        reqwest::Client::new()
-            .post(format!("{}/api/v1/rooms/consult-w/agent", server.url))
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_souk"));
+    command
+        .args([
+            "agent",
+            "--server",
+            server_url,
+            "--api-key",
+            KEY,
+            "--api-secret",
+            SECRET,
+            "--capacity",
+            "2",
+        ])
+        .arg("--config")
+        .arg(&config)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    if let Some(ca) = ca {
+        command.env("SSL_CERT_FILE", ca);
+    }
+    (Worker(command.spawn().expect("souk agent starts")), dir)
+}
+
+/// Asks for the agent in `room` until a registered worker takes the job: until then the
+/// server tries to run the agent itself, and it has no model.
+async fn ask_until_a_worker_takes(http: &reqwest::Client, server: &TestServer, room: &str) {
+    let deadline = std::time::Instant::now() + common::WAIT;
+    loop {
+        let status = http
+            .post(format!("{}/api/v1/rooms/{room}/agent", server.url))
             .basic_auth(KEY, Some(SECRET))
             .json(&json!({ "shop": "acme" }))
             .send()
             .await
             .unwrap()
-            .status()
-    };
-    let deadline = std::time::Instant::now() + common::WAIT;
-    while ask().await != 204 {
+            .status();
+        if status == 204 {
+            return;
+        }
         assert!(
             std::time::Instant::now() < deadline,
             "the worker never took the job"
@@ -572,9 +584,19 @@ async fn an_agent_worker_takes_the_rooms_jobs_with_its_own_model() {
         // Polled: the worker registers in its own time.
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_worker_takes_the_rooms_jobs_with_its_own_model() {
+    // The server has no model: only the worker can run the agent.
+    let server = start_server(None, "staff_offline");
+    let (_worker, dir) = start_worker("worker", &server.url, None).await;
+    let shopper = server.bot("consult-w", "layla", "shopper").await;
+    let http = reqwest::Client::new();
+    ask_until_a_worker_takes(&http, &server, "consult-w").await;
     agent_comes(&shopper, "the worker's agent to join", true).await;
     // Sent away through the server, the worker's agent leaves.
-    let left = reqwest::Client::new()
+    let left = http
         .delete(format!("{}/api/v1/rooms/consult-w/agent", server.url))
         .basic_auth(KEY, Some(SECRET))
         .send()
@@ -582,6 +604,60 @@ async fn an_agent_worker_takes_the_rooms_jobs_with_its_own_model() {
         .unwrap();
     assert_eq!(left.status(), 204);
     agent_comes(&shopper, "the agent to leave", false).await;
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_worker_reaches_an_https_server_over_tls() {
+    let cert = rcgen::generate_simple_self_signed(vec!["127.0.0.1".into()]).unwrap();
+    let dir = std::env::temp_dir().join(format!("souk-agent-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (cert_path, key_path) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert_path, cert.cert.pem()).unwrap();
+    std::fs::write(&key_path, cert.key_pair.serialize_pem()).unwrap();
+    let tls = [
+        "--tls-cert",
+        cert_path.to_str().unwrap(),
+        "--tls-key",
+        key_path.to_str().unwrap(),
+    ];
+    let server = start_server_and(None, "staff_offline", &tls);
+    assert!(server.url.starts_with("https://"), "{}", server.url);
+    // Trusting the deployment's own CA, the worker registers over wss and its agent
+    // joins over wss.
+    let (_worker, worker_dir) = start_worker("tls", &server.url, Some(&cert_path)).await;
+    let http = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(cert.cert.pem().as_bytes()).unwrap())
+        .build()
+        .unwrap();
+    ask_until_a_worker_takes(&http, &server, "consult-tls").await;
+    let deadline = std::time::Instant::now() + common::WAIT;
+    loop {
+        let people: Value = http
+            .get(format!(
+                "{}/api/v1/rooms/consult-tls/participants",
+                server.url
+            ))
+            .basic_auth(KEY, Some(SECRET))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let agents = people["participants"]
+            .as_array()
+            .map_or(0, |p| p.iter().filter(|p| p["role"] == "agent").count());
+        if agents == 1 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the worker's agent never joined: {people}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let _ = std::fs::remove_dir_all(worker_dir);
     let _ = std::fs::remove_dir_all(dir);
 }
 

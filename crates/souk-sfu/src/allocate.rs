@@ -240,7 +240,7 @@ mod tests {
             ..video(Some(2), 0)
         };
         assert_eq!(
-            allocate(estimate, 1, &[from_middle.clone()]).layers,
+            allocate(estimate, 1, std::slice::from_ref(&from_middle)).layers,
             vec![Some(1)]
         );
         let roomy = ((AUDIO_BPS + 1_800_000) as f64 / USABLE_SHARE) as u64;
