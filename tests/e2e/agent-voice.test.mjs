@@ -69,12 +69,22 @@ function spokenWav(file, text, before, after) {
   return file;
 }
 
-/** Starts a server whose agent uses a scripted model, and a browser whose microphone says `text`. */
-async function start(name, { long = false, handoff = false, text, before, after }) {
+/** Where scripts/test unpacks ONNX Runtime and the Silero and smart-turn models. */
+const onnxDir = process.env.SOUK_ONNX_DIR ?? path.resolve(import.meta.dirname, '../../.cache/onnx');
+
+/**
+ * Starts a server whose agent uses a scripted model, and a browser whose microphone says
+ * `text`. With `models`, the agent detects speech with Silero and ends turns with smart-turn.
+ */
+async function start(name, { long = false, handoff = false, models = false, text, before, after }) {
   const model = scriptedModel({ long, handoff });
   await once(model, 'listening');
   const config = path.join(lab.dir, `${name}.toml`);
-  writeFileSync(config, `[agent.llm]\nbase_url = "http://127.0.0.1:${model.address().port}/v1"\nmodel = "scripted"\n`);
+  const neural = models
+    ? `onnxruntime = "${onnxDir}/libonnxruntime.so"\nvad = "silero"\nsilero_model = "${onnxDir}/silero_vad.onnx"\n`
+      + `turn_detector = "smart_turn"\nsmart_turn_model = "${onnxDir}/smart-turn.onnx"\n`
+    : '';
+  writeFileSync(config, `[agent]\n${neural}[agent.llm]\nbase_url = "http://127.0.0.1:${model.address().port}/v1"\nmodel = "scripted"\n`);
   const server = await startServer(['--config', config]);
   const wav = spokenWav(path.join(lab.dir, `${name}.wav`), text, before, after);
   const browser = await launchBrowser([`--use-file-for-fake-audio-capture=${wav}`]);
@@ -166,8 +176,8 @@ test('talking over a long answer stops the agent at the shopper', async () => {
   }, null, { timeout: 30_000, polling: 500 });
 });
 
-test('asking for a person by voice hands over to the staff inbox', async () => {
-  const { server, browser } = await start('handoff', { handoff: true, text: 'can I talk to a person please', before: 3, after: 9 });
+test('asking for a person by voice hands over to the staff inbox (Silero and smart-turn hearing)', async () => {
+  const { server, browser } = await start('handoff', { handoff: true, models: true, text: 'can I talk to a person please', before: 3, after: 9 });
   const page = await openPage(browser, `${server.url}/demo/agent.html?identity=ana&voice=1`);
   await page.waitForFunction(() => document.querySelector('#agent-state')?.dataset.state === 'handoff', null, { timeout: 60_000 });
   // The agent says so, in a caption labelled as the AI's.

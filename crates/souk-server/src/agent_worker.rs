@@ -57,7 +57,7 @@ async fn work(args: AgentArgs) -> anyhow::Result<()> {
     let mint: MintToken =
         Box::new(|_, _| Err("agent workers are sent tokens with their jobs".into()));
     let cancel = CancellationToken::new();
-    let rooms = agents::room_agents(&config, &shops, Some(llm), mint, cancel.clone());
+    let rooms = agents::room_agents(&config, &shops, Some(llm), mint, cancel.clone())?;
     let mut backoff = Duration::from_secs(1);
     loop {
         match serve_jobs(&args, &server, &shop_ids, &rooms).await {

@@ -7,15 +7,17 @@ use std::sync::Arc;
 use souk_agent::chat_agent::ShopAgent;
 use souk_agent::llm::{Llm, LlmTimeouts, OpenAiLlm};
 use souk_agent::shop::{OrderLookup, SaleOrders, Shop};
+use souk_agent::voice::onnx::Model;
 use souk_agent::voice::room::{LoadStt, LoadTts, MintToken, RoomAgents, VoiceShop};
 use souk_agent::voice::stt::{OpenAiStt, PocketSphinx, Stt};
 use souk_agent::voice::tts::{EspeakTts, OpenAiTts, Tts};
-use souk_agent::voice::turn_detector::TrailingWords;
+use souk_agent::voice::turn_detector::{SmartTurn, TrailingWords};
+use souk_agent::voice::vad;
 use souk_commerce::Ledger;
 use souk_proto::error::ErrorCode;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::AgentConfig;
+use crate::config::{AgentConfig, OnnxModel, TurnDetectorChoice};
 
 /// Each shop's data, loaded now so a bad file stops the start rather than the first
 /// conversation, with the live sales' orders to look up besides.
@@ -77,7 +79,7 @@ pub fn room_agents(
     llm: Option<Arc<dyn Llm>>,
     mint: MintToken,
     cancel: CancellationToken,
-) -> Arc<RoomAgents> {
+) -> anyhow::Result<Arc<RoomAgents>> {
     let voice_shops = shops
         .iter()
         .map(|s| {
@@ -120,8 +122,22 @@ pub fn room_agents(
         voice_shops,
         cancel,
     ));
-    if config.trailing_words {
-        agents.set_turn_detector(Arc::new(TrailingWords));
+    match &config.turn_detector {
+        TurnDetectorChoice::Silence => {}
+        TurnDetectorChoice::TrailingWords => agents.set_turn_detector(Arc::new(TrailingWords)),
+        TurnDetectorChoice::SmartTurn(files) => {
+            agents.set_turn_detector(Arc::new(SmartTurn::new(load_model(files)?)))
+        }
     }
-    agents
+    if let Some(files) = &config.silero {
+        agents.set_vad(vad::silero(load_model(files)?));
+    }
+    Ok(agents)
+}
+
+/// Loads a model now, so a missing file stops the start rather than the first call.
+fn load_model(files: &OnnxModel) -> anyhow::Result<Arc<Model>> {
+    Model::load(&files.runtime, &files.model)
+        .map(Arc::new)
+        .map_err(anyhow::Error::msg)
 }

@@ -112,8 +112,18 @@ pub struct AgentFileConfig {
     #[serde(default)]
     pub tts_voices: BTreeMap<String, String>,
     /// `trailing_words` holds a spoken turn open while it ends on a word no sentence ends
-    /// on ("where is my..."); default: silence alone ends a turn.
+    /// on ("where is my..."); `smart_turn` while it sounds unfinished (a model, needs
+    /// `onnxruntime` and `smart_turn_model`); default: silence alone ends a turn.
     pub turn_detector: Option<String>,
+    /// Speech detection: `earshot` (default) or `silero` (a model, needs `onnxruntime`
+    /// and `silero_model`).
+    pub vad: Option<String>,
+    /// ONNX Runtime's shared library (`libonnxruntime.so`), for the models.
+    pub onnxruntime: Option<PathBuf>,
+    /// The Silero VAD model (`silero_vad.onnx`, v5 or later).
+    pub silero_model: Option<PathBuf>,
+    /// The smart-turn v3 model (`smart-turn-v3.*.onnx`).
+    pub smart_turn_model: Option<PathBuf>,
     #[serde(default)]
     pub shops: Vec<AgentShopFileConfig>,
 }
@@ -228,8 +238,9 @@ pub struct AgentConfig {
     pub stt: Option<souk_chat::translate::OpenAiConfig>,
     pub tts: Option<souk_chat::translate::OpenAiConfig>,
     pub tts_voices: BTreeMap<String, String>,
-    /// Hold a spoken turn open on unfinished words.
-    pub trailing_words: bool,
+    pub turn_detector: TurnDetectorChoice,
+    /// The Silero model, with ONNX Runtime; `None`: earshot.
+    pub silero: Option<OnnxModel>,
     pub vision: bool,
     pub llm_timeout: Duration,
     pub shops: Vec<AgentShopConfig>,
@@ -301,17 +312,65 @@ impl AgentConfig {
             stt: file.stt.clone(),
             tts: file.tts.clone(),
             tts_voices: file.tts_voices.clone(),
-            trailing_words: match file.turn_detector.as_deref() {
-                None | Some("none") => false,
-                Some("trailing_words") => true,
-                Some(other) => {
-                    bail!("agent.turn_detector is 'trailing_words' or 'none', not '{other}'")
-                }
+            turn_detector: match file.turn_detector.as_deref() {
+                None | Some("none") => TurnDetectorChoice::Silence,
+                Some("trailing_words") => TurnDetectorChoice::TrailingWords,
+                Some("smart_turn") => TurnDetectorChoice::SmartTurn(onnx_model(
+                    file,
+                    "turn_detector = \"smart_turn\"",
+                    "smart_turn_model",
+                    &file.smart_turn_model,
+                )?),
+                Some(other) => bail!(
+                    "agent.turn_detector is 'trailing_words', 'smart_turn' or 'none', not '{other}'"
+                ),
+            },
+            silero: match file.vad.as_deref() {
+                None | Some("earshot") => None,
+                Some("silero") => Some(onnx_model(
+                    file,
+                    "vad = \"silero\"",
+                    "silero_model",
+                    &file.silero_model,
+                )?),
+                Some(other) => bail!("agent.vad is 'earshot' or 'silero', not '{other}'"),
             },
             vision: file.vision,
             llm_timeout: Duration::from_secs(file.llm_timeout_s.unwrap_or(20).max(1)),
             shops,
         })
+    }
+}
+
+/// What ends a spoken turn besides silence.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TurnDetectorChoice {
+    Silence,
+    TrailingWords,
+    SmartTurn(OnnxModel),
+}
+
+/// A model file and the ONNX Runtime library that runs it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OnnxModel {
+    pub runtime: PathBuf,
+    pub model: PathBuf,
+}
+
+fn onnx_model(
+    file: &AgentFileConfig,
+    choice: &str,
+    key: &str,
+    model: &Option<PathBuf>,
+) -> anyhow::Result<OnnxModel> {
+    match (&file.onnxruntime, model) {
+        (Some(runtime), Some(model)) => Ok(OnnxModel {
+            runtime: runtime.clone(),
+            model: model.clone(),
+        }),
+        _ => bail!(
+            "agent.{choice} runs a model: set agent.onnxruntime (libonnxruntime.so) and agent.{key} (the .onnx file)"
+        ),
     }
 }
 
@@ -449,12 +508,33 @@ mod tests {
         let parse = |toml: &str| {
             AgentConfig::from_file(&toml::from_str::<AgentFileConfig>(toml).unwrap(), false)
         };
-        assert!(
+        assert_eq!(
             parse("turn_detector = \"trailing_words\"")
                 .unwrap()
-                .trailing_words
+                .turn_detector,
+            TurnDetectorChoice::TrailingWords
         );
-        assert!(!parse("").unwrap().trailing_words);
+        let defaults = parse("").unwrap();
+        assert_eq!(defaults.turn_detector, TurnDetectorChoice::Silence);
+        assert_eq!(defaults.silero, None);
+        let models = parse(
+            "vad = \"silero\"\nturn_detector = \"smart_turn\"\nonnxruntime = \"/o.so\"\nsilero_model = \"/v.onnx\"\nsmart_turn_model = \"/t.onnx\"",
+        )
+        .unwrap();
+        assert_eq!(models.silero.unwrap().model, PathBuf::from("/v.onnx"));
+        assert!(
+            matches!(models.turn_detector, TurnDetectorChoice::SmartTurn(m) if m.runtime.as_os_str() == "/o.so")
+        );
+        let e = parse("vad = \"silero\"\nsilero_model = \"/v.onnx\"")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("agent.onnxruntime"), "{e}");
+        let e = parse("turn_detector = \"smart_turn\"\nonnxruntime = \"/o.so\"")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("agent.smart_turn_model"), "{e}");
+        let e = parse("vad = \"webrtc\"").unwrap_err().to_string();
+        assert!(e.contains("silero"), "{e}");
         let e = parse("turn_detector = \"sometimes\"")
             .unwrap_err()
             .to_string();

@@ -341,7 +341,7 @@ fn start_agents(
         crate::auth::sign(&api_key, &secret, &spec, crate::auth::unix_now())
             .map_err(|e| e.to_string())
     });
-    let rooms = agents::room_agents(&config.agent, &shops, llm.clone(), mint, cancel.clone());
+    let rooms = agents::room_agents(&config.agent, &shops, llm.clone(), mint, cancel.clone())?;
     rooms.set_on_handoff(handoff_to_inbox(chat.clone()));
     let chat_agent = ChatAgent::spawn(chat, llm, config.agent.vision, shops, cancel);
     Ok((chat_agent, rooms))

@@ -9,6 +9,8 @@
 pub mod audio;
 #[cfg(test)]
 mod conformance;
+pub mod log_mel;
+pub mod onnx;
 pub mod pool;
 pub mod room;
 pub mod session;

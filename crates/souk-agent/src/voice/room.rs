@@ -26,6 +26,7 @@ use super::stt::Stt;
 use super::telemetry::{SessionRecord, TranscriptLine, TurnRecord, VoiceStats};
 use super::tts::Tts;
 use super::turn_detector::TurnDetector;
+use super::vad::NewVad;
 use crate::llm::Llm;
 use crate::shop::Shop;
 use crate::text::{Policy, TextAgent};
@@ -75,6 +76,7 @@ pub struct RoomAgents {
     shutdown: CancellationToken,
     on_handoff: OnceLock<OnHandoff>,
     turn_detector: OnceLock<Arc<dyn TurnDetector>>,
+    new_vad: OnceLock<NewVad>,
     /// Separate worker processes; the agent runs here when none takes a job.
     pool: Mutex<WorkerPool>,
     /// The last sessions that ran here, for the REST API.
@@ -105,6 +107,7 @@ impl RoomAgents {
             shutdown,
             on_handoff: OnceLock::new(),
             turn_detector: OnceLock::new(),
+            new_vad: OnceLock::new(),
             pool: Mutex::default(),
             records: Mutex::default(),
             stats: Arc::default(),
@@ -116,9 +119,14 @@ impl RoomAgents {
         let _ = self.url.set(url);
     }
 
-    /// Lets the words hold a turn open (see [`TurnDetector`]).
+    /// Lets the words or the sound hold a turn open (see [`TurnDetector`]).
     pub fn set_turn_detector(&self, detector: Arc<dyn TurnDetector>) {
         let _ = self.turn_detector.set(detector);
+    }
+
+    /// Detects speech with another detector than earshot.
+    pub fn set_vad(&self, new_vad: NewVad) {
+        let _ = self.new_vad.set(new_vad);
     }
 
     /// Who hears of handoffs.
@@ -293,6 +301,11 @@ impl RoomAgents {
             agent: Arc::new(agent),
             pinned_language: voice_shop.pinned_language.clone(),
             turn_detector: self.turn_detector.get().cloned(),
+            new_vad: self
+                .new_vad
+                .get()
+                .cloned()
+                .unwrap_or_else(super::vad::earshot),
         };
         let (agents, room, shop, url, token) = (
             self.clone(),

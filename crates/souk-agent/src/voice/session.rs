@@ -22,8 +22,8 @@ use super::audio::{level_dbov, OpusIn, OpusOut, FRAME, RATE};
 use super::stt::{Stt, SttError, SttStream, Transcript};
 use super::telemetry::{TurnTimes, VoiceStats};
 use super::tts::{Tts, TtsError};
-use super::turn_detector::TurnDetector;
-use super::vad::{EarshotVad, Vad, VadConfig, VadEvent};
+use super::turn_detector::{TurnDetector, TurnSoFar, TURN_AUDIO_SAMPLES};
+use super::vad::{NewVad, Vad, VadEvent};
 use crate::language::{self, Notice};
 use crate::text::{Author, ChatLine, ReplyError, TextAgent, TextReply};
 use crate::turn::{Generation, Input, Message, Output, Role, State, TurnConfig, TurnTaking};
@@ -43,8 +43,10 @@ pub struct VoiceStages {
     pub agent: Arc<TextAgent>,
     /// Always speak this language, whatever the shopper speaks.
     pub pinned_language: Option<String>,
-    /// Holds the turn open when the words are unfinished; without one, silence decides.
+    /// Holds the turn open when it is unfinished; without one, silence decides.
     pub turn_detector: Option<Arc<dyn TurnDetector>>,
+    /// The speech detector for this conversation.
+    pub new_vad: NewVad,
 }
 
 /// How the session meets the room.
@@ -68,6 +70,8 @@ pub struct VoiceRecord {
 /// What finished in the background.
 enum Done {
     Transcript(Instant, Result<Transcript, SttError>),
+    /// A listening turn detector's verdict, on the audio up to speech edge N.
+    TurnVerdict(u64, bool),
     ReplyText(Generation, String),
     Reply(Generation, Result<TextReply, ReplyError>),
     Speech(Generation, usize, Result<Vec<i16>, TtsError>),
@@ -121,7 +125,12 @@ pub struct VoiceSession {
     stages: VoiceStages,
     io: VoiceIo,
     turn: TurnTaking,
-    vad: EarshotVad,
+    vad: Box<dyn Vad>,
+    /// The turn's audio so far, for a turn detector that listens.
+    turn_audio: Option<VecDeque<i16>>,
+    /// Counts speech starts and ends, so a verdict on audio that the shopper has since
+    /// added to is dropped.
+    speech_edges: u64,
     opus_in: OpusIn,
     opus_out: OpusOut,
     recognising: Option<Box<dyn SttStream>>,
@@ -157,6 +166,7 @@ impl VoiceSession {
         stats: Arc<VoiceStats>,
     ) -> VoiceSession {
         let (done_tx, done_rx) = mpsc::unbounded_channel();
+        let vad = (stages.new_vad)();
         let lang = stages
             .pinned_language
             .clone()
@@ -167,7 +177,9 @@ impl VoiceSession {
             stages,
             io,
             turn: TurnTaking::new(turn),
-            vad: EarshotVad::new(VadConfig::default()),
+            vad,
+            turn_audio: None,
+            speech_edges: 0,
             opus_in: OpusIn::new(),
             opus_out: OpusOut::new(),
             recognising: None,
@@ -243,6 +255,11 @@ impl VoiceSession {
             }
             self.preroll.push_back(s);
         }
+        if let Some(turn_audio) = self.turn_audio.as_mut() {
+            turn_audio.extend(&pcm);
+            let excess = turn_audio.len().saturating_sub(TURN_AUDIO_SAMPLES);
+            turn_audio.drain(..excess);
+        }
         if let Some(stream) = self.recognising.as_mut() {
             stream.push(&pcm);
             if let Some(text) = stream.take_interim() {
@@ -267,14 +284,20 @@ impl VoiceSession {
             };
             match event {
                 VadEvent::SpeechStarted { at: t } => {
+                    self.speech_edges += 1;
                     let mut stream = self.stages.stt.open();
                     stream.push(&self.preroll.iter().copied().collect::<Vec<_>>());
                     self.recognising = Some(stream);
+                    if self.listening_detector().is_some() && self.turn_audio.is_none() {
+                        self.turn_audio = Some(self.preroll.clone());
+                    }
                     self.turn.handle_input(at(t), Input::SpeechStarted);
                 }
                 VadEvent::SpeechEnded { at: t } => {
+                    self.speech_edges += 1;
                     self.speech_end = Some(at(t));
                     self.turn.handle_input(at(t), Input::SpeechEnded);
+                    self.ask_listening_detector(at(t));
                     if let Some(stream) = self.recognising.take() {
                         let done = self.done_tx.clone();
                         tokio::spawn(async move {
@@ -287,9 +310,39 @@ impl VoiceSession {
         }
     }
 
+    fn listening_detector(&self) -> Option<Arc<dyn TurnDetector>> {
+        self.stages.turn_detector.clone().filter(|d| d.listens())
+    }
+
+    /// Asks a detector that listens whether the turn sounds finished, while the words are
+    /// still being transcribed. The turn stays open until it answers (or the cap).
+    fn ask_listening_detector(&mut self, at: Instant) {
+        let (Some(detector), Some(turn_audio)) = (self.listening_detector(), &self.turn_audio)
+        else {
+            return;
+        };
+        self.turn.handle_input(at, Input::TurnComplete(false));
+        let audio: Vec<i16> = turn_audio.iter().copied().collect();
+        let (edge, lang, done) = (self.speech_edges, self.lang.clone(), self.done_tx.clone());
+        // A model runs for tens of milliseconds: not on the session's task.
+        tokio::task::spawn_blocking(move || {
+            let turn = TurnSoFar {
+                words: "",
+                lang: &lang,
+                audio: &audio,
+            };
+            let _ = done.send(Done::TurnVerdict(edge, detector.complete(&turn)));
+        });
+    }
+
     fn on_done(&mut self, done: Done) {
         let now = Instant::now();
         match done {
+            Done::TurnVerdict(edge, complete) => {
+                if edge == self.speech_edges {
+                    self.turn.handle_input(now, Input::TurnComplete(complete));
+                }
+            }
             Done::Transcript(at, Ok(transcript)) => {
                 if transcript.text.is_empty() {
                     return;
@@ -314,8 +367,14 @@ impl VoiceSession {
                 }
                 self.caption(&self.shopper.clone(), &transcript.text, false);
                 self.stt_final = Some(at);
-                if let Some(detector) = &self.stages.turn_detector {
-                    let complete = detector.complete(&transcript.text, &self.lang);
+                if let Some(detector) = self.stages.turn_detector.as_ref().filter(|d| !d.listens())
+                {
+                    let turn = TurnSoFar {
+                        words: &transcript.text,
+                        lang: &self.lang,
+                        audio: &[],
+                    };
+                    let complete = detector.complete(&turn);
                     self.turn.handle_input(now, Input::TurnComplete(complete));
                 }
                 self.turn.handle_input(
@@ -496,6 +555,10 @@ impl VoiceSession {
                     self.playout.reset(None);
                 }
                 Output::State(state) => {
+                    if !matches!(state, State::UserSpeaking | State::EndOfTurn) {
+                        // The turn is over: the next one starts its own audio.
+                        self.turn_audio = None;
+                    }
                     let name = match state {
                         State::Listening | State::UserSpeaking | State::EndOfTurn => "listening",
                         State::Thinking => "thinking",
@@ -758,6 +821,7 @@ mod tests {
                 agent: Arc::new(agent),
                 pinned_language: None,
                 turn_detector,
+                new_vad: crate::voice::vad::earshot(),
             };
             let io = VoiceIo {
                 audio_in,
@@ -1047,5 +1111,41 @@ mod tests {
         let [_, _, _, sent] = record.turns[0].after_speech();
         // "where is my" is unfinished: the turn waits for more words, up to 2.5 s.
         assert!(sent.unwrap() >= Duration::from_millis(2400), "{sent:?}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_turn_that_sounds_unfinished_is_held_open_and_a_finished_one_is_not() {
+        use crate::voice::onnx::{test_file, Model};
+        use crate::voice::turn_detector::SmartTurn;
+        let model = Model::load(
+            &test_file("libonnxruntime.so"),
+            &test_file("smart-turn.onnx"),
+        );
+        let detector: Arc<dyn TurnDetector> = Arc::new(SmartTurn::new(Arc::new(model.unwrap())));
+        let mut sent_after = Vec::new();
+        for question in [
+            "I would like to buy the",
+            "Do you have these canvas sneakers in size thirty eight?",
+        ] {
+            // The recogniser's words say nothing either way: only the sound decides.
+            let mut rig = Rig::start_with(vec!["something"], "Yes.", Some(detector.clone()));
+            rig.ask(question).await;
+            rig.wait_for("the answer", |e| {
+                caption_by(e, "agent").is_some_and(|c| c.text == "Yes.")
+            })
+            .await;
+            let record = rig.finish().await;
+            sent_after.push(record.turns[0].after_speech()[3].unwrap());
+        }
+        // Unfinished: the turn waits up to its 2.5 s cap. Finished: once the model has
+        // answered, well before.
+        assert!(
+            sent_after[0] >= Duration::from_millis(2400),
+            "{sent_after:?}"
+        );
+        assert!(
+            sent_after[1] < Duration::from_millis(2000),
+            "{sent_after:?}"
+        );
     }
 }
