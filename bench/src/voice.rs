@@ -40,6 +40,11 @@ pub struct VoiceBench {
     /// The scripted model's time to first token.
     #[arg(long, default_value_t = 200)]
     ttft_ms: u64,
+    /// A folder with ONNX Runtime and the models (libonnxruntime.so, silero_vad.onnx,
+    /// smart-turn.onnx, as scripts/test unpacks them in .cache/onnx): the agent then
+    /// detects speech with Silero and ends turns with smart-turn.
+    #[arg(long)]
+    neural: Option<std::path::PathBuf>,
 }
 
 /// Frames with any sound at all (above -90 dBov) count as speech: the earliest onset and
@@ -220,9 +225,21 @@ pub async fn run(args: VoiceBench) -> anyhow::Result<()> {
     let long = Arc::new(AtomicBool::new(false));
     let model = scripted_model(Duration::from_millis(args.ttft_ms), long.clone()).await?;
     let config = std::env::temp_dir().join(format!("souk-bench-voice-{}.toml", std::process::id()));
+    let neural = match &args.neural {
+        Some(dir) => {
+            let file = |name: &str| dir.join(name).display().to_string();
+            format!(
+                "[agent]\nonnxruntime = \"{}\"\nvad = \"silero\"\nsilero_model = \"{}\"\nturn_detector = \"smart_turn\"\nsmart_turn_model = \"{}\"\n",
+                file("libonnxruntime.so"),
+                file("silero_vad.onnx"),
+                file("smart-turn.onnx")
+            )
+        }
+        None => String::new(),
+    };
     std::fs::write(
         &config,
-        format!("[agent.llm]\nbase_url = \"{model}\"\nmodel = \"scripted\"\n"),
+        format!("{neural}[agent.llm]\nbase_url = \"{model}\"\nmodel = \"scripted\"\n"),
     )?;
     let server = start_server(
         &args.souk,
@@ -274,8 +291,15 @@ pub async fn run(args: VoiceBench) -> anyhow::Result<()> {
     ears.listen(&mut mic, Duration::from_secs(60), |a, _, now| quiet(a, now))
         .await?;
     println!(
-        "voice bench: {} turns, {} barge-ins, scripted model time to first token {} ms",
-        args.turns, args.barge_ins, args.ttft_ms
+        "voice bench: {} turns, {} barge-ins, scripted model time to first token {} ms, {}",
+        args.turns,
+        args.barge_ins,
+        args.ttft_ms,
+        if args.neural.is_some() {
+            "Silero + smart-turn"
+        } else {
+            "earshot, no turn model"
+        }
     );
 
     let mut voice_to_voice = Vec::new();
