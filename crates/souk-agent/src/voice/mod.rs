@@ -2,7 +2,9 @@
 //!
 //! The stages — [`audio`] (Opus, 16 kHz PCM), [`vad`] (speech detection), [`stt`]
 //! (recognition) and [`tts`] (synthesis) — each sit behind a trait so providers can be
-//! swapped, as is the optional [`turn_detector`]. [`session`] drives them around the turn-taking for one conversation and
+//! swapped, as is the optional [`turn_detector`]. The optional neural stages (Silero
+//! speech detection, the smart-turn model on [`log_mel`] features) run on [`onnx`].
+//! [`session`] drives the stages around the turn-taking for one conversation and
 //! [`telemetry`] times each turn; [`room`] joins the agent to a room as a participant,
 //! and [`pool`] hands room jobs to separate worker processes.
 
