@@ -48,8 +48,10 @@ pub(crate) struct Participant {
     /// When a datagram last arrived on one of its connections.
     pub last_heard: Option<Instant>,
 
-    pub publisher: Option<Peer>,
-    pub subscriber: Option<Peer>,
+    /// Boxed: a connection's state is ~10 KB, and most participants have one of the two
+    /// (viewers only subscribe) or none (interaction-only viewers of a live room).
+    pub publisher: Option<Box<Peer>>,
+    pub subscriber: Option<Box<Peer>>,
     pub tracks: Vec<PublishedTrack>,
     /// Incoming SSRC to (track, layer), learnt from str0m on the first packet of each.
     pub ssrc_routes: HashMap<Ssrc, (TrackKey, Layer)>,
@@ -133,8 +135,8 @@ impl Participant {
     /// The publisher or subscriber connection, if it exists yet.
     pub fn peer_mut(&mut self, side: Side) -> Option<&mut Peer> {
         match side {
-            Side::Publisher => self.publisher.as_mut(),
-            Side::Subscriber => self.subscriber.as_mut(),
+            Side::Publisher => self.publisher.as_deref_mut(),
+            Side::Subscriber => self.subscriber.as_deref_mut(),
         }
     }
 

@@ -133,7 +133,7 @@ impl Sfu {
         let video_first = preferred_video_codec(&msg.sdp);
         let peer = p
             .publisher
-            .get_or_insert_with(|| Peer::new(now, config, Side::Publisher, video_first));
+            .get_or_insert_with(|| Box::new(Peer::new(now, config, Side::Publisher, video_first)));
         self.connections.open(now, id, Side::Publisher);
         let old_ufrag = peer.ufrag.clone();
         let answer = peer.rtc.sdp_api().accept_offer(offer).map_err(|e| {
@@ -508,9 +508,9 @@ impl Sfu {
         }
         p.renegotiate = false;
         let fresh = p.subscriber.is_none();
-        let peer = p
-            .subscriber
-            .get_or_insert_with(|| Peer::new(now, config, Side::Subscriber, VideoCodec::Vp8));
+        let peer = p.subscriber.get_or_insert_with(|| {
+            Box::new(Peer::new(now, config, Side::Subscriber, VideoCodec::Vp8))
+        });
         self.connections.open(now, id, Side::Subscriber);
         let old_ufrag = peer.ufrag.clone();
         let mut api = peer.rtc.sdp_api();

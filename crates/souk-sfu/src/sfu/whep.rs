@@ -87,7 +87,7 @@ impl Sfu {
         self.participants
             .get_mut(&id)
             .expect("checked above")
-            .subscriber = Some(peer);
+            .subscriber = Some(Box::new(peer));
         self.connections.open(now, id, Side::Subscriber);
         self.demux.set_ufrag(
             PeerKey {
