@@ -406,19 +406,10 @@ mod tests {
     #[tokio::test]
     async fn orders_only_for_their_buyer() {
         let shop = shop();
-        let mine = result(
-            shop.call("get_order", r#"{"order_id": "a1001"}"#, "layla")
-                .await,
-        );
+        let mine = get_order(&shop, "a1001", "layla").await;
         assert_eq!(mine["order"]["carrier"], "Aramex");
-        let theirs = result(
-            shop.call("get_order", r#"{"order_id": "A1001"}"#, "omar")
-                .await,
-        );
-        let missing = result(
-            shop.call("get_order", r#"{"order_id": "Z9"}"#, "omar")
-                .await,
-        );
+        let theirs = get_order(&shop, "A1001", "omar").await;
+        let missing = get_order(&shop, "Z9", "omar").await;
         assert_eq!(theirs["error"]["code"], "order_not_found");
         assert_eq!(missing["error"]["code"], "order_not_found");
     }
@@ -437,38 +428,35 @@ mod tests {
         }
     }
 
+    /// `get_order` for `id`, asked by `shopper`.
+    async fn get_order(shop: &Shop, id: &str, shopper: &str) -> Value {
+        let arguments = json!({ "order_id": id }).to_string();
+        result(shop.call("get_order", &arguments, shopper).await)
+    }
+
     #[tokio::test]
     async fn live_sale_orders_are_looked_up_after_the_file() {
         let mut shop = shop();
         let mut sold = shop.orders[0].clone();
         (sold.id, sold.buyer, sold.status) = ("OR_9".into(), "ana".into(), "paid".into());
         shop.sale_orders = Some(Arc::new(Ledger(Some(sold))));
-        let from_ledger = result(
-            shop.call("get_order", r#"{"order_id": "OR_9"}"#, "ana")
-                .await,
+        assert_eq!(
+            get_order(&shop, "OR_9", "ana").await["order"]["status"],
+            "paid"
         );
-        assert_eq!(from_ledger["order"]["status"], "paid");
-        let from_file = result(
-            shop.call("get_order", r#"{"order_id": "A1001"}"#, "layla")
-                .await,
+        assert_eq!(
+            get_order(&shop, "A1001", "layla").await["order"]["status"],
+            "shipped"
         );
-        assert_eq!(from_file["order"]["status"], "shipped");
-        let theirs = result(
-            shop.call("get_order", r#"{"order_id": "OR_9"}"#, "omar")
-                .await,
-        );
+        let theirs = get_order(&shop, "OR_9", "omar").await;
         assert_eq!(theirs["error"]["code"], "order_not_found");
         shop.sale_orders = Some(Arc::new(Ledger(None)));
-        let down = result(
-            shop.call("get_order", r#"{"order_id": "OR_9"}"#, "ana")
-                .await,
-        );
+        let down = get_order(&shop, "OR_9", "ana").await;
         assert_eq!(down["error"]["code"], "orders_unavailable");
-        let still = result(
-            shop.call("get_order", r#"{"order_id": "A1001"}"#, "layla")
-                .await,
+        assert_eq!(
+            get_order(&shop, "A1001", "layla").await["order"]["status"],
+            "shipped"
         );
-        assert_eq!(still["order"]["status"], "shipped");
     }
 
     #[tokio::test]

@@ -3,7 +3,8 @@
 
 mod common;
 
-use common::{chat_token, TestServer, KEY, SECRET};
+use common::{chat_token, Api, TestServer, KEY, SECRET};
+use reqwest::Method;
 use serde_json::{json, Value};
 use souk_client::chat::ChatClient;
 use souk_proto::chat::{ChatServerMessage, EventInfo, EventKind};
@@ -181,7 +182,7 @@ async fn rest(
 
 /// Layla buys in a live room's flash sale; the order is in the ledger, not the shop's file.
 async fn buy_in_a_flash_sale(server: &TestServer) -> String {
-    let api = common::Api::new(server);
+    let api = Api::new(server);
     let now_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -198,7 +199,7 @@ async fn buy_in_a_flash_sale(server: &TestServer) -> String {
             "starts_at_ms": now_ms - 1000, "ends_at_ms": now_ms + 60_000}),
         ),
     ] {
-        let (status, answer) = api.call(reqwest::Method::POST, path, Some(body)).await;
+        let (status, answer) = api.call(Method::POST, path, Some(body)).await;
         assert_eq!(status, 200, "{path}: {answer}");
     }
     let viewer = server.bot("live", "layla", "audience").await;
@@ -562,28 +563,15 @@ async fn start_worker(
 }
 
 /// Asks for the agent in `room` until a registered worker takes the job: until then the
-/// server tries to run the agent itself, and it has no model.
-async fn ask_until_a_worker_takes(http: &reqwest::Client, server: &TestServer, room: &str) {
-    let deadline = std::time::Instant::now() + common::WAIT;
-    loop {
-        let status = http
-            .post(format!("{}/api/v1/rooms/{room}/agent", server.url))
-            .basic_auth(KEY, Some(SECRET))
-            .json(&json!({ "shop": "acme" }))
-            .send()
-            .await
-            .unwrap()
-            .status();
-        if status == 204 {
-            return;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the worker never took the job"
-        );
-        // Polled: the worker registers in its own time.
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    }
+/// server tries to run the agent itself, and it has no model. Polled: the worker
+/// registers in its own time.
+async fn ask_until_a_worker_takes(api: &Api, room: &str) {
+    let path = format!("/rooms/{room}/agent");
+    common::eventually("the worker to take the job", || async {
+        let asked = api.call(Method::POST, &path, Some(json!({ "shop": "acme" })));
+        asked.await.0 == 204
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -592,17 +580,14 @@ async fn an_agent_worker_takes_the_rooms_jobs_with_its_own_model() {
     let server = start_server(None, "staff_offline");
     let (_worker, dir) = start_worker("worker", &server.url, None).await;
     let shopper = server.bot("consult-w", "layla", "shopper").await;
-    let http = reqwest::Client::new();
-    ask_until_a_worker_takes(&http, &server, "consult-w").await;
+    let api = Api::new(&server);
+    ask_until_a_worker_takes(&api, "consult-w").await;
     agent_comes(&shopper, "the worker's agent to join", true).await;
     // Sent away through the server, the worker's agent leaves.
-    let left = http
-        .delete(format!("{}/api/v1/rooms/consult-w/agent", server.url))
-        .basic_auth(KEY, Some(SECRET))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(left.status(), 204);
+    let (left, _) = api
+        .call(Method::DELETE, "/rooms/consult-w/agent", None)
+        .await;
+    assert_eq!(left, 204);
     agent_comes(&shopper, "the agent to leave", false).await;
     let _ = std::fs::remove_dir_all(dir);
 }
@@ -626,37 +611,24 @@ async fn an_agent_worker_reaches_an_https_server_over_tls() {
     // Trusting the deployment's own CA, the worker registers over wss and its agent
     // joins over wss.
     let (_worker, worker_dir) = start_worker("tls", &server.url, Some(&cert_path)).await;
-    let http = reqwest::Client::builder()
-        .add_root_certificate(reqwest::Certificate::from_pem(cert.cert.pem().as_bytes()).unwrap())
-        .build()
-        .unwrap();
-    ask_until_a_worker_takes(&http, &server, "consult-tls").await;
-    let deadline = std::time::Instant::now() + common::WAIT;
-    loop {
-        let people: Value = http
-            .get(format!(
-                "{}/api/v1/rooms/consult-tls/participants",
-                server.url
-            ))
-            .basic_auth(KEY, Some(SECRET))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let agents = people["participants"]
+    let ca = reqwest::Certificate::from_pem(cert.cert.pem().as_bytes()).unwrap();
+    let api = Api {
+        http: reqwest::Client::builder()
+            .add_root_certificate(ca)
+            .build()
+            .unwrap(),
+        ..Api::new(&server)
+    };
+    ask_until_a_worker_takes(&api, "consult-tls").await;
+    common::eventually("the worker's agent to join over wss", || async {
+        let (_, people) = api
+            .call(Method::GET, "/rooms/consult-tls/participants", None)
+            .await;
+        people["participants"]
             .as_array()
-            .map_or(0, |p| p.iter().filter(|p| p["role"] == "agent").count());
-        if agents == 1 {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the worker's agent never joined: {people}"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    }
+            .is_some_and(|p| p.iter().any(|p| p["role"] == "agent"))
+    })
+    .await;
     let _ = std::fs::remove_dir_all(worker_dir);
     let _ = std::fs::remove_dir_all(dir);
 }
