@@ -150,7 +150,8 @@ pub(crate) async fn open_signalling(url: &str, bind_ip: IpAddr) -> Result<Ws, Cl
         format!("{scheme}://{host}/rtc"),
         stream,
         Some(config),
-        Some(tokio_tungstenite::Connector::Rustls(crate::tls::config())),
+        // Only a TLS connection needs (and loads) the certificates.
+        (scheme == "wss").then(|| tokio_tungstenite::Connector::Rustls(crate::tls::config())),
     )
     .await
     .map_err(|e| match e {
