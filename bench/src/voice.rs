@@ -380,6 +380,15 @@ pub async fn run(args: VoiceBench) -> anyhow::Result<()> {
             );
         }
     }
+    let verdicts: Vec<String> = ["complete", "unfinished"]
+        .iter()
+        .filter_map(|verdict| {
+            let prefix = format!("souk_agent_voice_turn_verdicts_total{{verdict=\"{verdict}\"}} ");
+            let count = metrics.lines().find_map(|l| l.strip_prefix(&prefix))?;
+            Some(format!("{} {verdict}", count.trim()))
+        })
+        .collect();
+    println!("turn detector verdicts: {}", verdicts.join(", "));
     let _ = std::fs::remove_file(config);
     drop(server);
     Ok(())

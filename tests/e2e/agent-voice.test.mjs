@@ -179,7 +179,12 @@ test('talking over a long answer stops the agent at the shopper', async () => {
 test('asking for a person by voice hands over to the staff inbox (Silero and smart-turn hearing)', async () => {
   const { server, browser } = await start('handoff', { handoff: true, models: true, text: 'can I talk to a person please', before: 3, after: 9 });
   const page = await openPage(browser, `${server.url}/demo/agent.html?identity=ana&voice=1`);
-  await page.waitForFunction(() => document.querySelector('#agent-state')?.dataset.state === 'handoff', null, { timeout: 60_000 });
+  await page.waitForFunction(() => document.querySelector('#agent-state')?.dataset.state === 'handoff', null, { timeout: 60_000 })
+    .catch(async (e) => { throw new Error(`${e.message}; captions: ${JSON.stringify(await page.evaluate(captions))}`); });
+  // smart-turn judged the turn that asked for a person.
+  const metrics = await (await fetch(`${server.url}/metrics`)).text();
+  const verdicts = [...metrics.matchAll(/^souk_agent_voice_turn_verdicts_total\{verdict="\w+"\} (\d+)$/gm)].reduce((n, m) => n + Number(m[1]), 0);
+  assert.ok(verdicts >= 1, metrics.split('\n').filter((l) => l.includes('turn_verdicts')).join('\n'));
   // The agent says so, in a caption labelled as the AI's.
   await page.waitForFunction(() => [...document.querySelectorAll('#captions li.ai .text')].some((t) => t.textContent.includes('member of our team')), null, { timeout: 30_000 });
   // Staff find it in their inbox, with what the shopper asked.

@@ -25,7 +25,7 @@ use super::tts::{Tts, TtsError};
 use super::turn_detector::{TurnDetector, TurnSoFar, TURN_AUDIO_SAMPLES};
 use super::vad::{NewVad, Vad, VadEvent};
 use crate::language::{self, Notice};
-use crate::text::{Author, ChatLine, ReplyError, TextAgent, TextReply};
+use crate::text::{Author, ChatLine, Handoff, ReplyError, TextAgent, TextReply};
 use crate::turn::{Generation, Input, Message, Output, Role, State, TurnConfig, TurnTaking};
 
 /// Audio kept from before speech was detected, so the recogniser hears the first word.
@@ -131,6 +131,10 @@ pub struct VoiceSession {
     /// Counts speech starts and ends, so a verdict on audio that the shopper has since
     /// added to is dropped.
     speech_edges: u64,
+    /// A reply that hands over, held until it is spoken: a reply started before the turn
+    /// ended is thrown away if the shopper goes on, and so is its handoff.
+    pending_handoff: Option<(Generation, Handoff)>,
+    handed_off: bool,
     opus_in: OpusIn,
     opus_out: OpusOut,
     recognising: Option<Box<dyn SttStream>>,
@@ -180,6 +184,8 @@ impl VoiceSession {
             vad,
             turn_audio: None,
             speech_edges: 0,
+            pending_handoff: None,
+            handed_off: false,
             opus_in: OpusIn::new(),
             opus_out: OpusOut::new(),
             recognising: None,
@@ -340,6 +346,7 @@ impl VoiceSession {
         match done {
             Done::TurnVerdict(edge, complete) => {
                 if edge == self.speech_edges {
+                    self.stats.turn_verdict(complete);
                     self.turn.handle_input(now, Input::TurnComplete(complete));
                 }
             }
@@ -375,6 +382,7 @@ impl VoiceSession {
                         audio: &[],
                     };
                     let complete = detector.complete(&turn);
+                    self.stats.turn_verdict(complete);
                     self.turn.handle_input(now, Input::TurnComplete(complete));
                 }
                 self.turn.handle_input(
@@ -400,14 +408,11 @@ impl VoiceSession {
                 match result {
                     Ok(reply) => {
                         if let Some(handoff) = reply.handoff {
-                            self.stats
-                                .handoffs
-                                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                            self.status(
-                                "handoff",
-                                Some("transfer_to_human"),
-                                Some(&handoff.summary),
-                            );
+                            if self.playout.generation == Some(generation) {
+                                self.hand_off(handoff);
+                            } else {
+                                self.pending_handoff = Some((generation, handoff));
+                            }
                         }
                     }
                     Err(e) => {
@@ -525,12 +530,24 @@ impl VoiceSession {
     /// Carries out what the turn-taking asked for.
     fn act(&mut self) {
         while let Some(output) = self.turn.poll_output() {
+            if self.handed_off && matches!(output, Output::Generate { .. } | Output::State(_)) {
+                // Handed over: the agent finishes its notice, then only captions the
+                // shopper until staff take the call; its status stays "handoff".
+                continue;
+            }
             match output {
                 Output::Generate {
                     generation,
                     context,
                 } => self.generate(generation, context),
                 Output::Cancel { generation } => {
+                    if self
+                        .pending_handoff
+                        .as_ref()
+                        .is_some_and(|(g, _)| *g == generation)
+                    {
+                        self.pending_handoff = None;
+                    }
                     if self.reply.as_ref().is_some_and(|(g, _)| *g == generation) {
                         let (_, task) = self.reply.take().expect("checked");
                         task.abort();
@@ -546,7 +563,17 @@ impl VoiceSession {
                     generation,
                     segment,
                     text,
-                } => self.speak(generation, segment, text),
+                } => {
+                    if self
+                        .pending_handoff
+                        .as_ref()
+                        .is_some_and(|(g, _)| *g == generation)
+                    {
+                        let (_, handoff) = self.pending_handoff.take().expect("checked");
+                        self.hand_off(handoff);
+                    }
+                    self.speak(generation, segment, text)
+                }
                 Output::PausePlayout => self.io.feed.set_paused(true),
                 Output::ResumePlayout => self.io.feed.set_paused(false),
                 Output::StopPlayout => {
@@ -555,8 +582,9 @@ impl VoiceSession {
                     self.playout.reset(None);
                 }
                 Output::State(state) => {
-                    if !matches!(state, State::UserSpeaking | State::EndOfTurn) {
-                        // The turn is over: the next one starts its own audio.
+                    if matches!(state, State::Listening | State::Thinking | State::Speaking) {
+                        // The turn is over (or was noise): the next one starts its own
+                        // audio. Speech over the agent (paused) may be a turn.
                         self.turn_audio = None;
                     }
                     let name = match state {
@@ -641,6 +669,15 @@ impl VoiceSession {
             let _ = done.send(Done::Reply(generation, result));
         });
         self.reply = Some((generation, task));
+    }
+
+    /// The reply that hands over is being spoken: staff are told now.
+    fn hand_off(&mut self, handoff: Handoff) {
+        self.handed_off = true;
+        self.stats
+            .handoffs
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.status("handoff", Some("transfer_to_human"), Some(&handoff.summary));
     }
 
     fn speak(&mut self, generation: Generation, segment: usize, text: String) {
@@ -737,6 +774,8 @@ mod tests {
     struct ScriptedLlm(&'static str);
 
     const DOWN: &str = "";
+    /// The model asks for a person.
+    const HANDOFF: &str = "HANDOFF";
 
     impl Llm for ScriptedLlm {
         fn start(&self, request: LlmRequest) -> Reply {
@@ -751,13 +790,22 @@ mod tests {
                         .await;
                     return;
                 }
-                for word in answer.split_inclusive(' ') {
-                    let _ = tx.send(Ok(StreamEvent::Text(word.into()))).await;
+                let mut tool_calls = Vec::new();
+                if answer == HANDOFF {
+                    tool_calls.push(crate::llm_stream::ToolCall {
+                        id: "call-1".into(),
+                        name: "transfer_to_human".into(),
+                        arguments: r#"{"reason": "asked for a person"}"#.into(),
+                    });
+                } else {
+                    for word in answer.split_inclusive(' ') {
+                        let _ = tx.send(Ok(StreamEvent::Text(word.into()))).await;
+                    }
                 }
                 let _ = tx
                     .send(Ok(StreamEvent::Finished {
                         reason: "stop".into(),
-                        tool_calls: vec![],
+                        tool_calls,
                     }))
                     .await;
                 let _ = tx.send(Ok(StreamEvent::Done)).await;
@@ -1147,5 +1195,38 @@ mod tests {
             sent_after[1] < Duration::from_millis(2000),
             "{sent_after:?}"
         );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_handoff_is_announced_when_its_notice_is_spoken() {
+        let mut rig = Rig::start(vec!["a person please", "hello are you there"], HANDOFF);
+        rig.ask("can I talk to a person please").await;
+        let handoff = rig
+            .wait_for(
+                "the handoff",
+                |e| matches!(e, AgentEvent::Status(s) if s.state == "handoff"),
+            )
+            .await;
+        let AgentEvent::Status(status) = handoff else {
+            unreachable!()
+        };
+        assert_eq!(status.code.as_deref(), Some("transfer_to_human"));
+        rig.wait_for("the handoff notice spoken", |e| {
+            caption_by(e, "agent").is_some_and(|c| c.text.contains("member of our team"))
+        })
+        .await;
+        // Handed over, it answers no more: asked again, it only captions the shopper.
+        rig.ask("hello are you there").await;
+        rig.wait_for("the shopper's caption", |e| {
+            caption_by(e, "layla").is_some()
+        })
+        .await;
+        let record = rig.finish().await;
+        let answers = record
+            .context
+            .iter()
+            .filter(|m| m.role == Role::Agent)
+            .count();
+        assert_eq!(answers, 1, "{:?}", record.context);
     }
 }

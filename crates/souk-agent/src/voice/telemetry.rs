@@ -103,6 +103,9 @@ pub struct VoiceStats {
     pub stages: Mutex<[Histogram; 4]>,
     pub handoffs: AtomicU64,
     pub failures: CountsByCode,
+    /// The turn detector's verdicts: turns it let end, and turns it held open.
+    pub turns_complete: AtomicU64,
+    pub turns_unfinished: AtomicU64,
 }
 
 impl Default for VoiceStats {
@@ -111,11 +114,22 @@ impl Default for VoiceStats {
             stages: Mutex::new(std::array::from_fn(|_| Histogram::new(STAGE_BOUNDS))),
             handoffs: AtomicU64::new(0),
             failures: CountsByCode::default(),
+            turns_complete: AtomicU64::new(0),
+            turns_unfinished: AtomicU64::new(0),
         }
     }
 }
 
 impl VoiceStats {
+    pub fn turn_verdict(&self, complete: bool) {
+        let counter = if complete {
+            &self.turns_complete
+        } else {
+            &self.turns_unfinished
+        };
+        counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
     pub fn turn(&self, times: &TurnTimes) {
         let mut stages = self.stages.lock().unwrap_or_else(|e| e.into_inner());
         for (histogram, delay) in stages.iter_mut().zip(times.after_speech()) {

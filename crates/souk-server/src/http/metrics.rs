@@ -181,6 +181,21 @@ fn agent_metrics(
             let _ = writeln!(body, "{name}{{code=\"{code}\"}} {count}");
         }
     }
+    let name = "souk_agent_voice_turn_verdicts_total";
+    let _ = writeln!(
+        body,
+        "# HELP {name} The turn detector's verdicts: turns it let end, and turns it held open.\n# TYPE {name} counter"
+    );
+    for (verdict, count) in [
+        ("complete", &voice.turns_complete),
+        ("unfinished", &voice.turns_unfinished),
+    ] {
+        let _ = writeln!(
+            body,
+            "{name}{{verdict=\"{verdict}\"}} {}",
+            count.load(Ordering::Relaxed)
+        );
+    }
     let reply = chat.reply_seconds.lock().expect("stats lock").clone();
     histogram(
         body,
