@@ -45,6 +45,9 @@ pub struct VoiceBench {
     /// detects speech with Silero and ends turns with smart-turn.
     #[arg(long)]
     neural: Option<std::path::PathBuf>,
+    /// Which neural stages `--neural` turns on: `silero`, `smart-turn` or both.
+    #[arg(long, value_delimiter = ',', default_value = "silero,smart-turn")]
+    neural_stages: Vec<String>,
 }
 
 /// Frames with any sound at all (above -90 dBov) count as speech: the earliest onset and
@@ -228,12 +231,21 @@ pub async fn run(args: VoiceBench) -> anyhow::Result<()> {
     let neural = match &args.neural {
         Some(dir) => {
             let file = |name: &str| dir.join(name).display().to_string();
-            format!(
-                "[agent]\nonnxruntime = \"{}\"\nvad = \"silero\"\nsilero_model = \"{}\"\nturn_detector = \"smart_turn\"\nsmart_turn_model = \"{}\"\n",
-                file("libonnxruntime.so"),
-                file("silero_vad.onnx"),
-                file("smart-turn.onnx")
-            )
+            let on = |stage: &str| args.neural_stages.iter().any(|s| s == stage);
+            let mut config = format!("[agent]\nonnxruntime = \"{}\"\n", file("libonnxruntime.so"));
+            if on("silero") {
+                config += &format!(
+                    "vad = \"silero\"\nsilero_model = \"{}\"\n",
+                    file("silero_vad.onnx")
+                );
+            }
+            if on("smart-turn") {
+                config += &format!(
+                    "turn_detector = \"smart_turn\"\nsmart_turn_model = \"{}\"\n",
+                    file("smart-turn.onnx")
+                );
+            }
+            config
         }
         None => String::new(),
     };
@@ -295,10 +307,9 @@ pub async fn run(args: VoiceBench) -> anyhow::Result<()> {
         args.turns,
         args.barge_ins,
         args.ttft_ms,
-        if args.neural.is_some() {
-            "Silero + smart-turn"
-        } else {
-            "earshot, no turn model"
+        match &args.neural {
+            Some(_) => args.neural_stages.join(" + "),
+            None => "earshot, no turn model".into(),
         }
     );
 
