@@ -135,6 +135,8 @@ pub struct VoiceSession {
     /// ended is thrown away if the shopper goes on, and so is its handoff.
     pending_handoff: Option<(Generation, Handoff)>,
     handed_off: bool,
+    /// The turn detector's last verdict on the turn going on.
+    verdict: Option<bool>,
     opus_in: OpusIn,
     opus_out: OpusOut,
     recognising: Option<Box<dyn SttStream>>,
@@ -186,6 +188,7 @@ impl VoiceSession {
             speech_edges: 0,
             pending_handoff: None,
             handed_off: false,
+            verdict: None,
             opus_in: OpusIn::new(),
             opus_out: OpusOut::new(),
             recognising: None,
@@ -341,13 +344,22 @@ impl VoiceSession {
         });
     }
 
+    /// A turn detector's verdict: to the turn-taking, the turn's record and `/metrics`.
+    fn on_verdict(&mut self, now: Instant, complete: bool) {
+        self.stats.turn_verdict(complete);
+        self.verdict = Some(complete);
+        if let Some(times) = self.reply.as_ref().and_then(|(g, _)| self.times.get_mut(g)) {
+            times.turn_complete = Some(complete);
+        }
+        self.turn.handle_input(now, Input::TurnComplete(complete));
+    }
+
     fn on_done(&mut self, done: Done) {
         let now = Instant::now();
         match done {
             Done::TurnVerdict(edge, complete) => {
                 if edge == self.speech_edges {
-                    self.stats.turn_verdict(complete);
-                    self.turn.handle_input(now, Input::TurnComplete(complete));
+                    self.on_verdict(now, complete);
                 }
             }
             Done::Transcript(at, Ok(transcript)) => {
@@ -382,8 +394,7 @@ impl VoiceSession {
                         audio: &[],
                     };
                     let complete = detector.complete(&turn);
-                    self.stats.turn_verdict(complete);
-                    self.turn.handle_input(now, Input::TurnComplete(complete));
+                    self.on_verdict(now, complete);
                 }
                 self.turn.handle_input(
                     now,
@@ -584,8 +595,9 @@ impl VoiceSession {
                 Output::State(state) => {
                     if matches!(state, State::Listening | State::Thinking | State::Speaking) {
                         // The turn is over (or was noise): the next one starts its own
-                        // audio. Speech over the agent (paused) may be a turn.
+                        // audio and verdict. Speech over the agent (paused) may be a turn.
                         self.turn_audio = None;
+                        self.verdict = None;
                     }
                     let name = match state {
                         State::Listening | State::UserSpeaking | State::EndOfTurn => "listening",
@@ -620,6 +632,7 @@ impl VoiceSession {
             TurnTimes {
                 speech_end: self.speech_end,
                 stt_final: self.stt_final,
+                turn_complete: self.verdict,
                 ..TurnTimes::default()
             },
         );
@@ -1170,7 +1183,7 @@ mod tests {
             &test_file("smart-turn.onnx"),
         );
         let detector: Arc<dyn TurnDetector> = Arc::new(SmartTurn::new(Arc::new(model.unwrap())));
-        let mut sent_after = Vec::new();
+        let (mut sent_after, mut verdicts) = (Vec::new(), Vec::new());
         for question in [
             "I would like to buy the",
             "Do you have these canvas sneakers in size thirty eight?",
@@ -1184,6 +1197,7 @@ mod tests {
             .await;
             let record = rig.finish().await;
             sent_after.push(record.turns[0].after_speech()[3].unwrap());
+            verdicts.push(record.turns[0].turn_complete);
         }
         // Unfinished: the turn waits up to its 2.5 s cap. Finished: once the model has
         // answered, well before.
@@ -1195,6 +1209,8 @@ mod tests {
             sent_after[1] < Duration::from_millis(2000),
             "{sent_after:?}"
         );
+        // Each turn's record says what the model judged.
+        assert_eq!(verdicts, [Some(false), Some(true)]);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -19,6 +19,9 @@ pub struct TurnTimes {
     pub llm_first_token: Option<Instant>,
     pub tts_first_audio: Option<Instant>,
     pub first_audio_sent: Option<Instant>,
+    /// The turn detector's last verdict on the turn (`None` without one): `false` held
+    /// the turn open, up to the cap.
+    pub turn_complete: Option<bool>,
 }
 
 impl TurnTimes {
@@ -154,6 +157,7 @@ mod tests {
             llm_first_token: ms(330),
             tts_first_audio: ms(340),
             first_audio_sent: ms(360),
+            turn_complete: None,
         };
         let stats = VoiceStats::default();
         stats.turn(&times);
@@ -185,6 +189,8 @@ pub struct TurnRecord {
     pub llm_first_token_ms: Option<u64>,
     pub tts_first_audio_ms: Option<u64>,
     pub first_audio_sent_ms: Option<u64>,
+    /// The turn detector's last verdict; `false`: it held the turn open.
+    pub turn_complete: Option<bool>,
 }
 
 impl From<&TurnTimes> for TurnRecord {
@@ -196,6 +202,7 @@ impl From<&TurnTimes> for TurnRecord {
             llm_first_token_ms: ms(llm),
             tts_first_audio_ms: ms(tts),
             first_audio_sent_ms: ms(sent),
+            turn_complete: times.turn_complete,
         }
     }
 }
