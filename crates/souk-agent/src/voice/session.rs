@@ -552,13 +552,7 @@ impl VoiceSession {
                     context,
                 } => self.generate(generation, context),
                 Output::Cancel { generation } => {
-                    if self
-                        .pending_handoff
-                        .as_ref()
-                        .is_some_and(|(g, _)| *g == generation)
-                    {
-                        self.pending_handoff = None;
-                    }
+                    self.take_pending_handoff(generation);
                     if self.reply.as_ref().is_some_and(|(g, _)| *g == generation) {
                         let (_, task) = self.reply.take().expect("checked");
                         task.abort();
@@ -575,12 +569,7 @@ impl VoiceSession {
                     segment,
                     text,
                 } => {
-                    if self
-                        .pending_handoff
-                        .as_ref()
-                        .is_some_and(|(g, _)| *g == generation)
-                    {
-                        let (_, handoff) = self.pending_handoff.take().expect("checked");
+                    if let Some(handoff) = self.take_pending_handoff(generation) {
                         self.hand_off(handoff);
                     }
                     self.speak(generation, segment, text)
@@ -682,6 +671,17 @@ impl VoiceSession {
             let _ = done.send(Done::Reply(generation, result));
         });
         self.reply = Some((generation, task));
+    }
+
+    /// The handoff held for `generation`, if any (a cancelled reply drops its own).
+    fn take_pending_handoff(&mut self, generation: Generation) -> Option<Handoff> {
+        match self.pending_handoff.take() {
+            Some((g, handoff)) if g == generation => Some(handoff),
+            other => {
+                self.pending_handoff = other;
+                None
+            }
+        }
     }
 
     /// The reply that hands over is being spoken: staff are told now.
