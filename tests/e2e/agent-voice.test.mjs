@@ -12,7 +12,7 @@ import { execFileSync } from 'node:child_process';
 import { mkdtempSync, writeFileSync, readFileSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { startServer, launchBrowser, openPage } from './harness.mjs';
+import { startServer, launchBrowser, openPage, writeWav } from './harness.mjs';
 
 const LONG = 'Our canvas sneakers come in white, black, navy and olive. Every pair has a rubber sole and a cotton lining. '
   + 'Sizes run from thirty six to forty four, and they ship from Shenzhen in two days. Returns are free for thirty days.';
@@ -59,14 +59,7 @@ function spokenWav(file, text, before, after) {
   const dataAt = spoken.indexOf('data') + 8;
   const speech = spoken.subarray(dataAt);
   const silence = (s) => Buffer.alloc(Math.round(rate * s) * 2);
-  const data = Buffer.concat([silence(before), speech, silence(after)]);
-  const header = Buffer.alloc(44);
-  header.write('RIFF', 0); header.writeUInt32LE(36 + data.length, 4); header.write('WAVEfmt ', 8);
-  header.writeUInt32LE(16, 16); header.writeUInt16LE(1, 20); header.writeUInt16LE(1, 22);
-  header.writeUInt32LE(rate, 24); header.writeUInt32LE(rate * 2, 28); header.writeUInt16LE(2, 32); header.writeUInt16LE(16, 34);
-  header.write('data', 36); header.writeUInt32LE(data.length, 40);
-  writeFileSync(file, Buffer.concat([header, data]));
-  return file;
+  return writeWav(file, Buffer.concat([silence(before), speech, silence(after)]), rate);
 }
 
 /** Where scripts/test unpacks ONNX Runtime and the Silero and smart-turn models. */

@@ -2,7 +2,7 @@
 // Chromium driven by Playwright with fake camera and microphone.
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { existsSync } from 'node:fs';
+import { existsSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { after, before } from 'node:test';
 import { chromium } from 'playwright-core';
@@ -15,6 +15,23 @@ export const CHROMIUM_ARGS = [
   '--use-fake-device-for-media-stream', '--use-fake-ui-for-media-stream',
   '--allow-loopback-in-peer-connection', '--disable-features=WebRtcHideLocalIpsWithMdns',
 ];
+
+/**
+ * Writes 16-bit mono PCM as a WAV file, for Chromium's
+ * `--use-file-for-fake-audio-capture` (which loops it as the microphone).
+ * @param {string} file
+ * @param {Buffer} pcm little-endian 16-bit samples
+ * @param {number} rate samples a second
+ */
+export function writeWav(file, pcm, rate) {
+  const header = Buffer.alloc(44);
+  header.write('RIFF', 0); header.writeUInt32LE(36 + pcm.length, 4); header.write('WAVEfmt ', 8);
+  header.writeUInt32LE(16, 16); header.writeUInt16LE(1, 20); header.writeUInt16LE(1, 22);
+  header.writeUInt32LE(rate, 24); header.writeUInt32LE(rate * 2, 28); header.writeUInt16LE(2, 32); header.writeUInt16LE(16, 34);
+  header.write('data', 36); header.writeUInt32LE(pcm.length, 40);
+  writeFileSync(file, Buffer.concat([header, pcm]));
+  return file;
+}
 
 /** Lets pages play audio without a click, unless a test checks that path. */
 const AUTOPLAY = '--autoplay-policy=no-user-gesture-required';

@@ -68,7 +68,8 @@ pub struct SfuConfig {
     pub seed: u64,
     /// Rooms appear on first join when true; otherwise they must be created first.
     pub auto_create_rooms: bool,
-    /// Loss resilience: audio redundancy (RED) per subscriber and uncapped retransmission.
+    /// Loss resilience: audio redundancy (RED) per subscriber, uncapped retransmission,
+    /// and Opus DTX asked of publishers.
     /// Off leaves str0m's defaults, for side-by-side measurement.
     pub resilience: bool,
     /// How each subscriber's downlink is estimated, to fit its videos into it.

@@ -13,7 +13,8 @@
 //!   track;
 //! - `downlink`, `allocate`: estimating a subscriber's downlink, and sharing it among
 //!   its videos;
-//! - `red`: redundant audio per subscriber;
+//! - `red`: redundant audio per subscriber; `dtx`: asking publishers to pause audio in
+//!   silence;
 //! - `quality`: the E-model MOS of the path to a client;
 //! - `demux`, `stun`: which connection a datagram belongs to;
 //! - `connections`: who has a WebRTC connection, and when each next needs str0m's clock;
@@ -24,6 +25,7 @@ mod config;
 mod connections;
 mod demux;
 mod downlink;
+mod dtx;
 mod forward;
 mod keyframe;
 mod layer;

@@ -16,6 +16,7 @@ use str0m::media::{Direction, MediaKind, Mid};
 
 use super::Sfu;
 use crate::demux::PeerKey;
+use crate::dtx::request_dtx;
 use crate::keyframe::VideoCodec;
 use crate::layer::{choose_layer, Wanted};
 use crate::participant::{Downtrack, DowntrackState};
@@ -208,11 +209,15 @@ impl Sfu {
             })
             .collect();
         let (room, sid, identity) = (p.room.clone(), p.sid.clone(), p.identity.clone());
+        let mut sdp = answer.to_sdp_string();
+        if self.config.resilience {
+            sdp = request_dtx(&sdp);
+        }
         self.signal(
             id,
             ServerMessage::PublishAnswer(PublishAnswer {
                 req: msg.req,
-                sdp: answer.to_sdp_string(),
+                sdp,
                 tracks,
             }),
         );
