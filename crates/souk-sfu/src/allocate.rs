@@ -125,14 +125,16 @@ pub fn allocate(estimate_bps: u64, audio_tracks: usize, videos: &[VideoDemand]) 
             .zip(videos)
             .filter_map(|(c, v)| c.map(|i| v.layer_bps[i]))
             .sum::<u64>();
-    // The cheapest next step: a paused video's lowest layer, or one layer up.
+    // The cheapest next step: a paused video's lowest layer, or one layer up, each with
+    // the headroom of a raise. (Without it, a video resumed on trial at an estimate that
+    // just covers its layer stayed paused while the layer's rate wobbled above.)
     let next_step = order
         .iter()
         .filter_map(|&i| {
             let v = &videos[i];
             let top = top_of(v)?;
             match chosen[i] {
-                None => Some(v.layer_bps[0]),
+                None => Some((v.layer_bps[0] as f64 * (1.0 + RAISE_HEADROOM)) as u64),
                 Some(c) if c < top => Some(
                     ((v.layer_bps[c + 1] - v.layer_bps[c]) as f64 * (1.0 + RAISE_HEADROOM)) as u64,
                 ),
@@ -165,6 +167,17 @@ mod tests {
             priority,
             current: Some(Some(2)),
         }
+    }
+
+    #[test]
+    fn a_trial_at_the_next_step_resumes_a_video_whose_rate_wobbles_up() {
+        let mut paused = video(Some(2), 0);
+        paused.current = Some(None);
+        let a = allocate(100_000, 1, std::slice::from_ref(&paused));
+        assert_eq!(a.layers, vec![None]);
+        let trial = a.estimate_for_next_step().expect("a step to ask for");
+        paused.layer_bps[0] = 165_000;
+        assert_eq!(allocate(trial, 1, &[paused]).layers, vec![Some(0)]);
     }
 
     #[test]

@@ -58,15 +58,18 @@ const GROWTH_BOUND: f64 = 1.5;
 const MIN_ESTIMATE_BPS: u64 = 50_000;
 /// A probe sends copies this long, and is judged by the first report from this long
 /// after: a receiver report covers the second before it, and a longer overfill of a
-/// full link loses more media.
+/// full link loses more media. (Judged by the first report after the copies end, a
+/// cap-300k probe passed on a report that had not seen them yet: the copies also hide
+/// loss, since a packet is lost only if every copy is.)
 const PROBE_SEND: Duration = Duration::from_millis(600);
 const PROBE_SETTLE: Duration = Duration::from_millis(200);
 /// A probe fails on a queue, or on this much more loss than the reports before it.
 const PROBE_LOSS_RISE: f64 = 0.03;
 /// Weight of a new report in the smoothed loss.
 const LOSS_SMOOTHING: f64 = 0.3;
-/// A trial hears this many clean reports, from this long after it starts.
-const TRIAL_LENGTH: Duration = Duration::from_millis(1500);
+/// A trial hears this many clean reports, from this long after it starts: the first
+/// covers most of a second of the resumed video.
+const TRIAL_LENGTH: Duration = Duration::from_millis(900);
 const TRIAL_REPORTS: u32 = 2;
 /// Copies of each packet a probe may send (the step from the lowest layer to the middle
 /// one triples the rate).
@@ -284,6 +287,12 @@ impl DownlinkEstimate {
             || self.next_probe_at.is_some_and(|at| now < at)
         {
             return;
+        }
+        if trial {
+            // While video was paused the round trips came from audio's reports, which
+            // answer sender reports seconds old and can still show the queue that paused
+            // it: the trial is judged on the resumed video's own reports.
+            self.smoothed_rtt = None;
         }
         let copies = if trial {
             1
@@ -620,6 +629,24 @@ mod tests {
         now += SECOND;
         d.on_report(now, report(0.4, 200, 230_000.0));
         assert_eq!(d.estimate_bps(), paused, "a queue ends the trial");
+    }
+
+    #[test]
+    fn a_trial_is_judged_on_its_own_round_trips_not_the_paused_audio_s() {
+        let mut d = DownlinkEstimate::default();
+        let start = Instant::now();
+        d.on_report(start, report(0.0, 1, 300_000.0));
+        d.on_report(start + SECOND, report(0.8, 200, 300_000.0));
+        // While paused, audio's reports still show the queue of an old sender report.
+        d.on_report(start + 2 * SECOND, report(0.0, 200, 80_000.0));
+        let mut now = start + 2 * SECOND + MAX_PROBE_BACKOFF;
+        d.want(now, want(Some(300_000), 80_000, true));
+        for _ in 0..TRIAL_REPORTS {
+            now += SECOND;
+            d.on_report(now, report(0.0, 1, 300_000.0));
+        }
+        assert!(!d.probing() && !d.last_probe_failed(), "the trial passed");
+        assert_eq!(d.estimate_bps(), Some(300_000));
     }
 
     #[test]
