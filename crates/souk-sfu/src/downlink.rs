@@ -378,6 +378,14 @@ mod tests {
         d
     }
 
+    /// A 300 kbps stream whose link queued (and lost 80%) a second after `start`.
+    fn queued_at_300k(start: Instant) -> DownlinkEstimate {
+        let mut d = DownlinkEstimate::default();
+        d.on_report(start, report(0.0, 1, 300_000.0));
+        d.on_report(start + SECOND, report(0.8, 200, 300_000.0));
+        d
+    }
+
     /// A wish for one step up, nothing beyond it.
     fn want(next_step_bps: Option<u64>, sending_bps: u64, trial: bool) -> Want {
         Want {
@@ -613,10 +621,8 @@ mod tests {
 
     #[test]
     fn a_paused_video_is_resumed_on_trial() {
-        let mut d = DownlinkEstimate::default();
         let start = Instant::now();
-        d.on_report(start, report(0.0, 1, 300_000.0));
-        d.on_report(start + SECOND, report(0.8, 200, 300_000.0));
+        let mut d = queued_at_300k(start);
         let paused = d.estimate_bps();
         let mut now = start + SECOND + PROBE_BACKOFF;
         d.want(now, want(Some(300_000), 80_000, true));
@@ -633,10 +639,8 @@ mod tests {
 
     #[test]
     fn a_trial_is_judged_on_its_own_round_trips_not_the_paused_audio_s() {
-        let mut d = DownlinkEstimate::default();
         let start = Instant::now();
-        d.on_report(start, report(0.0, 1, 300_000.0));
-        d.on_report(start + SECOND, report(0.8, 200, 300_000.0));
+        let mut d = queued_at_300k(start);
         // While paused, audio's reports still show the queue of an old sender report.
         d.on_report(start + 2 * SECOND, report(0.0, 200, 80_000.0));
         let mut now = start + 2 * SECOND + MAX_PROBE_BACKOFF;
