@@ -69,8 +69,8 @@ pub struct ServeArgs {
     /// How long a participant whose connection dropped can resume (e.g. 15s).
     #[arg(long, value_parser = parse_duration)]
     pub resume_window: Option<Duration>,
-    /// Loss resilience (audio RED, full retransmission); `off` keeps plain forwarding,
-    /// for side-by-side measurement.
+    /// Loss resilience (audio RED, full retransmission, Opus DTX asked of publishers);
+    /// `off` keeps plain forwarding, for side-by-side measurement.
     #[arg(long, value_parser = ["on", "off"], default_value = "on")]
     pub resilience: String,
     /// Per-subscriber downlink estimation, which fits each subscriber's videos into its
