@@ -28,6 +28,11 @@ pub(crate) fn rtx_cache_age(rtt: Duration) -> Duration {
     Duration::from_millis((age.as_millis() as u64).div_ceil(250) * 250)
 }
 
+/// How often a subscriber's video streams send sender reports. A receiver report's round
+/// trip is that of the last sender report it answers: with str0m's default of one a
+/// second, a 0.6 s probe's queue can pass between two, unseen by the report that judges it.
+const SUBSCRIBER_SENDER_REPORTS: Duration = Duration::from_millis(250);
+
 /// Where a subscriber's bandwidth estimate starts: enough for a middle layer, low enough
 /// not to flood a weak link before the estimator has learnt anything.
 const INITIAL_ESTIMATE_KBPS: u64 = 1000;
@@ -107,7 +112,9 @@ impl SfuConfig {
             .enable_opus(true, self.resilience);
         if subscriber {
             // Receiver reports become path quality (RTT, jitter, loss) once a second.
-            config = config.set_stats_interval(Some(Duration::from_secs(1)));
+            config = config
+                .set_stats_interval(Some(Duration::from_secs(1)))
+                .set_rtcp_report_interval_video(SUBSCRIBER_SENDER_REPORTS);
         }
         if subscriber && self.bandwidth == BandwidthEstimation::Twcc {
             config = config.enable_bwe(Some(str0m::bwe::Bitrate::kbps(INITIAL_ESTIMATE_KBPS)));

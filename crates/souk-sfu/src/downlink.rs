@@ -27,6 +27,8 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
+use str0m::media::Mid;
+
 use crate::allocate::Allocation;
 use crate::redundancy::LinkReport;
 
@@ -51,6 +53,11 @@ const DRAIN: Duration = Duration::from_millis(1500);
 const MAX_DRAIN: Duration = Duration::from_secs(4);
 /// A round trip this much above the one at the last decrease is a growing queue.
 const QUEUE_GROWTH: Duration = Duration::from_millis(20);
+/// A standing queue that loses this much more than the report a decrease was read from:
+/// that report caught only the start of an overflow (a cap that began late in its
+/// second), and the decrease was not enough. Without this, cap-300k held a 1 Mbps
+/// subscriber at the 640 layer, losing half its packets, until the longest drain ended.
+const OVERFLOW_RISE: f64 = 0.2;
 /// Growth per clean report, and its bound as a multiple of the rate sent.
 const GROWTH: f64 = 1.08;
 const GROWTH_BOUND: f64 = 1.5;
@@ -63,6 +70,12 @@ const MIN_ESTIMATE_BPS: u64 = 50_000;
 /// loss, since a packet is lost only if every copy is.)
 const PROBE_SEND: Duration = Duration::from_millis(600);
 const PROBE_SETTLE: Duration = Duration::from_millis(200);
+/// A probe is judged only by a report whose receiver had the first video packet sent
+/// after the copies: str0m hands over the last receiver report once a second, so a
+/// report can be a second older than its event and describe the link before the copies
+/// (a cap-300k probe passed on one, and the layer it allowed froze video for 4 s). If
+/// that stream's reports stop (its video paused), any report judges after this long.
+const PROBE_VERDICT_LIMIT: Duration = Duration::from_secs(3);
 /// A probe fails on a queue, or on this much more loss than the reports before it.
 const PROBE_LOSS_RISE: f64 = 0.03;
 /// Weight of a new report in the smoothed loss.
@@ -116,6 +129,8 @@ struct Probe {
     copies: u8,
     started: Instant,
     clean_reports: u32,
+    /// The stream and sequence number of the first video packet sent after the copies.
+    after_copies: Option<(Mid, u64)>,
 }
 
 impl Probe {
@@ -133,6 +148,19 @@ impl Probe {
         }
     }
 
+    /// Whether `report` speaks for the probe (see [`PROBE_VERDICT_LIMIT`]).
+    fn judged_by(&self, now: Instant, report: &LinkReport) -> bool {
+        if now < self.verdict_at() {
+            return false;
+        }
+        match self.after_copies {
+            Some((mid, seq)) if now < self.started + PROBE_VERDICT_LIMIT => report
+                .received_through
+                .is_some_and(|(m, through)| m == mid && through >= seq),
+            _ => true,
+        }
+    }
+
     fn reports_needed(&self) -> u32 {
         if self.is_trial() {
             TRIAL_REPORTS
@@ -142,6 +170,15 @@ impl Probe {
     }
 }
 
+/// When the estimate last fell, and what the report it fell on said.
+#[derive(Debug, Clone, Copy)]
+struct Decrease {
+    at: Instant,
+    rtt: Duration,
+    /// `None` after a failed probe: the loss was the probe's own.
+    loss: Option<f64>,
+}
+
 #[derive(Debug, Clone)]
 pub struct DownlinkEstimate {
     estimate_bps: Option<u64>,
@@ -149,8 +186,7 @@ pub struct DownlinkEstimate {
     /// Recent smoothed round trips, for the floor (the lowest of them: smoothed, so one
     /// lucky sample does not set it).
     rtts: VecDeque<(Instant, Duration)>,
-    /// When the estimate last fell, and the round trip then.
-    last_decrease: Option<(Instant, Duration)>,
+    last_decrease: Option<Decrease>,
     probe: Option<Probe>,
     last_probe_failed: bool,
     /// Smoothed loss outside probes.
@@ -210,7 +246,7 @@ impl DownlinkEstimate {
     pub fn on_report(&mut self, now: Instant, report: LinkReport) {
         let queued = self.note_rtt(now, report.rtt);
         if let Some(probe) = &mut self.probe {
-            if now >= probe.verdict_at() {
+            if probe.judged_by(now, &report) {
                 // More loss than before means the copies overfilled a buffer too.
                 let lossier = report.loss > self.loss + PROBE_LOSS_RISE;
                 if queued || lossier {
@@ -259,7 +295,24 @@ impl DownlinkEstimate {
         self.last_probe_failed = true;
         self.probe_backoff = (self.probe_backoff * 2).min(MAX_PROBE_BACKOFF);
         self.next_probe_at = Some(now + self.probe_backoff);
-        self.last_decrease = Some((now, rtt));
+        self.last_decrease = Some(Decrease {
+            at: now,
+            rtt,
+            loss: None,
+        });
+    }
+
+    /// A video packet forwarded to the subscriber: the first after a probe's copies marks
+    /// which reports can judge the probe.
+    pub fn on_video_sent(&mut self, now: Instant, mid: Mid, seq: u64) {
+        if let Some(probe) = &mut self.probe {
+            if probe.after_copies.is_none()
+                && !probe.is_trial()
+                && now >= probe.started + PROBE_SEND
+            {
+                probe.after_copies = Some((mid, seq));
+            }
+        }
     }
 
     /// What the allocator would like; starts a probe when it is time for one.
@@ -306,6 +359,7 @@ impl DownlinkEstimate {
             copies,
             started: now,
             clean_reports: 0,
+            after_copies: None,
         });
     }
 
@@ -339,9 +393,12 @@ impl DownlinkEstimate {
             return self.probe_failed(now, report.rtt);
         }
         self.next_probe_at = Some(now + self.probe_backoff);
-        if let Some((at, rtt_then)) = self.last_decrease {
-            let growing = now >= at + DRAIN && report.rtt > rtt_then + QUEUE_GROWTH;
-            if !growing && now < at + MAX_DRAIN {
+        if let Some(last) = self.last_decrease {
+            let growing = now >= last.at + DRAIN && report.rtt > last.rtt + QUEUE_GROWTH;
+            let overflowing = last
+                .loss
+                .is_some_and(|loss| report.loss > loss + OVERFLOW_RISE);
+            if !growing && !overflowing && now < last.at + MAX_DRAIN {
                 return;
             }
         }
@@ -358,7 +415,11 @@ impl DownlinkEstimate {
         let lowered = (arrived * DECREASE) as u64;
         let lowered = self.estimate_bps.map_or(lowered, |e| e.min(lowered));
         self.estimate_bps = Some(lowered.max(MIN_ESTIMATE_BPS));
-        self.last_decrease = Some((now, report.rtt));
+        self.last_decrease = Some(Decrease {
+            at: now,
+            rtt: report.rtt,
+            loss: Some(report.loss),
+        });
     }
 }
 
@@ -401,6 +462,7 @@ mod tests {
             loss,
             rtt: Duration::from_millis(rtt_ms),
             send_bps,
+            received_through: None,
         }
     }
 
@@ -505,6 +567,20 @@ mod tests {
     }
 
     #[test]
+    fn a_decrease_read_from_the_start_of_an_overflow_is_followed_by_another() {
+        let start = Instant::now();
+        let mut d = DownlinkEstimate::default();
+        d.on_report(start, report(0.0, 1, 850_000.0));
+        // The cap began late in the second this report covers.
+        d.on_report(start + SECOND, report(0.15, 240, 850_000.0));
+        let first = d.estimate_bps().unwrap();
+        assert!(first > 600_000, "{first}");
+        d.on_report(start + 2 * SECOND, report(0.85, 210, 600_000.0));
+        let second = d.estimate_bps().unwrap();
+        assert!(second <= 300_000, "{second}");
+    }
+
+    #[test]
     fn a_growing_queue_is_a_new_one() {
         let mut d = DownlinkEstimate::default();
         let start = Instant::now();
@@ -559,6 +635,56 @@ mod tests {
         d.on_report(now, report(0.0, 2, 170_000.0));
         assert!(!d.probing());
         assert_eq!(d.estimate_bps(), Some(435_000.max(low)));
+    }
+
+    #[test]
+    fn only_a_report_that_received_the_packets_after_the_copies_judges_a_probe() {
+        let start = Instant::now();
+        let mut d = capped(start);
+        let low = d.estimate_bps();
+        let mut now = start + SECOND + PROBE_BACKOFF;
+        d.want(now, want(Some(435_000), 170_000, false));
+        let mid = Mid::from("1");
+        d.on_video_sent(now + 100 * MS, mid, 500);
+        d.on_video_sent(now + PROBE_SEND, mid, 520);
+        d.on_video_sent(now + PROBE_SEND + 40 * MS, mid, 521);
+        now += SECOND;
+        let before_the_end = LinkReport {
+            received_through: Some((mid, 519)),
+            ..report(0.0, 2, 170_000.0)
+        };
+        d.on_report(now, before_the_end);
+        assert!(d.probing(), "the report was written during the copies");
+        let another_stream = LinkReport {
+            received_through: Some((Mid::from("2"), 900)),
+            ..report(0.0, 2, 170_000.0)
+        };
+        d.on_report(now + 10 * MS, another_stream);
+        assert!(
+            d.probing(),
+            "the mark is on the first packet after the copies"
+        );
+        now += SECOND;
+        let after_the_end = LinkReport {
+            received_through: Some((mid, 520)),
+            ..report(0.0, 2, 170_000.0)
+        };
+        d.on_report(now, after_the_end);
+        assert!(!d.probing() && !d.last_probe_failed());
+        assert_eq!(d.estimate_bps(), Some(435_000.max(low.unwrap())));
+    }
+
+    #[test]
+    fn a_probe_whose_stream_stops_reporting_is_judged_by_any_report_in_the_end() {
+        let start = Instant::now();
+        let mut d = capped(start);
+        let now = start + SECOND + PROBE_BACKOFF;
+        d.want(now, want(Some(435_000), 170_000, false));
+        d.on_video_sent(now + PROBE_SEND, Mid::from("1"), 520);
+        d.on_report(now + 2 * SECOND, report(0.0, 2, 170_000.0));
+        assert!(d.probing());
+        d.on_report(now + PROBE_VERDICT_LIMIT, report(0.0, 2, 170_000.0));
+        assert!(!d.probing());
     }
 
     #[test]

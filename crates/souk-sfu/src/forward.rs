@@ -5,7 +5,7 @@
 //! switch is a two-step affair: the target changes at once, the current layer keeps
 //! flowing until the target's next keyframe arrives, then the stream cuts over.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use str0m::media::Rid;
 
@@ -37,7 +37,13 @@ pub struct Forwarder {
     target: Option<Layer>,
     /// The layer we are forwarding now; `None` until the first keyframe.
     current: Option<Layer>,
+    /// No keyframe is asked for before this: the subscriber's buffer is draining.
+    keyframe_held_until: Option<Instant>,
 }
+
+/// How long a buffer that overflowed gets to drain before a keyframe is sent into it: the
+/// lab's links hold 150 ms.
+const OVERFLOW_DRAIN: Duration = Duration::from_millis(250);
 
 impl Forwarder {
     pub fn audio(clock_rate: u32) -> Self {
@@ -47,6 +53,7 @@ impl Forwarder {
             is_video: false,
             target: Some(None),
             current: None,
+            keyframe_held_until: None,
         }
     }
 
@@ -57,6 +64,7 @@ impl Forwarder {
             is_video: true,
             target,
             current: None,
+            keyframe_held_until: None,
         }
     }
 
@@ -91,6 +99,21 @@ impl Forwarder {
         if self.is_video {
             self.current = None;
         }
+    }
+
+    /// Like [`Self::restart_at_keyframe`], but the keyframe is asked for only once the
+    /// subscriber's overflowing buffer has had time to drain: a keyframe sent into it is
+    /// dropped with the rest, and capped retransmission may not repair it before the
+    /// decoder gives up and asks on its own, seconds later.
+    pub fn restart_after_overflow(&mut self, now: Instant) {
+        self.restart_at_keyframe();
+        self.keyframe_held_until = Some(now + OVERFLOW_DRAIN);
+    }
+
+    /// The layer whose keyframe to ask for now, if any.
+    pub fn wants_keyframe(&self, now: Instant) -> Option<Layer> {
+        let held = self.keyframe_held_until.is_some_and(|until| now < until);
+        self.awaiting_keyframe().filter(|_| !held)
     }
 
     pub fn on_packet(
@@ -179,6 +202,30 @@ mod tests {
             f.on_packet(rid("q"), 9, 0, true, NO_IDS, now),
             Verdict::Drop
         );
+    }
+
+    #[test]
+    fn after_an_overflow_nothing_flows_and_the_keyframe_waits_for_the_drain() {
+        let now = Instant::now();
+        let mut f = Forwarder::video(90_000, Some(rid("h")));
+        f.on_packet(rid("h"), 1, 0, true, NO_IDS, now);
+        f.set_target(Some(rid("q")));
+        assert!(matches!(
+            f.on_packet(rid("h"), 2, 0, false, NO_IDS, now),
+            Verdict::Forward { .. }
+        ));
+        f.restart_after_overflow(now);
+        assert_eq!(
+            f.on_packet(rid("h"), 3, 0, false, NO_IDS, now),
+            Verdict::Drop,
+            "the old layer stops at once"
+        );
+        assert_eq!(f.wants_keyframe(now + OVERFLOW_DRAIN / 2), None);
+        assert_eq!(f.wants_keyframe(now + OVERFLOW_DRAIN), Some(rid("q")));
+        assert!(matches!(
+            f.on_packet(rid("q"), 50, 0, true, NO_IDS, now + OVERFLOW_DRAIN),
+            Verdict::Forward { .. }
+        ));
     }
 
     #[test]

@@ -21,6 +21,8 @@
 
 use std::time::{Duration, Instant};
 
+use str0m::media::Mid;
+
 /// Never more than this many copies of a packet (3: 20% loss leaves 0.8%).
 const MAX_COPIES: u8 = 3;
 
@@ -56,6 +58,9 @@ pub struct LinkReport {
     pub rtt: Duration,
     /// What the server sends the subscriber now, copies included (bits per second).
     pub send_bps: f64,
+    /// The stream the report is about, and the highest sequence number its receiver had
+    /// when it wrote the report: what the report can speak for.
+    pub received_through: Option<(Mid, u64)>,
 }
 
 #[derive(Debug, Clone)]
@@ -212,6 +217,7 @@ mod tests {
                 loss: raw.powi(r.copies() as i32),
                 rtt,
                 send_bps: 800_000.0 * r.copies() as f64,
+                received_through: None,
             };
             r.on_report(now, report);
         }
@@ -315,6 +321,7 @@ mod tests {
                     loss: 0.5,
                     rtt: 100 * MS,
                     send_bps: 300_000.0,
+                    received_through: None,
                 };
                 r.on_report(*now, report);
             }
@@ -345,6 +352,7 @@ mod tests {
                 loss,
                 rtt: MS,
                 send_bps: 850_000.0 * r.copies() as f64,
+                received_through: None,
             };
             r.on_report(now, report);
         }
@@ -361,6 +369,7 @@ mod tests {
             loss: 0.2,
             rtt: 2 * MS,
             send_bps: 1_600_000.0,
+            received_through: None,
         };
         r.on_report(now + 1000 * MS, report);
         r.on_report(now + 2000 * MS, report);

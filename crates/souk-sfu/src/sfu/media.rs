@@ -46,6 +46,10 @@ fn vp8_patch(descriptor: &Vp8Descriptor, ids: Vp8Ids) -> Option<Vp8Patch> {
 /// a keyframe.
 const KEYFRAME_AFTER_PROBE_LOSS: f64 = 0.02;
 
+/// Loss in the report that lowered the estimate above which the link counts as
+/// overflowing (see `downlink_report`).
+const OVERFLOW_LOSS: f64 = 0.1;
+
 /// An RTP header with the extensions we send, for counting forwarded media.
 const RTP_HEADER_BYTES: usize = 24;
 
@@ -311,7 +315,7 @@ impl Sfu {
                 p.set_rtx_cache(&mids, age);
             }
         }
-        if let Some(remote) = stats.remote {
+        if let Some(remote) = &stats.remote {
             let path = p.path.get_or_insert_with(Default::default);
             path.jitter_ms = remote.jitter as f64 / clock * 1000.0;
         }
@@ -322,6 +326,10 @@ impl Sfu {
             loss: loss as f64,
             rtt,
             send_bps: p.path.map_or(0.0, |path| path.send_bps),
+            received_through: stats
+                .remote
+                .as_ref()
+                .map(|r| (stats.mid, *r.maximum_sequence_number)),
         };
         if self.config.bandwidth == BandwidthEstimation::Reports {
             self.downlink_report(now, participant, kind, report);
@@ -376,9 +384,8 @@ impl Sfu {
                 // may not repair: start each video afresh at a keyframe rather than leave
                 // the decoder to ask for one after its own wait of seconds.
                 for dt in p.downtracks.iter_mut().filter(|d| d.kind.is_video()) {
-                    dt.forwarder.restart_at_keyframe();
+                    dt.forwarder.restart_after_overflow(now);
                 }
-                self.request_keyframes_for_subscriber(now, participant);
             }
         }
         let Some(p) = self.participants.get_mut(&participant) else {
@@ -402,6 +409,20 @@ impl Sfu {
             // A limited link: retransmissions get capped.
             let mids = p.open_video_mids();
             p.set_rtx_cache(&mids, p.rtx_age);
+        }
+        if lowered && loss > OVERFLOW_LOSS {
+            // The link's buffer is full and dropping. A lower layer's keyframe sent behind
+            // the old layer's packets is dropped with them (capped retransmission may not
+            // repair it), and the decoder then waits seconds for its own request. So the
+            // old layer stops now, and the buffer drains while the keyframe is fetched.
+            self.allocate_bandwidth(now, participant);
+            if let Some(p) = self.participants.get_mut(&participant) {
+                for dt in &mut p.downtracks {
+                    if dt.forwarder.awaiting_keyframe().is_some() {
+                        dt.forwarder.restart_after_overflow(now);
+                    }
+                }
+            }
         }
     }
 
@@ -533,7 +554,7 @@ impl Sfu {
             if dt.forwarder.current() != before {
                 debug!(subscriber = ?sub_id, track = ?track_key, layer = ?dt.forwarder.current(), "layer switched");
             }
-            if let Some(awaited) = dt.forwarder.awaiting_keyframe() {
+            if let Some(awaited) = dt.forwarder.wants_keyframe(now) {
                 if !want_keyframe.contains(&awaited) {
                     want_keyframe.push(awaited);
                 }
@@ -596,6 +617,9 @@ impl Sfu {
             }
             sub.forwarded_bytes += (payload.len() + RTP_HEADER_BYTES) as u64;
             stream.write_rtp(write(payload));
+            if dt.kind.is_video() {
+                sub.downlink.on_video_sent(now, mid, seq);
+            }
             dirty.push(PeerKey {
                 participant: sub_id,
                 side: Side::Subscriber,
@@ -669,7 +693,7 @@ impl Sfu {
             .downtracks
             .iter()
             .filter(|d| matches!(d.state, DowntrackState::Open(_)))
-            .filter_map(|d| d.forwarder.awaiting_keyframe().map(|l| (d.track, l)))
+            .filter_map(|d| d.forwarder.wants_keyframe(now).map(|l| (d.track, l)))
             .collect();
         let mut publishers = Vec::new();
         for (track, layer) in waiting {
