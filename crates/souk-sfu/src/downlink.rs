@@ -447,6 +447,16 @@ mod tests {
         d
     }
 
+    /// [`capped`], then a probe for 435 kbps while sending 170, once the backoff allows:
+    /// the estimate before the probe, and when it started.
+    fn probing_after_the_cap(start: Instant) -> (DownlinkEstimate, Option<u64>, Instant) {
+        let mut d = capped(start);
+        let before = d.estimate_bps();
+        let now = start + SECOND + PROBE_BACKOFF;
+        d.want(now, want(Some(435_000), 170_000, false));
+        (d, before, now)
+    }
+
     /// A wish for one step up, nothing beyond it.
     fn want(next_step_bps: Option<u64>, sending_bps: u64, trial: bool) -> Want {
         Want {
@@ -640,10 +650,7 @@ mod tests {
     #[test]
     fn only_a_report_that_received_the_packets_after_the_copies_judges_a_probe() {
         let start = Instant::now();
-        let mut d = capped(start);
-        let low = d.estimate_bps();
-        let mut now = start + SECOND + PROBE_BACKOFF;
-        d.want(now, want(Some(435_000), 170_000, false));
+        let (mut d, low, mut now) = probing_after_the_cap(start);
         let mid = Mid::from("1");
         d.on_video_sent(now + 100 * MS, mid, 500);
         d.on_video_sent(now + PROBE_SEND, mid, 520);
@@ -677,9 +684,7 @@ mod tests {
     #[test]
     fn a_probe_whose_stream_stops_reporting_is_judged_by_any_report_in_the_end() {
         let start = Instant::now();
-        let mut d = capped(start);
-        let now = start + SECOND + PROBE_BACKOFF;
-        d.want(now, want(Some(435_000), 170_000, false));
+        let (mut d, _, now) = probing_after_the_cap(start);
         d.on_video_sent(now + PROBE_SEND, Mid::from("1"), 520);
         d.on_report(now + 2 * SECOND, report(0.0, 2, 170_000.0));
         assert!(d.probing());
@@ -705,10 +710,7 @@ mod tests {
     #[test]
     fn a_probe_into_a_queue_stops_and_the_next_waits_longer() {
         let start = Instant::now();
-        let mut d = capped(start);
-        let before = d.estimate_bps();
-        let mut now = start + SECOND + PROBE_BACKOFF;
-        d.want(now, want(Some(435_000), 170_000, false));
+        let (mut d, before, mut now) = probing_after_the_cap(start);
         assert!(d.probing());
         now += SECOND;
         d.on_report(now, report(0.3, 120, 170_000.0));
