@@ -8,8 +8,9 @@
 //!
 //! - **Congestion** is a smoothed round trip well above the lowest one seen lately. The
 //!   estimate then falls to a share of what arrived (sent × (1 − loss)), by at most half.
-//!   It falls again only once the queue grows, or fails to drain: one queue is not
-//!   counted twice.
+//!   It falls again only once the queue grows, fails to drain, or loses far more than
+//!   the report it fell on (which caught only the start of an overflow): one queue is
+//!   not counted twice.
 //! - **No estimate** until the first congestion: a link that never queued gets what the
 //!   subscriber asks for, and random loss is left to retransmission and video copies.
 //! - **Growth**: while the path shows no queue the estimate creeps up, never past half
@@ -17,8 +18,8 @@
 //! - **Probing** before a step up: while the allocator wants more than the estimate, every
 //!   packet is sent several times for 0.6 s (SRTP's replay check drops the extra copies
 //!   at the receiver), so the wire carries the next step's rate with nothing new to
-//!   decode. The next report judges it: no queue and no more loss, and the estimate
-//!   rises to that rate; otherwise the estimate stays (the queue was the probe's), and
+//!   decode. The next report that has seen the copies judges it: no queue and no more
+//!   loss, and the estimate rises to that rate; otherwise the estimate stays (the queue was the probe's), and
 //!   the next probe waits longer. A paused video is probed for by resuming it on trial.
 //!
 //! A link that drops without queueing (a policer) is invisible to this; the lab's caps
@@ -63,11 +64,10 @@ const GROWTH: f64 = 1.08;
 const GROWTH_BOUND: f64 = 1.5;
 /// Never below this: audio keeps flowing whatever happens to video.
 const MIN_ESTIMATE_BPS: u64 = 50_000;
-/// A probe sends copies this long, and is judged by the first report from this long
-/// after: a receiver report covers the second before it, and a longer overfill of a
-/// full link loses more media. (Judged by the first report after the copies end, a
-/// cap-300k probe passed on a report that had not seen them yet: the copies also hide
-/// loss, since a packet is lost only if every copy is.)
+/// A probe sends copies this long (a longer overfill of a full link loses more media),
+/// and is judged by a report from this long after, at the earliest: a receiver report
+/// covers the second before it. Copies also hide loss (a packet is lost only if every
+/// copy is), so the verdict rests mostly on the round trip.
 const PROBE_SEND: Duration = Duration::from_millis(600);
 const PROBE_SETTLE: Duration = Duration::from_millis(200);
 /// A probe is judged only by a report whose receiver had the first video packet sent
