@@ -951,6 +951,20 @@ mod tests {
             .unwrap_or_else(|_| panic!("no {what} in time"))
         }
 
+        /// Waits for the session's status to become `state`.
+        async fn wait_for_status(&mut self, state: &str) -> AgentStatus {
+            let event = self
+                .wait_for(
+                    &format!("the {state} status"),
+                    |e| matches!(e, AgentEvent::Status(s) if s.state == state),
+                )
+                .await;
+            let AgentEvent::Status(status) = event else {
+                unreachable!("picked a status")
+            };
+            status
+        }
+
         /// Asks `question`, then keeps quiet for 1.5 s.
         async fn ask(&mut self, question: &str) {
             let audio = [silence(500), speech(question).await, silence(1500)].concat();
@@ -961,11 +975,7 @@ mod tests {
         async fn ask_until_answering(&mut self, question: &str) {
             let audio = [silence(500), speech(question).await, silence(600)].concat();
             self.say(&audio).await;
-            self.wait_for(
-                "the agent speaking",
-                |e| matches!(e, AgentEvent::Status(s) if s.state == "speaking"),
-            )
-            .await;
+            self.wait_for_status("speaking").await;
         }
 
         async fn finish(self) -> VoiceRecord {
@@ -1029,11 +1039,7 @@ mod tests {
             caption_by(e, "agent").is_some_and(|c| c.text == "It arrives on Monday.")
         })
         .await;
-        rig.wait_for(
-            "listening again",
-            |e| matches!(e, AgentEvent::Status(s) if s.state == "listening"),
-        )
-        .await;
+        rig.wait_for_status("listening").await;
         let record = rig.finish().await;
         assert_eq!(
             record
@@ -1063,11 +1069,7 @@ mod tests {
         let queued_before = rig.feed.queued();
         rig.say(&speech("stop please wait, I have a question").await)
             .await;
-        rig.wait_for(
-            "the pause",
-            |e| matches!(e, AgentEvent::Status(s) if s.state == "paused"),
-        )
-        .await;
+        rig.wait_for_status("paused").await;
         let cut = rig
             .wait_for("the interrupted caption", |e| {
                 caption_by(e, "agent").is_some_and(|c| c.interrupted)
@@ -1095,15 +1097,7 @@ mod tests {
     async fn a_model_that_is_down_is_apologised_for_aloud_and_reported() {
         let mut rig = Rig::start(vec!["where is my order"], DOWN);
         rig.ask("where is my order").await;
-        let error = rig
-            .wait_for(
-                "the error status",
-                |e| matches!(e, AgentEvent::Status(s) if s.state == "error"),
-            )
-            .await;
-        let AgentEvent::Status(status) = error else {
-            unreachable!()
-        };
+        let status = rig.wait_for_status("error").await;
         assert_eq!(status.code.as_deref(), Some("llm_unreachable"));
         let sorry = rig
             .wait_for("the spoken apology", |e| {
@@ -1217,15 +1211,7 @@ mod tests {
     async fn a_handoff_is_announced_when_its_notice_is_spoken() {
         let mut rig = Rig::start(vec!["a person please", "hello are you there"], HANDOFF);
         rig.ask("can I talk to a person please").await;
-        let handoff = rig
-            .wait_for(
-                "the handoff",
-                |e| matches!(e, AgentEvent::Status(s) if s.state == "handoff"),
-            )
-            .await;
-        let AgentEvent::Status(status) = handoff else {
-            unreachable!()
-        };
+        let status = rig.wait_for_status("handoff").await;
         assert_eq!(status.code.as_deref(), Some("transfer_to_human"));
         rig.wait_for("the handoff notice spoken", |e| {
             caption_by(e, "agent").is_some_and(|c| c.text.contains("member of our team"))
