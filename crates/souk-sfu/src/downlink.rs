@@ -19,8 +19,9 @@
 //!   packet is sent several times for 0.6 s (SRTP's replay check drops the extra copies
 //!   at the receiver), so the wire carries the next step's rate with nothing new to
 //!   decode. The next report that has seen the copies judges it: no queue and no more
-//!   loss, and the estimate rises to that rate; otherwise the estimate stays (the queue was the probe's), and
-//!   the next probe waits longer. A paused video is probed for by resuming it on trial.
+//!   loss, and the estimate rises to that rate; otherwise the estimate stays (the queue
+//!   was the probe's), and the next probe waits longer. A paused video is probed for by
+//!   resuming it on trial.
 //!
 //! A link that drops without queueing (a policer) is invisible to this; the lab's caps
 //! and the mobile links we know queue.
