@@ -15,6 +15,7 @@
 //! # Ok(()) }
 //! ```
 
+mod arrival;
 pub mod audio;
 pub mod chat;
 mod latency;
@@ -139,11 +140,24 @@ pub struct Stats {
     pub messages: Vec<ServerMessage>,
     /// The session ended (server said leave or the socket closed for good).
     pub ended: bool,
-    /// From each synthetic payload's send stamp to its arrival here (same-host clocks).
+    /// From each synthetic payload's send stamp to its arrival here, after this client's
+    /// own stack (same-host clocks).
     pub latency: LatencyHistogram,
+    /// From the send stamp to the kernel's receipt of the datagram that completed it:
+    /// what the path and the server added, without this client's scheduling.
+    pub socket_latency: LatencyHistogram,
 }
 
 impl Stats {
+    /// One payload sent at `sent`, handled at `handled` and received by the kernel at
+    /// `at_socket` (all Unix microseconds).
+    pub(crate) fn record_latency(&mut self, sent: u64, handled: u64, at_socket: Option<u64>) {
+        self.latency.record_micros(handled.saturating_sub(sent));
+        if let Some(at) = at_socket {
+            self.socket_latency.record_micros(at.saturating_sub(sent));
+        }
+    }
+
     pub fn frames_of(&self, kind: TrackKind) -> u64 {
         self.tracks
             .values()

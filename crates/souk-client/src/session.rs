@@ -27,6 +27,7 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tracing::debug;
 
+use crate::arrival::{self, Arrival};
 use crate::audio::ReceivedAudio;
 use crate::synthetic::{self, KEYFRAME_EVERY};
 use crate::{
@@ -87,6 +88,7 @@ pub(crate) fn spawn(ws: Option<Ws>, options: &ClientOptions) -> SessionHandle {
         receive_packets: options.receive_packets,
         audio_in: options.audio_in.clone(),
         rx_streams: HashMap::new(),
+        last_arrival: None,
         stats: stats.clone(),
         changed: changed_tx,
     };
@@ -207,6 +209,9 @@ impl Peer {
         // Hundreds of bots share two cores; a bot that is not scheduled for a moment
         // should not lose media to a full socket buffer.
         let _ = socket2::SockRef::from(&socket).set_recv_buffer_size(1 << 20);
+        if let Err(e) = arrival::stamp_arrivals(&socket) {
+            debug!("no kernel receive stamps: {e}");
+        }
         let mut rtc = Rtc::builder()
             .set_rtp_mode(rtp_mode)
             .clear_codecs()
@@ -310,6 +315,9 @@ struct Session {
     audio_in: Option<mpsc::Sender<ReceivedAudio>>,
     /// Streams received so far (when receiving packets), by SSRC.
     rx_streams: HashMap<Ssrc, ReceivedStream>,
+    /// The kernel's receive stamp of the subscriber datagram being handled: the events
+    /// of one tick come from the one datagram read before it.
+    last_arrival: Option<u64>,
     stats: Arc<Mutex<Stats>>,
     changed: watch::Sender<u64>,
 }
@@ -344,13 +352,14 @@ impl Session {
                     None => break,
                 },
                 Some(received) = recv(publisher, &mut pub_buf) => {
-                    if let (Ok((n, source)), Some(p)) = (received, self.publisher.as_mut()) {
-                        p.input(Instant::now(), source, &pub_buf[..n]);
+                    if let (Ok(a), Some(p)) = (received, self.publisher.as_mut()) {
+                        p.input(Instant::now(), a.source, &pub_buf[..a.len]);
                     }
                 },
                 Some(received) = recv(subscriber, &mut sub_buf) => {
-                    if let (Ok((n, source)), Some(p)) = (received, self.subscriber.as_mut()) {
-                        p.input(Instant::now(), source, &sub_buf[..n]);
+                    if let (Ok(a), Some(p)) = (received, self.subscriber.as_mut()) {
+                        p.input(Instant::now(), a.source, &sub_buf[..a.len]);
+                        self.last_arrival = a.unix_micros;
                     }
                 },
                 _ = tokio::time::sleep_until(tokio::time::Instant::from_std(deadline)) => {}
@@ -407,13 +416,15 @@ impl Session {
                 self.update(|s| s.publisher_connected = true);
             }
         }
+        let at_socket = self.last_arrival.take();
         if !sub_events.is_empty() {
-            self.on_subscriber_events(sub_events);
+            self.on_subscriber_events(sub_events, at_socket);
         }
     }
 
     /// Accounts for what the subscriber connection delivered, under one lock.
-    fn on_subscriber_events(&mut self, events: Vec<Event>) {
+    /// `at_socket` is the kernel's stamp of the datagram that brought them.
+    fn on_subscriber_events(&mut self, events: Vec<Event>, at_socket: Option<u64>) {
         let arrived = synthetic::unix_micros();
         let mut stats = self.stats.lock().unwrap_or_else(|e| e.into_inner());
         for e in events {
@@ -441,7 +452,7 @@ impl Session {
                         }
                     }
                     if let Some(sent) = synthetic::sent_at_micros(&data.data) {
-                        stats.latency.record_micros(arrived.saturating_sub(sent));
+                        stats.record_latency(sent, arrived, at_socket);
                     }
                     if let (TrackKind::Audio, Some(tx), Some((sid, track))) = (
                         kind,
@@ -494,7 +505,7 @@ impl Session {
                         vp8_frame_start(&packet.payload)
                     };
                     if let Some(sent) = frame.and_then(synthetic::sent_at_micros) {
-                        stats.latency.record_micros(arrived.saturating_sub(sent));
+                        stats.record_latency(sent, arrived, at_socket);
                     }
                 }
                 _ => {}
@@ -882,12 +893,9 @@ async fn next_ws(
 }
 
 /// Receives on a socket that may not exist yet (then never resolves).
-async fn recv(
-    socket: Option<&UdpSocket>,
-    buf: &mut [u8],
-) -> Option<std::io::Result<(usize, SocketAddr)>> {
+async fn recv(socket: Option<&UdpSocket>, buf: &mut [u8]) -> Option<std::io::Result<Arrival>> {
     match socket {
-        Some(s) => Some(s.recv_from(buf).await),
+        Some(s) => Some(arrival::receive(s, buf).await),
         None => std::future::pending().await,
     }
 }

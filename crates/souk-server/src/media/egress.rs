@@ -2,9 +2,9 @@
 //!
 //! The kernel does much of a datagram's delivery inside the sending syscall, and with a
 //! few hundred subscribers those syscalls took a third of the media task's time (perf,
-//! `udp_sendmsg`). The media task hands each flush's datagrams over as one batch and
-//! goes on forwarding while this thread sends them on the other core, up to
-//! [`MAX_PER_SYSCALL`] per `sendmmsg`.
+//! `udp_sendmsg`). The media task hands datagrams over in batches of up to
+//! [`MAX_PER_SYSCALL`] and goes on forwarding while this thread sends each batch with
+//! one `sendmmsg` on the other core.
 
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -19,7 +19,7 @@ pub type Batch = Vec<(SocketAddr, Vec<u8>)>;
 /// batches are dropped, as a full socket buffer would drop them.
 const QUEUED_BATCHES: usize = 4096;
 /// Datagrams per `sendmmsg` call.
-const MAX_PER_SYSCALL: usize = 64;
+pub const MAX_PER_SYSCALL: usize = 64;
 
 /// The media task's end of the sending thread. Dropping it ends the thread once the
 /// queued batches are sent.

@@ -322,14 +322,20 @@ impl Driver {
         }
     }
 
-    /// Carries out everything the core asked for; its UDP datagrams go to the sending
-    /// thread as one batch.
+    /// Carries out everything the core asked for. Its UDP datagrams go to the sending
+    /// thread a `sendmmsg` at a time, so the first subscribers' packets leave while the
+    /// core is still encrypting for the rest.
     fn flush(&mut self) {
         let mut datagrams = Batch::new();
         while let Some(output) = self.sfu.poll_output() {
             match output {
                 Output::Transmit(t) => match t.proto {
-                    Protocol::Udp => datagrams.push((t.destination, t.contents)),
+                    Protocol::Udp => {
+                        datagrams.push((t.destination, t.contents));
+                        if datagrams.len() == egress::MAX_PER_SYSCALL {
+                            self.egress.send(std::mem::take(&mut datagrams));
+                        }
+                    }
                     _ => {
                         if let Some(writer) = self.tcp_writers.get(&t.destination) {
                             let _ = writer.try_send(t.contents);

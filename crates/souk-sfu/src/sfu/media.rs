@@ -1,5 +1,6 @@
 //! Datagrams in, RTP across, timers: the media half of the state machine.
 
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::Instant;
 
@@ -14,7 +15,7 @@ use str0m::stats::MediaEgressStats;
 use str0m::{Event, Input};
 use tracing::{debug, trace, warn};
 
-use super::Sfu;
+use super::{Output, Sfu};
 use crate::config::{rtx_cache_age, BandwidthEstimation};
 use crate::demux::PeerKey;
 use crate::forward::{Layer, Verdict};
@@ -56,6 +57,46 @@ const RTP_HEADER_BYTES: usize = 24;
 /// Silence after which a socket-less participant's connection counts as lost. Browsers
 /// send consent checks every few seconds, and media or reports far more often.
 const HEADLESS_SILENCE: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Deferred connections drained per poll: few enough that the driver can send the
+/// first datagrams while the rest are still being encrypted.
+const DRAIN_GROUP: usize = 64;
+
+/// One connection polled until str0m had nothing more to say.
+struct Drained {
+    /// Its next deadline, when that changed.
+    new_deadline: Option<Instant>,
+    events: Result<Vec<Event>, str0m::RtcError>,
+}
+
+impl Drained {
+    fn from(peer: &mut Peer, outputs: &mut VecDeque<Output>) -> Drained {
+        Drained::after(peer, |peer| peer.drain(outputs))
+    }
+
+    /// Lets str0m send what was written to `peer` since its last poll (it releases queued
+    /// packets on a timeout, not when they are written), then drains it. Without this,
+    /// the drain after forwarding found nothing to send and the next timeout polled
+    /// every subscriber a second time to send it.
+    fn released(peer: &mut Peer, now: Instant, outputs: &mut VecDeque<Output>) -> Drained {
+        Drained::after(peer, |peer| {
+            peer.handle_input(Input::Timeout(now))?;
+            peer.drain(outputs)
+        })
+    }
+
+    fn after(
+        peer: &mut Peer,
+        drain: impl FnOnce(&mut Peer) -> Result<Vec<Event>, str0m::RtcError>,
+    ) -> Drained {
+        let deadline = peer.timeout;
+        let events = drain(peer);
+        Drained {
+            new_deadline: (peer.timeout != deadline).then_some(peer.timeout),
+            events,
+        }
+    }
+}
 
 impl Sfu {
     /// A datagram (or an ICE-TCP frame) arrived on the media port.
@@ -142,18 +183,32 @@ impl Sfu {
 
     /// Collects what a connection has to say and acts on it. Forwarding makes other
     /// (subscriber) connections dirty; those are drained later, once, when the driver
-    /// polls for output ([`Sfu::drain_deferred`]).
+    /// polls for output ([`Sfu::drain_next_deferred`]).
     fn drain_peer(&mut self, now: Instant, key: PeerKey) {
         let Some(peer) = self.peer_mut_split(key) else {
             return;
         };
         let (peer, outputs) = peer;
-        let deadline = peer.timeout;
-        let drained = peer.drain(outputs);
-        if let Some(at) = (peer.timeout != deadline).then_some(peer.timeout) {
+        let drained = Drained::from(peer, outputs);
+        self.act_on_drained(now, key, drained);
+    }
+
+    /// Lets a subscriber connection send what forwarding wrote to it, and drains it.
+    fn release_and_drain(&mut self, now: Instant, key: PeerKey) {
+        let Some((peer, outputs)) = self.peer_mut_split(key) else {
+            return;
+        };
+        let drained = Drained::released(peer, now, outputs);
+        self.act_on_drained(now, key, drained);
+    }
+
+    /// What a drained connection said: its new deadline, then its events (they may touch
+    /// other connections, so they are handled one connection at a time).
+    fn act_on_drained(&mut self, now: Instant, key: PeerKey, drained: Drained) {
+        if let Some(at) = drained.new_deadline {
             self.connections.schedule(at, key);
         }
-        let events = match drained {
+        let events = match drained.events {
             Ok(events) => events,
             Err(e) => {
                 warn!(participant = ?key.participant, side = ?key.side, "connection failed: {e}");
@@ -166,32 +221,42 @@ impl Sfu {
             self.handle_event(now, key, event, &mut dirty);
         }
         if !dirty.is_empty() {
-            self.deferred.peers.extend(dirty);
+            self.deferred.dirty.extend(dirty);
             self.deferred.now = now;
         }
     }
 
-    /// Drains every connection that forwarding wrote to since the last call, each once.
-    /// A driver that hands over a burst of datagrams before polling (a video frame is
-    /// several packets) pays str0m's per-poll work (DTLS, SCTP, pacer, timers) once per
-    /// subscriber per burst instead of once per packet.
-    pub(super) fn drain_deferred(&mut self) {
-        while !self.deferred.peers.is_empty() {
-            let mut keys = std::mem::take(&mut self.deferred.peers);
-            keys.sort_unstable();
+    /// Releases and drains the next few connections that forwarding wrote to (see
+    /// `Drained::released`); `false` when none is left. A driver that hands over a burst
+    /// of datagrams before polling (a video frame is several packets) pays str0m's
+    /// per-poll work (DTLS, SCTP, pacer, timers) once per subscriber per burst instead of
+    /// once per packet. A few at a time, so the driver can send the first subscribers'
+    /// datagrams while the rest are encrypted.
+    pub(super) fn drain_next_deferred(&mut self) -> bool {
+        if self.deferred.ready.is_empty() {
+            let mut keys = std::mem::take(&mut self.deferred.dirty);
+            if keys.is_empty() {
+                return false;
+            }
+            // Descending, so the next ones are at the end.
+            keys.sort_unstable_by(|a, b| b.cmp(a));
             keys.dedup();
-            let now = self.deferred.now;
-            for key in keys {
-                self.drain_peer(now, key);
+            self.deferred.ready = keys;
+        }
+        let ready = &mut self.deferred.ready;
+        let group = ready.split_off(ready.len().saturating_sub(DRAIN_GROUP));
+        let now = self.deferred.now;
+        for key in group.into_iter().rev() {
+            match key.side {
+                Side::Subscriber => self.release_and_drain(now, key),
+                Side::Publisher => self.drain_peer(now, key),
             }
         }
+        true
     }
 
     /// Splits the borrow so a peer can push straight into the output queue.
-    fn peer_mut_split(
-        &mut self,
-        key: PeerKey,
-    ) -> Option<(&mut Peer, &mut std::collections::VecDeque<super::Output>)> {
+    fn peer_mut_split(&mut self, key: PeerKey) -> Option<(&mut Peer, &mut VecDeque<Output>)> {
         let peer = self
             .participants
             .get_mut(&key.participant)?

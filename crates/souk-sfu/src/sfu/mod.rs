@@ -109,9 +109,12 @@ pub struct Sfu {
     next_live_flush: Option<Instant>,
 }
 
-/// Connections to drain at the next poll, and the time of the input that dirtied them.
+/// Connections to drain as the driver polls, and the time of the input that dirtied them.
 struct Deferred {
-    peers: Vec<crate::demux::PeerKey>,
+    /// Written to since `ready` was filled, possibly more than once each.
+    dirty: Vec<crate::demux::PeerKey>,
+    /// Each once, the next at the end.
+    ready: Vec<crate::demux::PeerKey>,
     now: Instant,
 }
 
@@ -130,7 +133,8 @@ impl Sfu {
             track_owner: HashMap::new(),
             demux: Demux::default(),
             deferred: Deferred {
-                peers: Vec::new(),
+                dirty: Vec::new(),
+                ready: Vec::new(),
                 now,
             },
             outputs: VecDeque::new(),
@@ -144,9 +148,7 @@ impl Sfu {
 
     /// The next thing for the driver to do, if any.
     pub fn poll_output(&mut self) -> Option<Output> {
-        if self.outputs.is_empty() {
-            self.drain_deferred();
-        }
+        while self.outputs.is_empty() && self.drain_next_deferred() {}
         self.outputs.pop_front()
     }
 

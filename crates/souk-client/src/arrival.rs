@@ -1,0 +1,131 @@
+//! Datagrams with the time the kernel received them.
+//!
+//! A benchmark runs hundreds of bots on the cores the server uses. A bot that is not
+//! scheduled for a few milliseconds would count that wait as the server's. The kernel
+//! stamps each datagram as it reaches the socket (`SO_TIMESTAMPNS`), before any of it.
+
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, RawFd};
+
+use tokio::io::Interest;
+use tokio::net::UdpSocket;
+
+/// One datagram read into the caller's buffer.
+pub(crate) struct Arrival {
+    pub len: usize,
+    pub source: SocketAddr,
+    /// When the kernel received it, in microseconds since the Unix epoch; `None` if the
+    /// kernel gave no stamp.
+    pub unix_micros: Option<u64>,
+}
+
+/// Asks the kernel to stamp what `socket` receives.
+pub(crate) fn stamp_arrivals(socket: &UdpSocket) -> io::Result<()> {
+    let on: libc::c_int = 1;
+    // SAFETY: a valid socket, and the option value is a c_int that outlives the call.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_TIMESTAMPNS,
+            (&on as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Waits for the next datagram on `socket`.
+pub(crate) async fn receive(socket: &UdpSocket, buf: &mut [u8]) -> io::Result<Arrival> {
+    socket
+        .async_io(Interest::READABLE, || receive_now(socket.as_raw_fd(), buf))
+        .await
+}
+
+fn receive_now(fd: RawFd, buf: &mut [u8]) -> io::Result<Arrival> {
+    // Room for one timespec control message, aligned as control messages are.
+    let mut control = [0u64; 8];
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    let mut unix_micros = None;
+    // SAFETY: the header points at `iov` (into `buf`), `control` and the address storage
+    // `try_init` provides, all alive for the call; control messages are read only within
+    // the length the kernel reported, through the libc macros.
+    let (len, source) = unsafe {
+        socket2::SockAddr::try_init(|storage, storage_len| {
+            let mut msg: libc::msghdr = std::mem::zeroed();
+            msg.msg_name = storage.cast();
+            msg.msg_namelen = *storage_len;
+            msg.msg_iov = &mut iov;
+            msg.msg_iovlen = 1;
+            msg.msg_control = control.as_mut_ptr().cast();
+            msg.msg_controllen = std::mem::size_of_val(&control) as _;
+            let n = libc::recvmsg(fd, &mut msg, 0);
+            if n < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            *storage_len = msg.msg_namelen;
+            let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
+            while !cmsg.is_null() {
+                if (*cmsg).cmsg_level == libc::SOL_SOCKET
+                    && (*cmsg).cmsg_type == libc::SCM_TIMESTAMPNS
+                {
+                    let at: libc::timespec = std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast());
+                    unix_micros = Some(at.tv_sec as u64 * 1_000_000 + at.tv_nsec as u64 / 1_000);
+                }
+                cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
+            }
+            Ok(n as usize)
+        })?
+    };
+    let source = source
+        .as_socket()
+        .ok_or_else(|| io::Error::other("datagram from a non-IP address"))?;
+    Ok(Arrival {
+        len,
+        source,
+        unix_micros,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_datagram_arrives_with_its_source_and_a_kernel_stamp() {
+        let receiver = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        stamp_arrivals(&receiver).unwrap();
+        let sender = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let before = crate::synthetic::unix_micros();
+        sender
+            .send_to(b"hello", receiver.local_addr().unwrap())
+            .await
+            .unwrap();
+        let mut buf = [0u8; 64];
+        let arrival = tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            receive(&receiver, &mut buf),
+        )
+        .await
+        .expect("the datagram in time")
+        .unwrap();
+        let after = crate::synthetic::unix_micros();
+        assert_eq!(&buf[..arrival.len], b"hello");
+        assert_eq!(arrival.source, sender.local_addr().unwrap());
+        let stamp = arrival.unix_micros.expect("a kernel stamp");
+        // Same clock, so the stamp falls between the send and the read (with a little
+        // slack for the clock's granularity).
+        assert!(
+            stamp + 1_000 >= before && stamp <= after + 1_000,
+            "{before} {stamp} {after}"
+        );
+    }
+}
