@@ -6,8 +6,8 @@
 //! packets they got against the sequence numbers sent (loss) and each payload's trip
 //! time (latency), twice: to the kernel's receipt at the bot's socket, which is what the
 //! server and path add, and to the bot's handling, which adds the bots' own scheduling
-//! on the shared cores. Subscribers receive RTP packets without reassembling frames, so the
-//! load generator stays cheap; its own CPU is reported beside the server's.
+//! on the shared cores. Subscribers receive RTP packets without reassembling frames, so
+//! the load generator stays cheap; its own CPU is reported beside the server's.
 //!
 //! `--servers souk,janus` measures Janus's VideoRoom with the same bots, the same
 //! streams and the same steps, one server after the other in one run (run it through
@@ -206,7 +206,7 @@ async fn measure(sfu: Sfu, args: &Fanout) -> anyhow::Result<()> {
         let bots_pct = (bots_cpu1 - bots_cpu0) as f64 / ticks / elapsed * 100.0;
         let loss = window.loss();
         let quantile = |h: &LatencyHistogram, q| h.quantile_ms(q).unwrap_or(f64::NAN);
-        let p99 = quantile(&window.socket_latency, 0.99);
+        let p99_at_socket = quantile(&window.socket_latency, 0.99);
         let p99_in_bot = quantile(&window.latency, 0.99);
         println!(
             "| {target} | {:.1} | {:.0} | {:.1} | {:.1} | {:.3} | {} | {} | {} | {} | {:.1} | {:.0} | {:.1} |",
@@ -216,14 +216,14 @@ async fn measure(sfu: Sfu, args: &Fanout) -> anyhow::Result<()> {
             server_cpu_s / (window.bytes as f64 / 1e9),
             loss * 100.0,
             latency_cell(quantile(&window.socket_latency, 0.5)),
-            latency_cell(p99),
+            latency_cell(p99_at_socket),
             latency_cell(quantile(&window.latency, 0.5)),
             latency_cell(p99_in_bot),
             rss as f64 / 1024.0,
             (rss.saturating_sub(baseline_rss)) as f64 / target as f64,
             bots_pct,
         );
-        if loss < MAX_LOSS && p99 <= MAX_P99_MS {
+        if loss < MAX_LOSS && p99_at_socket <= MAX_P99_MS {
             held = Some(target);
         }
         if loss < MAX_LOSS && p99_in_bot <= MAX_P99_MS {

@@ -62,42 +62,6 @@ const HEADLESS_SILENCE: std::time::Duration = std::time::Duration::from_secs(10)
 /// first datagrams while the rest are still being encrypted.
 const DRAIN_GROUP: usize = 64;
 
-/// One connection polled until str0m had nothing more to say.
-struct Drained {
-    /// Its next deadline, when that changed.
-    new_deadline: Option<Instant>,
-    events: Result<Vec<Event>, str0m::RtcError>,
-}
-
-impl Drained {
-    fn from(peer: &mut Peer, outputs: &mut VecDeque<Output>) -> Drained {
-        Drained::after(peer, |peer| peer.drain(outputs))
-    }
-
-    /// Lets str0m send what was written to `peer` since its last poll (it releases queued
-    /// packets on a timeout, not when they are written), then drains it. Without this,
-    /// the drain after forwarding found nothing to send and the next timeout polled
-    /// every subscriber a second time to send it.
-    fn released(peer: &mut Peer, now: Instant, outputs: &mut VecDeque<Output>) -> Drained {
-        Drained::after(peer, |peer| {
-            peer.handle_input(Input::Timeout(now))?;
-            peer.drain(outputs)
-        })
-    }
-
-    fn after(
-        peer: &mut Peer,
-        drain: impl FnOnce(&mut Peer) -> Result<Vec<Event>, str0m::RtcError>,
-    ) -> Drained {
-        let deadline = peer.timeout;
-        let events = drain(peer);
-        Drained {
-            new_deadline: (peer.timeout != deadline).then_some(peer.timeout),
-            events,
-        }
-    }
-}
-
 impl Sfu {
     /// A datagram (or an ICE-TCP frame) arrived on the media port.
     pub fn handle_datagram(
@@ -185,30 +149,32 @@ impl Sfu {
     /// (subscriber) connections dirty; those are drained later, once, when the driver
     /// polls for output ([`Sfu::drain_next_deferred`]).
     fn drain_peer(&mut self, now: Instant, key: PeerKey) {
-        let Some(peer) = self.peer_mut_split(key) else {
-            return;
-        };
-        let (peer, outputs) = peer;
-        let drained = Drained::from(peer, outputs);
-        self.act_on_drained(now, key, drained);
+        self.drain_peer_after(now, key, |_| Ok(()));
     }
 
     /// Lets a subscriber connection send what forwarding wrote to it, and drains it.
+    /// str0m queues a written packet and sends it on the connection's next timeout, not
+    /// on the next poll: without the timeout here, this drain found nothing to send and
+    /// the next timeout pass polled every subscriber a second time to send it.
     fn release_and_drain(&mut self, now: Instant, key: PeerKey) {
+        self.drain_peer_after(now, key, |peer| peer.handle_input(Input::Timeout(now)));
+    }
+
+    fn drain_peer_after(
+        &mut self,
+        now: Instant,
+        key: PeerKey,
+        first: impl FnOnce(&mut Peer) -> Result<(), str0m::RtcError>,
+    ) {
         let Some((peer, outputs)) = self.peer_mut_split(key) else {
             return;
         };
-        let drained = Drained::released(peer, now, outputs);
-        self.act_on_drained(now, key, drained);
-    }
-
-    /// What a drained connection said: its new deadline, then its events (they may touch
-    /// other connections, so they are handled one connection at a time).
-    fn act_on_drained(&mut self, now: Instant, key: PeerKey, drained: Drained) {
-        if let Some(at) = drained.new_deadline {
+        let deadline = peer.timeout;
+        let drained = first(peer).and_then(|()| peer.drain(outputs));
+        if let Some(at) = (peer.timeout != deadline).then_some(peer.timeout) {
             self.connections.schedule(at, key);
         }
-        let events = match drained.events {
+        let events = match drained {
             Ok(events) => events,
             Err(e) => {
                 warn!(participant = ?key.participant, side = ?key.side, "connection failed: {e}");
@@ -227,7 +193,7 @@ impl Sfu {
     }
 
     /// Releases and drains the next few connections that forwarding wrote to (see
-    /// `Drained::released`); `false` when none is left. A driver that hands over a burst
+    /// [`Sfu::release_and_drain`]); `false` when none is left. A driver that hands over a burst
     /// of datagrams before polling (a video frame is several packets) pays str0m's
     /// per-poll work (DTLS, SCTP, pacer, timers) once per subscriber per burst instead of
     /// once per packet. A few at a time, so the driver can send the first subscribers'
