@@ -193,11 +193,11 @@ impl Sfu {
     }
 
     /// Releases and drains the next few connections that forwarding wrote to (see
-    /// [`Sfu::release_and_drain`]); `false` when none is left. A driver that hands over a burst
-    /// of datagrams before polling (a video frame is several packets) pays str0m's
-    /// per-poll work (DTLS, SCTP, pacer, timers) once per subscriber per burst instead of
-    /// once per packet. A few at a time, so the driver can send the first subscribers'
-    /// datagrams while the rest are encrypted.
+    /// [`Sfu::release_and_drain`]); `false` when none is left. A driver that hands over
+    /// a burst of datagrams before polling (a video frame is several packets) pays
+    /// str0m's per-poll work (DTLS, SCTP, pacer, timers) once per subscriber per burst
+    /// instead of once per packet. A few at a time, so the driver can send the first
+    /// subscribers' datagrams while the rest are encrypted.
     pub(super) fn drain_next_deferred(&mut self) -> bool {
         if self.deferred.ready.is_empty() {
             let mut keys = std::mem::take(&mut self.deferred.dirty);
@@ -209,10 +209,11 @@ impl Sfu {
             keys.dedup();
             self.deferred.ready = keys;
         }
-        let ready = &mut self.deferred.ready;
-        let group = ready.split_off(ready.len().saturating_sub(DRAIN_GROUP));
         let now = self.deferred.now;
-        for key in group.into_iter().rev() {
+        for _ in 0..DRAIN_GROUP {
+            let Some(key) = self.deferred.ready.pop() else {
+                break;
+            };
             match key.side {
                 Side::Subscriber => self.release_and_drain(now, key),
                 Side::Publisher => self.drain_peer(now, key),
