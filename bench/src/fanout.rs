@@ -7,7 +7,9 @@
 //! time (latency), twice: to the kernel's receipt at the bot's socket, which is what the
 //! server and path add, and to the bot's handling, which adds the bots' own scheduling
 //! on the shared cores. Subscribers receive RTP packets without reassembling frames, so
-//! the load generator stays cheap; its own CPU is reported beside the server's.
+//! the load generator stays cheap; its own CPU is reported beside the server's. For Souk
+//! the table also gives the delay the server itself reports adding ([`ServerDelay`]),
+//! which leaves out the publisher bot and the hops.
 //!
 //! `--servers souk,janus` measures Janus's VideoRoom with the same bots, the same
 //! streams and the same steps, one server after the other in one run (run it through
@@ -22,6 +24,7 @@ use souk_client::{
 };
 use souk_proto::model::TrackKind;
 
+use crate::forward_delay::ServerDelay;
 use crate::janus::Janus;
 use crate::proc_stat;
 use crate::server::{bot_ip, room_token, start_server, Server};
@@ -116,6 +119,16 @@ impl UnderTest {
         }
     }
 
+    /// The delay the server reports adding so far; Janus reports none.
+    async fn forward_delay(&self) -> anyhow::Result<Option<ServerDelay>> {
+        match self {
+            UnderTest::Souk { server, http } => {
+                Ok(Some(ServerDelay::scrape(http, &server.url).await?))
+            }
+            UnderTest::Janus { .. } => Ok(None),
+        }
+    }
+
     fn pid(&self) -> u32 {
         match self {
             UnderTest::Souk { server, .. } => server.child.id(),
@@ -172,8 +185,8 @@ async fn measure(sfu: Sfu, args: &Fanout) -> anyhow::Result<()> {
     let baseline_rss = proc_stat::rss_kib(pid)?;
 
     println!("\n{sfu:?}\n");
-    println!("| subscribers | egress Mbps (payload) | packets/s out | server CPU (% of a core) | server CPU s per GB | loss % | latency at socket p50 ms | latency at socket p99 ms | latency in bot p50 ms | latency in bot p99 ms | server RSS MiB | memory per subscriber KiB | bots' CPU (% of a core) |");
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("| subscribers | egress Mbps (payload) | packets/s out | server CPU (% of a core) | server CPU s per GB | loss % | latency at socket p50 ms | latency at socket p99 ms | latency in bot p50 ms | latency in bot p99 ms | delay in server p50 ms | delay in server p99 ms | server RSS MiB | memory per subscriber KiB | bots' CPU (% of a core) |");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     let mut subscribers: Vec<Bot> = Vec::new();
     let (mut held, mut held_in_bot) = (None, None);
     for &target in &args.subscribers {
@@ -187,6 +200,7 @@ async fn measure(sfu: Sfu, args: &Fanout) -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_secs(3)).await;
 
         let before = Totals::of(&subscribers);
+        let delay_before = under_test.forward_delay().await?;
         let (server_cpu0, bots_cpu0, t0) = (
             proc_stat::cpu_ticks(pid)?,
             proc_stat::cpu_ticks(std::process::id())?,
@@ -199,6 +213,20 @@ async fn measure(sfu: Sfu, args: &Fanout) -> anyhow::Result<()> {
             t0.elapsed().as_secs_f64(),
         );
         let window = Totals::of(&subscribers).since(&before);
+        let delay = match (under_test.forward_delay().await?, delay_before) {
+            (Some(after), Some(before)) => Some(after.since(&before)),
+            _ => None,
+        };
+        let delay_cell = |q| match &delay {
+            Some(d) => d.quantile_ms(q).map_or("—".into(), |ms| {
+                if ms >= d.last_bound_ms() {
+                    format!("≥ {}", d.last_bound_ms())
+                } else {
+                    format!("{ms:.2}")
+                }
+            }),
+            None => "—".to_string(),
+        };
         let rss = proc_stat::rss_kib(pid)?;
 
         let ticks = proc_stat::ticks_per_second() as f64;
@@ -209,7 +237,7 @@ async fn measure(sfu: Sfu, args: &Fanout) -> anyhow::Result<()> {
         let p99_at_socket = quantile(&window.socket_latency, 0.99);
         let p99_in_bot = quantile(&window.latency, 0.99);
         println!(
-            "| {target} | {:.1} | {:.0} | {:.1} | {:.1} | {:.3} | {} | {} | {} | {} | {:.1} | {:.0} | {:.1} |",
+            "| {target} | {:.1} | {:.0} | {:.1} | {:.1} | {:.3} | {} | {} | {} | {} | {} | {} | {:.1} | {:.0} | {:.1} |",
             window.bytes as f64 * 8.0 / elapsed / 1e6,
             window.packets as f64 / elapsed,
             server_cpu_s / elapsed * 100.0,
@@ -219,6 +247,8 @@ async fn measure(sfu: Sfu, args: &Fanout) -> anyhow::Result<()> {
             latency_cell(p99_at_socket),
             latency_cell(quantile(&window.latency, 0.5)),
             latency_cell(p99_in_bot),
+            delay_cell(0.5),
+            delay_cell(0.99),
             rss as f64 / 1024.0,
             (rss.saturating_sub(baseline_rss)) as f64 / target as f64,
             bots_pct,

@@ -13,6 +13,7 @@
 
 mod chat;
 mod fanout;
+mod forward_delay;
 mod janus;
 mod ledger;
 mod live;

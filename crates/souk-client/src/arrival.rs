@@ -3,6 +3,8 @@
 //! A benchmark runs hundreds of bots on the cores the server uses. A bot that is not
 //! scheduled for a few milliseconds would count that wait as the server's. The kernel
 //! stamps each datagram as it reaches the socket (`SO_TIMESTAMPNS`), before any of it.
+//! The server stamps its media socket the same way, so the time a packet waited in the
+//! socket counts in the delay it reports.
 
 use std::io;
 use std::net::SocketAddr;
@@ -12,7 +14,7 @@ use tokio::io::Interest;
 use tokio::net::UdpSocket;
 
 /// One datagram read into the caller's buffer.
-pub(crate) struct Arrival {
+pub struct Arrival {
     pub len: usize,
     pub source: SocketAddr,
     /// When the kernel received it, in microseconds since the Unix epoch; `None` if the
@@ -21,7 +23,7 @@ pub(crate) struct Arrival {
 }
 
 /// Asks the kernel to stamp what `socket` receives.
-pub(crate) fn stamp_arrivals(socket: &UdpSocket) -> io::Result<()> {
+pub fn stamp_arrivals(socket: &UdpSocket) -> io::Result<()> {
     let on: libc::c_int = 1;
     // SAFETY: a valid socket, and the option value is a c_int that outlives the call.
     let rc = unsafe {
@@ -41,10 +43,15 @@ pub(crate) fn stamp_arrivals(socket: &UdpSocket) -> io::Result<()> {
 }
 
 /// Waits for the next datagram on `socket`.
-pub(crate) async fn receive(socket: &UdpSocket, buf: &mut [u8]) -> io::Result<Arrival> {
+pub async fn receive(socket: &UdpSocket, buf: &mut [u8]) -> io::Result<Arrival> {
     socket
         .async_io(Interest::READABLE, || receive_now(socket.as_raw_fd(), buf))
         .await
+}
+
+/// The next datagram if one is already waiting; `WouldBlock` if none is.
+pub fn try_receive(socket: &UdpSocket, buf: &mut [u8]) -> io::Result<Arrival> {
+    socket.try_io(Interest::READABLE, || receive_now(socket.as_raw_fd(), buf))
 }
 
 fn receive_now(fd: RawFd, buf: &mut [u8]) -> io::Result<Arrival> {
@@ -119,6 +126,8 @@ mod tests {
         .unwrap();
         let after = crate::synthetic::unix_micros();
         assert_eq!(&buf[..arrival.len], b"hello");
+        let none = try_receive(&receiver, &mut buf).err().map(|e| e.kind());
+        assert_eq!(none, Some(io::ErrorKind::WouldBlock));
         assert_eq!(arrival.source, sender.local_addr().unwrap());
         let stamp = arrival.unix_micros.expect("a kernel stamp");
         // Same clock, so the stamp falls between the send and the read (with a little

@@ -15,7 +15,7 @@
 //! # Ok(()) }
 //! ```
 
-mod arrival;
+pub mod arrival;
 pub mod audio;
 pub mod chat;
 mod latency;

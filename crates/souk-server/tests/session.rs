@@ -232,6 +232,13 @@ async fn subscribers_are_told_their_connection_quality_and_it_is_exported() {
         bitrate.is_some_and(|b| b > 200_000.0) && layer == Some(0.0)
     })
     .await;
+    // The delay the server added to what it forwarded, counted per datagram sent.
+    let page = metrics(&server).await;
+    let sent = page
+        .lines()
+        .find_map(|l| l.strip_prefix("souk_media_forward_delay_seconds_count "))
+        .and_then(|v| v.parse::<u64>().ok());
+    assert!(sent.is_some_and(|n| n > 100), "{page}");
 }
 
 /// The value of metric `name` on the line labelled with participant `sid`.

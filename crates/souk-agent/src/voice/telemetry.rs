@@ -58,13 +58,18 @@ impl Histogram {
     }
 
     pub fn observe(&mut self, value: f64) {
+        self.observe_many(value, 1);
+    }
+
+    /// Counts `value` `times` times: one delay shared by a batch of events.
+    pub fn observe_many(&mut self, value: f64, times: u64) {
         for (bound, count) in self.bounds.iter().zip(&mut self.counts) {
             if value <= *bound {
-                *count += 1;
+                *count += times;
             }
         }
-        self.sum += value;
-        self.count += 1;
+        self.sum += value * times as f64;
+        self.count += times;
     }
 }
 

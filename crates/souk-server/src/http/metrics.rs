@@ -63,6 +63,12 @@ pub async fn metrics(State(state): State<super::State>) -> Result<impl IntoRespo
         "Offline notifications waiting for delivery (a growing number means the push URL is failing).",
         outbox as usize,
     );
+    histogram(
+        &mut body,
+        "souk_media_forward_delay_seconds",
+        "Per datagram sent: from the kernel's receipt of the earliest datagram behind it to its send (for forwarded media, the delay this server adds).",
+        &[("", &state.media.forward_delay())],
+    );
     agent_metrics(&mut body, &state.agent.stats, &state.room_agents.stats);
     // Per participant: the path from this server to the client, from its receiver reports.
     let per_path: [(&str, &str, PathValue); 7] = [

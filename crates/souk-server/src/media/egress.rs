@@ -8,12 +8,26 @@
 
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
 
+use souk_agent::voice::telemetry::Histogram;
 use tracing::debug;
 
 /// Datagrams for the network, in the order the core produced them.
 pub type Batch = Vec<(SocketAddr, Vec<u8>)>;
+
+/// How long datagrams took through the server: from the kernel's receive stamp of the
+/// earliest datagram the core was handed before producing a batch, to the batch's send.
+/// For a forwarded packet that is the delay the SFU adds, queueing in its socket
+/// included (`souk_media_forward_delay_seconds`).
+pub type ForwardDelay = Arc<Mutex<Histogram>>;
+
+/// Fine below 5 ms, where a forwarding delay should sit.
+pub const FORWARD_DELAY_BOUNDS: &[f64] = &[
+    0.00025, 0.0005, 0.001, 0.0015, 0.002, 0.003, 0.004, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03,
+    0.05, 0.1, 0.25,
+];
 
 /// Batches that may wait for the thread; beyond this the thread is far behind and new
 /// batches are dropped, as a full socket buffer would drop them.
@@ -24,36 +38,49 @@ pub const MAX_PER_SYSCALL: usize = 64;
 /// The media task's end of the sending thread. Dropping it ends the thread once the
 /// queued batches are sent.
 pub struct Egress {
-    batches: mpsc::SyncSender<Batch>,
+    batches: mpsc::SyncSender<(Batch, Option<u64>)>,
 }
 
 impl Egress {
     /// Starts the thread on a duplicate of `udp`. The duplicate shares the socket's
     /// non-blocking mode, so a full send buffer drops a datagram instead of stalling.
-    pub fn start(udp: &tokio::net::UdpSocket) -> std::io::Result<Egress> {
+    pub fn start(udp: &tokio::net::UdpSocket, delay: ForwardDelay) -> std::io::Result<Egress> {
         let socket: OwnedFd = socket2::SockRef::from(udp).try_clone()?.into();
-        let (batches, queued) = mpsc::sync_channel::<Batch>(QUEUED_BATCHES);
+        let (batches, queued) = mpsc::sync_channel::<(Batch, Option<u64>)>(QUEUED_BATCHES);
         std::thread::Builder::new()
             .name("souk-egress".into())
             .spawn(move || {
-                for batch in queued {
+                for (batch, arrived) in queued {
                     send_batch(&socket, &batch);
+                    if let Some(arrived) = arrived {
+                        let took = unix_micros().saturating_sub(arrived) as f64 / 1e6;
+                        let mut delay = delay.lock().unwrap_or_else(|e| e.into_inner());
+                        delay.observe_many(took, batch.len() as u64);
+                    }
                 }
             })?;
         Ok(Egress { batches })
     }
 
-    pub fn send(&self, batch: Batch) {
+    /// Queues `batch`; `arrived` is the kernel's stamp (µs since the Unix epoch) of the
+    /// earliest datagram behind it, if a received datagram was.
+    pub fn send(&self, batch: Batch, arrived: Option<u64>) {
         if batch.is_empty() {
             return;
         }
-        if let Err(mpsc::TrySendError::Full(batch)) = self.batches.try_send(batch) {
+        if let Err(mpsc::TrySendError::Full((batch, _))) = self.batches.try_send((batch, arrived)) {
             debug!(
                 datagrams = batch.len(),
                 "egress queue full; datagrams dropped"
             );
         }
     }
+}
+
+fn unix_micros() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
 }
 
 fn send_batch(socket: &OwnedFd, batch: &Batch) {
@@ -117,12 +144,14 @@ mod tests {
         let sender = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
         let receiver = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
         let to = receiver.local_addr().unwrap();
-        let egress = Egress::start(&sender).unwrap();
+        let delay = ForwardDelay::new(Mutex::new(Histogram::new(FORWARD_DELAY_BOUNDS)));
+        let egress = Egress::start(&sender, delay.clone()).unwrap();
         // Port 0 cannot be sent to: that datagram fails and is skipped.
         let unreachable: SocketAddr = "127.0.0.1:0".parse().unwrap();
         let mut batch: Batch = (0u8..100).map(|i| (to, vec![i; 3])).collect();
         batch.insert(50, (unreachable, vec![0xff]));
-        egress.send(batch);
+        // As if the datagram behind the batch had arrived 2 ms ago.
+        egress.send(batch, Some(unix_micros() - 2_000));
         let mut buf = [0u8; 16];
         for i in 0u8..100 {
             let n =
@@ -132,5 +161,19 @@ mod tests {
                     .unwrap();
             assert_eq!(&buf[..n], &[i; 3]);
         }
+        // The delay is recorded once the batch is sent, once per datagram.
+        let recorded = || delay.lock().unwrap().clone();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while recorded().count < 101 && std::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        let h = recorded();
+        assert_eq!(h.count, 101);
+        let under_1_5ms = h.counts[FORWARD_DELAY_BOUNDS
+            .iter()
+            .position(|&b| b == 0.0015)
+            .unwrap()];
+        assert_eq!(under_1_5ms, 0, "2 ms is not under 1.5 ms");
+        assert!(h.sum / h.count as f64 >= 0.002);
     }
 }

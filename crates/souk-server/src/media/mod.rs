@@ -13,6 +13,8 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::Instant;
 
+use souk_agent::voice::telemetry::Histogram;
+use souk_client::arrival;
 use souk_proto::error::{ErrorCode, ProtoError};
 use souk_proto::rest::WebhookKind;
 use souk_proto::signal::{ClientMessage, ServerMessage};
@@ -24,7 +26,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
-use self::egress::{Batch, Egress};
+use self::egress::{Batch, Egress, ForwardDelay, FORWARD_DELAY_BOUNDS};
 
 /// Messages a signalling session receives from the core.
 #[derive(Debug)]
@@ -86,6 +88,7 @@ enum Command {
 #[derive(Clone)]
 pub struct MediaHandle {
     commands: mpsc::Sender<Command>,
+    forward_delay: ForwardDelay,
 }
 
 fn stopped() -> ProtoError {
@@ -135,6 +138,12 @@ impl MediaHandle {
     async fn send(&self, cmd: Command) -> Result<(), ProtoError> {
         self.commands.send(cmd).await.map_err(|_| stopped())
     }
+
+    /// How long datagrams have taken through the server so far (see [`ForwardDelay`]).
+    pub fn forward_delay(&self) -> Histogram {
+        let delay = self.forward_delay.lock();
+        delay.unwrap_or_else(|e| e.into_inner()).clone()
+    }
 }
 
 /// The bound media sockets: UDP and ICE-TCP on one port number.
@@ -155,6 +164,9 @@ impl MediaSockets {
                 .with_context(|| format!("binding media UDP port {ip}:{port}"))?;
             let local = udp.local_addr()?;
             enlarge_buffers(&udp);
+            if let Err(e) = arrival::stamp_arrivals(&udp) {
+                warn!("no kernel receive stamps on the media socket, so no forwarding delay: {e}");
+            }
             match tokio::net::TcpListener::bind(local).await {
                 Ok(tcp) => return Ok(MediaSockets { udp, tcp, local }),
                 Err(e) if port == 0 => {
@@ -197,7 +209,9 @@ pub fn spawn(
     cancel: CancellationToken,
     tracker: &TaskTracker,
 ) -> std::io::Result<MediaHandle> {
-    let egress = Egress::start(&sockets.udp)?;
+    let forward_delay =
+        ForwardDelay::new(std::sync::Mutex::new(Histogram::new(FORWARD_DELAY_BOUNDS)));
+    let egress = Egress::start(&sockets.udp, forward_delay.clone())?;
     let (commands, rx) = mpsc::channel(1024);
     let (tcp_tx, tcp_rx) = mpsc::channel(4096);
     tracker.spawn(tcp::accept_loop(
@@ -214,9 +228,13 @@ pub fn spawn(
         sessions: HashMap::new(),
         tcp_writers: HashMap::new(),
         webhooks,
+        arrived: None,
     };
     tracker.spawn(driver.run(rx, tcp_rx, cancel));
-    Ok(MediaHandle { commands })
+    Ok(MediaHandle {
+        commands,
+        forward_delay,
+    })
 }
 
 struct Driver {
@@ -228,6 +246,9 @@ struct Driver {
     sessions: HashMap<ParticipantId, (ConnId, SessionSender)>,
     tcp_writers: HashMap<SocketAddr, mpsc::Sender<Vec<u8>>>,
     webhooks: Option<mpsc::Sender<WebhookKind>>,
+    /// The kernel's stamp of the earliest UDP datagram handed to the core since the last
+    /// flush: what the flushed datagrams' delay is measured from.
+    arrived: Option<u64>,
 }
 
 impl Driver {
@@ -243,9 +264,9 @@ impl Driver {
             tokio::select! {
                 _ = cancel.cancelled() => break,
                 Some(cmd) = commands.recv() => self.handle_command(cmd),
-                received = self.udp.recv_from(&mut buf) => match received {
-                    Ok((n, source)) => {
-                        self.sfu.handle_datagram(Instant::now(), Protocol::Udp, source, self.local, &buf[..n]);
+                received = arrival::receive(&self.udp, &mut buf) => match received {
+                    Ok(a) => {
+                        self.handle_udp(&a, &buf[..a.len]);
                         self.receive_burst(&mut buf);
                     }
                     // ICMP errors (a peer went away) surface here; they are not ours to fix.
@@ -276,18 +297,21 @@ impl Driver {
     /// subscriber once for the whole burst.
     fn receive_burst(&mut self, buf: &mut [u8]) {
         for _ in 0..RECEIVE_BURST {
-            match self.udp.try_recv_from(buf) {
-                Ok((n, source)) => self.sfu.handle_datagram(
-                    Instant::now(),
-                    Protocol::Udp,
-                    source,
-                    self.local,
-                    &buf[..n],
-                ),
+            match arrival::try_receive(&self.udp, buf) {
+                Ok(a) => self.handle_udp(&a, &buf[..a.len]),
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
                 Err(e) => debug!("UDP receive error: {e}"),
             }
         }
+    }
+
+    fn handle_udp(&mut self, arrival: &arrival::Arrival, data: &[u8]) {
+        if let Some(at) = arrival.unix_micros {
+            self.arrived = Some(self.arrived.map_or(at, |earliest| earliest.min(at)));
+        }
+        let now = Instant::now();
+        self.sfu
+            .handle_datagram(now, Protocol::Udp, arrival.source, self.local, data);
     }
 
     fn handle_command(&mut self, cmd: Command) {
@@ -326,6 +350,7 @@ impl Driver {
     /// thread a `sendmmsg` at a time, so the first subscribers' packets leave while the
     /// core is still encrypting for the rest.
     fn flush(&mut self) {
+        let arrived = self.arrived.take();
         let mut datagrams = Batch::new();
         while let Some(output) = self.sfu.poll_output() {
             match output {
@@ -333,7 +358,7 @@ impl Driver {
                     Protocol::Udp => {
                         datagrams.push((t.destination, t.contents));
                         if datagrams.len() == egress::MAX_PER_SYSCALL {
-                            self.egress.send(std::mem::take(&mut datagrams));
+                            self.egress.send(std::mem::take(&mut datagrams), arrived);
                         }
                     }
                     _ => {
@@ -394,6 +419,6 @@ impl Driver {
                 _ => {}
             }
         }
-        self.egress.send(datagrams);
+        self.egress.send(datagrams, arrived);
     }
 }
