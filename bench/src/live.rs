@@ -1,6 +1,8 @@
 //! `souk-bench live-fanout`: one live room, thousands of interaction-only viewers (a
 //! WebSocket each, no media), and a host commenting at a steady rate. Each comment
-//! carries its send time; every viewer bot measures when it arrives.
+//! carries its send time; every viewer bot measures when it arrives, twice: at the
+//! kernel's receipt on its socket ([`StampedViewer`]), which is what the server and the
+//! path add, and when the bot handles it, which adds the bots' own wait for a core.
 //!
 //! The bots are deliberately cheap: they do not parse the JSON, they scan each frame for
 //! the timestamps, so the load generator is not what is measured.
@@ -10,6 +12,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use souk_client::synthetic::unix_micros;
+
 use anyhow::bail;
 use clap::Parser;
 use futures_util::{SinkExt, StreamExt};
@@ -17,6 +21,7 @@ use tokio_tungstenite::tungstenite::Message;
 
 use crate::proc_stat;
 use crate::server::{bot_ip, room_token, start_server};
+use crate::stamped_viewer::StampedViewer;
 
 #[derive(Parser)]
 pub struct LiveFanout {
@@ -35,7 +40,14 @@ pub struct LiveFanout {
 
 type Ws = tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>;
 
-async fn open(addr: SocketAddr, from: IpAddr, token: &str, role_join: bool) -> anyhow::Result<Ws> {
+/// Each comment's trip, in µs: to the viewer's socket and to the viewer bot.
+#[derive(Default)]
+struct Samples {
+    at_socket: Vec<u64>,
+    in_bot: Vec<u64>,
+}
+
+async fn open(addr: SocketAddr, from: IpAddr, token: &str) -> anyhow::Result<Ws> {
     let socket = tokio::net::TcpSocket::new_v4()?;
     socket.bind(SocketAddr::new(from, 0))?;
     let stream = socket.connect(addr).await?;
@@ -49,7 +61,7 @@ async fn open(addr: SocketAddr, from: IpAddr, token: &str, role_join: bool) -> a
             if t.contains("\"type\":\"joined\"") {
                 return Ok(ws);
             }
-            if role_join && t.contains("\"type\":\"error\"") {
+            if t.contains("\"type\":\"error\"") {
                 bail!("join refused: {t}");
             }
         }
@@ -77,14 +89,12 @@ pub async fn live_fanout(args: LiveFanout) -> anyhow::Result<()> {
     let pid = server.child.id();
     let addr: SocketAddr = server.url.trim_start_matches("http://").parse()?;
     let http = reqwest::Client::new();
-    let epoch = Instant::now();
-    let samples: Arc<Mutex<Vec<u64>>> = Arc::default();
+    let samples: Arc<Mutex<Samples>> = Arc::default();
     let measuring = Arc::new(AtomicU64::new(u64::MAX));
-    let frames = Arc::new(AtomicU64::new(0));
     let baseline_rss = proc_stat::rss_kib(pid)?;
 
     let host_token = room_token(&http, &server.url, "fanout", "host", "host").await?;
-    let _host = open(addr, IpAddr::V4(Ipv4Addr::LOCALHOST), &host_token, true).await?;
+    let _host = open(addr, IpAddr::V4(Ipv4Addr::LOCALHOST), &host_token).await?;
     // Viewers comment, each once a second (their own limit), so `rate` of them make up
     // the load; their frames are drained and not measured.
     let mut commenters = Vec::new();
@@ -100,7 +110,7 @@ pub async fn live_fanout(args: LiveFanout) -> anyhow::Result<()> {
         )
         .await?;
         let from = bot_ip(9, i);
-        let (sink, mut stream) = open(addr, from, &t, true).await?.split();
+        let (sink, mut stream) = open(addr, from, &t).await?.split();
         let (shed, refused) = (shed.clone(), refused.clone());
         // Count what the room's rules did to each comment: shed under overload, or
         // refused (a rate limit).
@@ -118,8 +128,8 @@ pub async fn live_fanout(args: LiveFanout) -> anyhow::Result<()> {
         commenters.push(sink);
     }
 
-    println!("| viewers | comments/s | shed | refused | deliveries/s | delivered in window | latency p50 ms | latency p99 ms | latency max ms | server CPU (% of a core) | bots' CPU (% of a core) | server RSS MiB | server memory per viewer KiB |");
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("| viewers | comments/s | shed | refused | deliveries/s | delivered in window | latency at socket p50 ms | latency at socket p99 ms | latency in bot p50 ms | latency in bot p99 ms | latency in bot max ms | server CPU (% of a core) | bots' CPU (% of a core) | server RSS MiB | server memory per viewer KiB |");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     let mut connected = 0usize;
     for &target in &args.viewers {
         // Join in parallel batches, spread over local addresses (the per-address limit).
@@ -136,22 +146,22 @@ pub async fn live_fanout(args: LiveFanout) -> anyhow::Result<()> {
                 )
                 .await?;
                 let from = bot_ip(1, i);
-                let (samples, measuring, frames) =
-                    (samples.clone(), measuring.clone(), frames.clone());
+                let (samples, measuring) = (samples.clone(), measuring.clone());
                 joins.push(tokio::spawn(async move {
-                    let mut ws = open(addr, from, &t, false).await?;
+                    let mut viewer = StampedViewer::join(addr, from, &t).await?;
                     tokio::spawn(async move {
-                        while let Some(Ok(msg)) = ws.next().await {
-                            let Message::Text(text) = msg else { continue };
-                            let now = epoch.elapsed().as_micros() as u64;
+                        while let Ok(Some((text, at_socket))) = viewer.next_text().await {
+                            let now = unix_micros();
                             let from = measuring.load(Ordering::Relaxed);
-                            let mut got = Vec::new();
-                            for sent in stamps(&text).filter(|s| *s >= from) {
-                                got.push(now.saturating_sub(sent));
+                            let sent: Vec<u64> = stamps(&text).filter(|s| *s >= from).collect();
+                            if sent.is_empty() {
+                                continue;
                             }
-                            if !got.is_empty() {
-                                frames.fetch_add(1, Ordering::Relaxed);
-                                samples.lock().expect("samples").extend(got);
+                            let mut samples = samples.lock().expect("samples");
+                            let trips = |to: u64| sent.iter().map(move |s| to.saturating_sub(*s));
+                            samples.in_bot.extend(trips(now));
+                            if let Some(at) = at_socket {
+                                samples.at_socket.extend(trips(at));
                             }
                         }
                     });
@@ -164,7 +174,7 @@ pub async fn live_fanout(args: LiveFanout) -> anyhow::Result<()> {
             connected = target.min(connected + 500);
         }
         tokio::time::sleep(Duration::from_secs(2)).await;
-        samples.lock().expect("samples").clear();
+        *samples.lock().expect("samples") = Samples::default();
         let (shed0, refused0) = (
             shed.load(Ordering::Relaxed),
             refused.load(Ordering::Relaxed),
@@ -175,12 +185,12 @@ pub async fn live_fanout(args: LiveFanout) -> anyhow::Result<()> {
             proc_stat::cpu_ticks(std::process::id())?,
             Instant::now(),
         );
-        measuring.store(epoch.elapsed().as_micros() as u64, Ordering::Relaxed);
+        measuring.store(unix_micros(), Ordering::Relaxed);
         let mut ticker = tokio::time::interval(Duration::from_secs(1) / args.rate);
         let mut sent = 0u64;
         while t0.elapsed() < Duration::from_secs(args.seconds) {
             ticker.tick().await;
-            let text = format!("t={}", epoch.elapsed().as_micros());
+            let text = format!("t={}", unix_micros());
             let who = sent as usize % commenters.len();
             commenters[who]
                 .send(Message::text(
@@ -198,17 +208,23 @@ pub async fn live_fanout(args: LiveFanout) -> anyhow::Result<()> {
         // Let the last batches land.
         tokio::time::sleep(Duration::from_secs(2)).await;
         let rss = proc_stat::rss_kib(pid)?;
-        let mut all = std::mem::take(&mut *samples.lock().expect("samples"));
+        let Samples {
+            mut at_socket,
+            in_bot: mut all,
+        } = std::mem::take(&mut *samples.lock().expect("samples"));
         all.sort_unstable();
+        at_socket.sort_unstable();
         let ticks = proc_stat::ticks_per_second() as f64;
         println!(
-            "| {target} | {:.0} | {} | {} | {:.0} | {} of {} | {:.1} | {:.1} | {:.1} | {:.0} | {:.0} | {:.0} | {:.1} |",
+            "| {target} | {:.0} | {} | {} | {:.0} | {} of {} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.0} | {:.0} | {:.0} | {:.1} |",
             sent as f64 / elapsed,
             shed.load(Ordering::Relaxed) - shed0,
             refused.load(Ordering::Relaxed) - refused0,
             all.len() as f64 / elapsed,
             all.len(),
             sent as usize * target,
+            percentile(&at_socket, 0.5),
+            percentile(&at_socket, 0.99),
             percentile(&all, 0.5),
             percentile(&all, 0.99),
             percentile(&all, 1.0),

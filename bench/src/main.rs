@@ -19,6 +19,7 @@ mod ledger;
 mod live;
 mod proc_stat;
 mod server;
+mod stamped_viewer;
 mod voice;
 
 use clap::Parser;

@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, RawFd};
 
 use tokio::io::Interest;
-use tokio::net::UdpSocket;
+use tokio::net::{TcpStream, UdpSocket};
 
 /// One datagram read into the caller's buffer.
 pub struct Arrival {
@@ -23,7 +23,7 @@ pub struct Arrival {
 }
 
 /// Asks the kernel to stamp what `socket` receives.
-pub fn stamp_arrivals(socket: &UdpSocket) -> io::Result<()> {
+pub fn stamp_arrivals(socket: &impl AsRawFd) -> io::Result<()> {
     let on: libc::c_int = 1;
     // SAFETY: a valid socket, and the option value is a c_int that outlives the call.
     let rc = unsafe {
@@ -55,41 +55,10 @@ pub fn try_receive(socket: &UdpSocket, buf: &mut [u8]) -> io::Result<Arrival> {
 }
 
 fn receive_now(fd: RawFd, buf: &mut [u8]) -> io::Result<Arrival> {
-    // Room for one timespec control message, aligned as control messages are.
-    let mut control = [0u64; 8];
-    let mut iov = libc::iovec {
-        iov_base: buf.as_mut_ptr().cast(),
-        iov_len: buf.len(),
-    };
-    let mut unix_micros = None;
-    // SAFETY: the header points at `iov` (into `buf`), `control` and the address storage
-    // `try_init` provides, all alive for the call; control messages are read only within
-    // the length the kernel reported, through the libc macros.
-    let (len, source) = unsafe {
+    // SAFETY: `try_init` hands over address storage and its length, alive for the call.
+    let ((len, unix_micros), source) = unsafe {
         socket2::SockAddr::try_init(|storage, storage_len| {
-            let mut msg: libc::msghdr = std::mem::zeroed();
-            msg.msg_name = storage.cast();
-            msg.msg_namelen = *storage_len;
-            msg.msg_iov = &mut iov;
-            msg.msg_iovlen = 1;
-            msg.msg_control = control.as_mut_ptr().cast();
-            msg.msg_controllen = std::mem::size_of_val(&control) as _;
-            let n = libc::recvmsg(fd, &mut msg, 0);
-            if n < 0 {
-                return Err(io::Error::last_os_error());
-            }
-            *storage_len = msg.msg_namelen;
-            let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
-            while !cmsg.is_null() {
-                if (*cmsg).cmsg_level == libc::SOL_SOCKET
-                    && (*cmsg).cmsg_type == libc::SCM_TIMESTAMPNS
-                {
-                    let at: libc::timespec = std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast());
-                    unix_micros = Some(at.tv_sec as u64 * 1_000_000 + at.tv_nsec as u64 / 1_000);
-                }
-                cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
-            }
-            Ok(n as usize)
+            recv_stamped(fd, buf, storage.cast(), &mut *storage_len)
         })?
     };
     let source = source
@@ -100,6 +69,71 @@ fn receive_now(fd: RawFd, buf: &mut [u8]) -> io::Result<Arrival> {
         source,
         unix_micros,
     })
+}
+
+/// Reads what is already waiting on a stream socket, with the kernel's stamp of the
+/// latest segment read (ask for stamps with [`stamp_arrivals`] first); `WouldBlock` if
+/// nothing is. `Ok((0, _))` is the end of the stream.
+pub fn read_stamped(stream: &TcpStream, buf: &mut [u8]) -> io::Result<(usize, Option<u64>)> {
+    let mut no_name_len = 0;
+    stream.try_io(Interest::READABLE, || {
+        // SAFETY: no address is asked for; `buf` is alive for the call.
+        unsafe {
+            recv_stamped(
+                stream.as_raw_fd(),
+                buf,
+                std::ptr::null_mut(),
+                &mut no_name_len,
+            )
+        }
+    })
+}
+
+/// One `recvmsg` into `buf` that also returns the kernel's receive stamp, in
+/// microseconds since the Unix epoch. The source address goes to `name` if not null.
+///
+/// # Safety
+/// `name`, when not null, points at `name_len` writable bytes.
+unsafe fn recv_stamped(
+    fd: RawFd,
+    buf: &mut [u8],
+    name: *mut libc::c_void,
+    name_len: &mut libc::socklen_t,
+) -> io::Result<(usize, Option<u64>)> {
+    // Room for one timespec control message, aligned as control messages are.
+    let mut control = [0u64; 8];
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    let mut unix_micros = None;
+    // SAFETY: the header points at `iov` (into `buf`), `control` and the caller's
+    // address storage, all alive for the call; control messages are read only within
+    // the length the kernel reported, through the libc macros.
+    unsafe {
+        let mut msg: libc::msghdr = std::mem::zeroed();
+        msg.msg_name = name;
+        msg.msg_namelen = *name_len;
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = control.as_mut_ptr().cast();
+        msg.msg_controllen = std::mem::size_of_val(&control) as _;
+        let n = libc::recvmsg(fd, &mut msg, 0);
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        *name_len = msg.msg_namelen;
+        let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
+        while !cmsg.is_null() {
+            if (*cmsg).cmsg_level == libc::SOL_SOCKET && (*cmsg).cmsg_type == libc::SCM_TIMESTAMPNS
+            {
+                let at: libc::timespec = std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast());
+                unix_micros = Some(at.tv_sec as u64 * 1_000_000 + at.tv_nsec as u64 / 1_000);
+            }
+            cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
+        }
+        Ok((n as usize, unix_micros))
+    }
 }
 
 #[cfg(test)]
@@ -132,6 +166,41 @@ mod tests {
         let stamp = arrival.unix_micros.expect("a kernel stamp");
         // Same clock, so the stamp falls between the send and the read (with a little
         // slack for the clock's granularity).
+        assert!(
+            stamp + 1_000 >= before && stamp <= after + 1_000,
+            "{before} {stamp} {after}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_stream_read_carries_the_kernel_stamp_of_its_segment() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let reader = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (mut writer, _) = listener.accept().await.unwrap();
+        stamp_arrivals(&reader).unwrap();
+        let mut buf = [0u8; 64];
+        let none = read_stamped(&reader, &mut buf).err().map(|e| e.kind());
+        assert_eq!(none, Some(io::ErrorKind::WouldBlock));
+        let before = crate::synthetic::unix_micros();
+        tokio::io::AsyncWriteExt::write_all(&mut writer, b"hi")
+            .await
+            .unwrap();
+        let (n, stamp) = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+            loop {
+                reader.readable().await.unwrap();
+                match read_stamped(&reader, &mut buf) {
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                    other => return other.unwrap(),
+                }
+            }
+        })
+        .await
+        .expect("the bytes in time");
+        let after = crate::synthetic::unix_micros();
+        assert_eq!(&buf[..n], b"hi");
+        let stamp = stamp.expect("a kernel stamp");
         assert!(
             stamp + 1_000 >= before && stamp <= after + 1_000,
             "{before} {stamp} {after}"
