@@ -31,8 +31,10 @@ pub(super) const PING_EVERY: Duration = Duration::from_secs(5);
 /// Frames above this are refused by the WebSocket layer itself (the socket closes);
 /// frames between the signalling limit and this get a `message_too_large` error.
 const MAX_FRAME_BYTES: usize = 4 * MAX_SIGNAL_MESSAGE_BYTES;
-/// Initial read buffer per socket; it grows for larger frames.
-const READ_BUFFER_BYTES: usize = 4 * 1024;
+/// What the WebSocket layer reads at a time. It zeroes that much before every read
+/// attempt, and a viewer's socket is polled for reading each time a room batch wakes
+/// it, so the size costs per delivery; larger frames (an SDP offer) take several reads.
+const READ_BUFFER_BYTES: usize = 1024;
 /// Messages a client may send in a burst, and per second after it.
 pub(super) const MESSAGE_BURST: u32 = 50;
 pub(super) const MESSAGES_PER_SECOND: f64 = 20.0;
