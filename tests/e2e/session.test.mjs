@@ -60,6 +60,8 @@ test('after the WebSocket is cut the page resumes as the same participant', asyn
   const staff = await openPage(lab.browser, await consultUrl(room, 'staff', 'staff'));
   const shopper = await openPage(lab.browser, await consultUrl(room, 'shopper', 'shopper'));
   await waitInPage(staff, framesFrom, { arg: [`(${inboundSummary})`, 'shopper'], what: 'staff to see the shopper' });
+  // Media flows both ways before the cut, so what is checked after it is that it goes on.
+  await waitInPage(shopper, framesFrom, { arg: [`(${inboundSummary})`, 'staff'], what: 'the shopper to see staff' });
   const sidBefore = await shopper.evaluate(() => /** @type {any} */ (window).soukRoom.localParticipant.sid);
   const leftEvents = [];
   await staff.exposeFunction('recordLeft', (identity) => leftEvents.push(identity));
