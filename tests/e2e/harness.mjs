@@ -108,7 +108,7 @@ export async function launchBrowser(extraArgs = [], { autoplay = true } = {}) {
  * Opens a page in its own context (its own profile, as a separate person would have).
  * @param {import('playwright-core').Browser} browser
  * @param {string} url
- * @param {{ initScript?: () => void }} [opts] code to run in every document before its own
+ * @param {{ initScript?: string | (() => void) }} [opts] code to run in every document before its own
  */
 export async function openPage(browser, url, { initScript } = {}) {
   const context = await browser.newContext({ viewport: { width: 1280, height: 800 } });

@@ -78,3 +78,35 @@ test('after the WebSocket is cut the page resumes as the same participant', asyn
   await waitForNewFrames(shopper, 'staff', 30, 'the shopper to keep decoding staff');
   assert.deepEqual(leftEvents, [], 'nobody saw the shopper leave');
 });
+
+/**
+ * In-page, before the SDK loads: closes the signalling socket once, right after the
+ * first subscriber offer arrives (`offer`) or right after its answer is sent (`answer`).
+ */
+const cutAt = (moment) => `
+  const Socket = window.WebSocket;
+  let cut = false;
+  window.WebSocket = class extends Socket {
+    constructor(...args) {
+      super(...args);
+      const send = this.send.bind(this);
+      this.send = (data) => {
+        send(data);
+        if (${JSON.stringify(moment)} === 'answer' && !cut && String(data).includes('"subscriber_answer"')) { cut = true; this.close(); }
+      };
+      this.addEventListener('message', (e) => {
+        if (${JSON.stringify(moment)} === 'offer' && !cut && String(e.data).includes('"subscriber_offer"')) { cut = true; this.close(); }
+      });
+    }
+  };`;
+
+for (const moment of ['offer', 'answer']) {
+  test(`a socket cut right after the first subscriber ${moment} resumes, and the video arrives`, async () => {
+    const room = `cut-at-${moment}`;
+    const staff = await openPage(lab.browser, await consultUrl(room, 'staff', 'staff'));
+    await waitInPage(staff, () => /** @type {any} */ (window).soukRoom?.state === 'connected', { what: 'staff to connect' });
+    const shopper = await openPage(lab.browser, await consultUrl(room, 'shopper', 'shopper'), { initScript: cutAt(moment) });
+    await waitInPage(shopper, () => /** @type {any} */ (window).soukRoom?.state === 'resumed', { what: 'the shopper to resume' });
+    await waitForNewFrames(shopper, 'staff', 30, 'the shopper to decode staff');
+  });
+}

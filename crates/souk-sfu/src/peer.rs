@@ -54,6 +54,10 @@ pub(crate) struct Peer {
     /// Our ICE username fragment, which routes new addresses to this peer.
     pub ufrag: String,
     pub connected: bool,
+    /// ICE gave up (disconnected) at least once. Until the first connection or this, an
+    /// ICE restart would cut short a DTLS handshake under way, and the connection would
+    /// never come up: a client that resumes right after answering asks for one.
+    pub ice_lost: bool,
 }
 
 impl Peer {
@@ -73,6 +77,7 @@ impl Peer {
             timeout: now,
             ufrag,
             connected: false,
+            ice_lost: false,
         }
     }
 

@@ -12,6 +12,7 @@ use str0m::media::{KeyframeRequestKind, MediaKind};
 use str0m::net::{Protocol, Receive};
 use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite, Vp8Descriptor, Vp8Patch};
 use str0m::stats::MediaEgressStats;
+use str0m::IceConnectionState;
 use str0m::{Event, Input};
 use tracing::{debug, trace, warn};
 
@@ -312,6 +313,11 @@ impl Sfu {
             }
             Event::IceConnectionStateChange(state) => {
                 debug!(participant = ?key.participant, side = ?key.side, ?state, "ICE state");
+                if state == IceConnectionState::Disconnected {
+                    if let Some(peer) = self.peer_mut(key) {
+                        peer.ice_lost = true;
+                    }
+                }
             }
             _ => {}
         }

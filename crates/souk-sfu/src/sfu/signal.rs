@@ -518,8 +518,9 @@ impl Sfu {
         });
         self.connections.open(now, id, Side::Subscriber);
         let old_ufrag = peer.ufrag.clone();
+        let restartable = peer.connected || peer.ice_lost;
         let mut api = peer.rtc.sdp_api();
-        if std::mem::take(&mut p.ice_restart_requested) && !fresh {
+        if std::mem::take(&mut p.ice_restart_requested) && restartable {
             api.ice_restart(true);
         }
         if fresh {
