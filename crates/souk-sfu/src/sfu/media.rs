@@ -12,8 +12,7 @@ use str0m::media::{KeyframeRequestKind, MediaKind};
 use str0m::net::{Protocol, Receive};
 use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite, Vp8Descriptor, Vp8Patch};
 use str0m::stats::MediaEgressStats;
-use str0m::IceConnectionState;
-use str0m::{Event, Input};
+use str0m::{Event, IceConnectionState, Input};
 use tracing::{debug, trace, warn};
 
 use super::{Output, Sfu};
