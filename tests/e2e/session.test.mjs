@@ -20,7 +20,8 @@ const framesFrom = async ([summary, identity]) => {
  * the lowest total seen; on timeout the totals seen say which happened.
  */
 async function waitForNewFrames(page, identity, more, what) {
-  const deadline = Date.now() + 30_000;
+  const timeoutMs = 30_000;
+  const deadline = Date.now() + timeoutMs;
   const seen = [];
   while (Date.now() < deadline) {
     seen.push(await page.evaluate(framesFrom, [`(${inboundSummary})`, identity]));
@@ -30,7 +31,7 @@ async function waitForNewFrames(page, identity, more, what) {
   const series = seen.length > 12 ? [...seen.slice(0, 6), '…', ...seen.slice(-6)] : seen;
   const inbound = await page.evaluate(`(${inboundSummary})()`);
   const others = await page.evaluate(() => [.../** @type {any} */ (window).soukRoom.participants.values()].map((p) => `${p.identity}=${p.sid}`));
-  throw new Error(`timed out after 30000 ms waiting for ${what}; decoded totals seen: ${series.join(', ')}; `
+  throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}; decoded totals seen: ${series.join(', ')}; `
     + `participants: ${others.join(' ')}; inbound: ${JSON.stringify(inbound)}`);
 }
 

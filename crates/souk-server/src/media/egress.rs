@@ -12,9 +12,9 @@ use std::net::SocketAddr;
 use std::ops::Range;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::{mpsc, Arc, Mutex};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use souk_agent::voice::telemetry::Histogram;
+use souk_client::synthetic::unix_micros;
 use tracing::debug;
 
 /// Datagrams for the network, in the order the core produced them.
@@ -79,12 +79,6 @@ impl Egress {
             );
         }
     }
-}
-
-fn unix_micros() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros() as u64)
 }
 
 /// Segments one message may carry (the kernel's `UDP_MAX_SEGMENTS` on older kernels).

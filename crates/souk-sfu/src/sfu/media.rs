@@ -171,7 +171,8 @@ impl Sfu {
         };
         let deadline = peer.timeout;
         let drained = first(peer).and_then(|()| peer.drain(outputs));
-        if let Some(at) = (peer.timeout != deadline).then_some(peer.timeout) {
+        if peer.timeout != deadline {
+            let at = peer.timeout;
             self.connections.schedule(at, key);
         }
         let events = match drained {
