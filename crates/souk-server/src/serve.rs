@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use axum::serve::ListenerExt;
 use souk_sfu::{Sfu, SfuConfig};
 use str0m::net::TcpType;
 use str0m::Candidate;
@@ -221,12 +222,13 @@ async fn serve(config: ServerConfig) -> anyhow::Result<()> {
                 stopper.graceful_shutdown(Some(Duration::from_secs(5)));
             });
             axum_server::from_tcp_rustls(listener, tls)
+                .map(|tls| tls.acceptor(axum_server::accept::NoDelayAcceptor))
                 .handle(handle)
                 .serve(app)
                 .await
         }
         None => {
-            let listener = tokio::net::TcpListener::from_std(listener)?;
+            let listener = tokio::net::TcpListener::from_std(listener)?.tap_io(no_delay);
             axum::serve(listener, app)
                 .with_graceful_shutdown(cancel.clone().cancelled_owned())
                 .await
@@ -261,6 +263,15 @@ async fn serve(config: ServerConfig) -> anyhow::Result<()> {
 
 /// Messages one user may send per 10 s, across all their devices.
 const CHAT_SENDS_PER_10S: u32 = 100;
+
+/// Signalling and room events are small frames that must leave at once: with Nagle's
+/// algorithm a frame written while the previous one waits for the peer's delayed ACK
+/// (up to 40 ms) is held back with it.
+fn no_delay(stream: &mut tokio::net::TcpStream) {
+    if let Err(e) = stream.set_nodelay(true) {
+        warn!("could not set TCP_NODELAY on an accepted connection: {e}");
+    }
+}
 
 fn blocklist(config: &ServerConfig) -> Blocklist {
     match &config.chat.blocklist {
