@@ -218,13 +218,9 @@ async fn measure(sfu: Sfu, args: &Fanout) -> anyhow::Result<()> {
             _ => None,
         };
         let delay_cell = |q| match &delay {
-            Some(d) => d.quantile_ms(q).map_or("—".into(), |ms| {
-                if ms >= d.last_bound_ms() {
-                    format!("≥ {}", d.last_bound_ms())
-                } else {
-                    format!("{ms:.2}")
-                }
-            }),
+            Some(d) => d
+                .quantile_ms(q)
+                .map_or("—".into(), |ms| capped_cell(ms, d.last_bound_ms(), 2)),
             None => "—".to_string(),
         };
         let rss = proc_stat::rss_kib(pid)?;
@@ -234,6 +230,7 @@ async fn measure(sfu: Sfu, args: &Fanout) -> anyhow::Result<()> {
         let bots_pct = (bots_cpu1 - bots_cpu0) as f64 / ticks / elapsed * 100.0;
         let loss = window.loss();
         let quantile = |h: &LatencyHistogram, q| h.quantile_ms(q).unwrap_or(f64::NAN);
+        let latency_cell = |ms| capped_cell(ms, window.latency.range_ms(), 1);
         let p99_at_socket = quantile(&window.socket_latency, 0.99);
         let p99_in_bot = quantile(&window.latency, 0.99);
         println!(
@@ -270,12 +267,13 @@ async fn measure(sfu: Sfu, args: &Fanout) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A latency quantile for the table; at the histogram's end it is a lower bound.
-fn latency_cell(ms: f64) -> String {
-    if ms >= LatencyHistogram::RANGE_MS {
-        format!("≥ {}", LatencyHistogram::RANGE_MS)
+/// A quantile for the table, with `decimals`; at its histogram's last bound it is only a
+/// lower bound, and says so.
+fn capped_cell(ms: f64, last_bound_ms: f64, decimals: usize) -> String {
+    if ms >= last_bound_ms {
+        format!("≥ {last_bound_ms}")
     } else {
-        format!("{ms:.1}")
+        format!("{ms:.decimals$}")
     }
 }
 

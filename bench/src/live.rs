@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use souk_client::synthetic::unix_micros;
+use souk_client::LatencyHistogram;
 
 use anyhow::bail;
 use clap::Parser;
@@ -36,15 +37,31 @@ pub struct LiveFanout {
     /// Length of each measured window.
     #[arg(long, default_value_t = 10)]
     seconds: u64,
+    /// Threads the viewer bots run on. The server shares the machine with them; on a
+    /// 2-core machine one thread keeps the bots to at most one core.
+    #[arg(long, default_value_t = 1)]
+    bot_threads: usize,
 }
 
 type Ws = tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>;
 
-/// Each comment's trip, in µs: to the viewer's socket and to the viewer bot.
-#[derive(Default)]
+/// The slowest trip told apart: well past the goal (200 ms) and past the slowest seen.
+const RANGE_MS: u64 = 5_000;
+
+/// Each comment's trip: to the viewer's socket and to the viewer bot. Histograms, since
+/// ten million trips a window kept one by one cost the bots memory and copies.
 struct Samples {
-    at_socket: Vec<u64>,
-    in_bot: Vec<u64>,
+    at_socket: LatencyHistogram,
+    in_bot: LatencyHistogram,
+}
+
+impl Default for Samples {
+    fn default() -> Self {
+        Samples {
+            at_socket: LatencyHistogram::with_range_ms(RANGE_MS),
+            in_bot: LatencyHistogram::with_range_ms(RANGE_MS),
+        }
+    }
 }
 
 async fn open(addr: SocketAddr, from: IpAddr, token: &str) -> anyhow::Result<Ws> {
@@ -71,17 +88,31 @@ async fn open(addr: SocketAddr, from: IpAddr, token: &str) -> anyhow::Result<Ws>
 
 /// Microsecond timestamps `t=NNN` in a frame.
 fn stamps(frame: &str) -> impl Iterator<Item = u64> + '_ {
-    frame.split("\"text\":\"t=").skip(1).filter_map(|rest| {
+    static COMMENT: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+        std::sync::LazyLock::new(|| memchr::memmem::Finder::new("\"text\":\"t="));
+    COMMENT.find_iter(frame.as_bytes()).filter_map(|at| {
+        let rest = &frame[at + COMMENT.needle().len()..];
         let end = rest.find('"')?;
         rest[..end].parse().ok()
     })
 }
 
-fn percentile(sorted: &[u64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
+/// The viewer bots' own runtime. It is dropped inside the bench's runtime, where a
+/// runtime may not block waiting for its tasks, so it is let go in the background.
+struct BotRuntime(Option<tokio::runtime::Runtime>);
+
+impl BotRuntime {
+    fn handle(&self) -> &tokio::runtime::Handle {
+        self.0.as_ref().expect("alive until dropped").handle()
     }
-    sorted[((sorted.len() - 1) as f64 * p).round() as usize] as f64 / 1000.0
+}
+
+impl Drop for BotRuntime {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.0.take() {
+            runtime.shutdown_background();
+        }
+    }
 }
 
 pub async fn live_fanout(args: LiveFanout) -> anyhow::Result<()> {
@@ -130,6 +161,13 @@ pub async fn live_fanout(args: LiveFanout) -> anyhow::Result<()> {
 
     println!("| viewers | comments/s | shed | refused | deliveries/s | delivered in window | latency at socket p50 ms | latency at socket p99 ms | latency in bot p50 ms | latency in bot p99 ms | latency in bot max ms | server CPU (% of a core) | bots' CPU (% of a core) | server RSS MiB | server memory per viewer KiB |");
     println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    let bots = BotRuntime(Some(
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(args.bot_threads)
+            .thread_name("viewer-bots")
+            .enable_all()
+            .build()?,
+    ));
     let mut connected = 0usize;
     for &target in &args.viewers {
         // Join in parallel batches, spread over local addresses (the per-address limit).
@@ -147,21 +185,22 @@ pub async fn live_fanout(args: LiveFanout) -> anyhow::Result<()> {
                 .await?;
                 let from = bot_ip(1, i);
                 let (samples, measuring) = (samples.clone(), measuring.clone());
-                joins.push(tokio::spawn(async move {
+                joins.push(bots.handle().spawn(async move {
                     let mut viewer = StampedViewer::join(addr, from, &t).await?;
                     tokio::spawn(async move {
                         while let Ok(Some((text, at_socket))) = viewer.next_text().await {
                             let now = unix_micros();
                             let from = measuring.load(Ordering::Relaxed);
-                            let sent: Vec<u64> = stamps(&text).filter(|s| *s >= from).collect();
-                            if sent.is_empty() {
+                            let mut sent = stamps(&text).filter(|s| *s >= from).peekable();
+                            if sent.peek().is_none() {
                                 continue;
                             }
                             let mut samples = samples.lock().expect("samples");
-                            let trips = |to: u64| sent.iter().map(move |s| to.saturating_sub(*s));
-                            samples.in_bot.extend(trips(now));
-                            if let Some(at) = at_socket {
-                                samples.at_socket.extend(trips(at));
+                            for s in sent {
+                                samples.in_bot.record_micros(now.saturating_sub(s));
+                                if let Some(at) = at_socket {
+                                    samples.at_socket.record_micros(at.saturating_sub(s));
+                                }
                             }
                         }
                     });
@@ -209,19 +248,18 @@ pub async fn live_fanout(args: LiveFanout) -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_secs(2)).await;
         let rss = proc_stat::rss_kib(pid)?;
         let Samples {
-            mut at_socket,
-            in_bot: mut all,
+            at_socket,
+            in_bot: all,
         } = std::mem::take(&mut *samples.lock().expect("samples"));
-        all.sort_unstable();
-        at_socket.sort_unstable();
+        let percentile = |h: &LatencyHistogram, q| h.quantile_ms(q).unwrap_or(f64::NAN);
         let ticks = proc_stat::ticks_per_second() as f64;
         println!(
             "| {target} | {:.0} | {} | {} | {:.0} | {} of {} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.0} | {:.0} | {:.0} | {:.1} |",
             sent as f64 / elapsed,
             shed.load(Ordering::Relaxed) - shed0,
             refused.load(Ordering::Relaxed) - refused0,
-            all.len() as f64 / elapsed,
-            all.len(),
+            all.count() as f64 / elapsed,
+            all.count(),
             sent as usize * target,
             percentile(&at_socket, 0.5),
             percentile(&at_socket, 0.99),

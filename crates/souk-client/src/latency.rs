@@ -4,8 +4,8 @@
 
 /// Bucket width. Forwarding latencies of interest are a few milliseconds.
 const BUCKET_MICROS: u64 = 100;
-/// Buckets up to 200 ms; anything slower lands in the last one.
-const BUCKETS: usize = 2_000;
+/// The default range: forwarding latencies above 200 ms are all "too slow".
+const DEFAULT_RANGE_MS: u64 = 200;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LatencyHistogram {
@@ -14,18 +14,25 @@ pub struct LatencyHistogram {
 
 impl Default for LatencyHistogram {
     fn default() -> Self {
-        LatencyHistogram {
-            counts: vec![0; BUCKETS],
-        }
+        LatencyHistogram::with_range_ms(DEFAULT_RANGE_MS)
     }
 }
 
 impl LatencyHistogram {
+    /// Tells apart times up to `range_ms`; slower samples count as that.
+    pub fn with_range_ms(range_ms: u64) -> LatencyHistogram {
+        LatencyHistogram {
+            counts: vec![0; (range_ms * 1000 / BUCKET_MICROS).max(1) as usize],
+        }
+    }
+
     /// The slowest time told apart; slower samples count as this.
-    pub const RANGE_MS: f64 = (BUCKETS as u64 * BUCKET_MICROS) as f64 / 1000.0;
+    pub fn range_ms(&self) -> f64 {
+        (self.counts.len() as u64 * BUCKET_MICROS) as f64 / 1000.0
+    }
 
     pub fn record_micros(&mut self, micros: u64) {
-        let bucket = ((micros / BUCKET_MICROS) as usize).min(BUCKETS - 1);
+        let bucket = ((micros / BUCKET_MICROS) as usize).min(self.counts.len() - 1);
         self.counts[bucket] += 1;
     }
 
@@ -97,5 +104,15 @@ mod tests {
         sum.merge(&window);
         sum.merge(&window);
         assert_eq!(sum.count(), 2);
+    }
+
+    #[test]
+    fn a_wider_range_tells_slow_samples_apart() {
+        let mut h = LatencyHistogram::with_range_ms(5_000);
+        assert_eq!(h.range_ms(), 5_000.0);
+        h.record_micros(350_000);
+        h.record_micros(9_000_000);
+        assert_eq!(h.quantile_ms(0.5), Some(350.1));
+        assert_eq!(h.quantile_ms(1.0), Some(5_000.0));
     }
 }
