@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
+use futures_util::stream::{SplitSink, SplitStream};
+use futures_util::{SinkExt, StreamExt};
 use souk_proto::chat::{ChatClientMessage, ChatConnect};
 use souk_proto::error::{ErrorCode, ProtoError};
 use souk_proto::signal::{req_of, ClientMessage, Join, RefreshToken, ServerMessage};
@@ -20,7 +22,9 @@ use souk_sfu::{JoinRequest, ParticipantId, ResumeRequest};
 
 use super::{ApiError, ClientAddr};
 use crate::auth;
-use crate::media::{session_channel, ConnId, Entry, SessionEvent, SessionReceiver};
+use crate::media::{
+    session_channel, ConnId, Entry, SessionEvent, SessionReceiver, WeakSessionSender,
+};
 use crate::ratelimit::Bucket;
 
 /// How long a new socket has to send `join`.
@@ -111,6 +115,9 @@ async fn session(mut socket: WebSocket, state: super::State, addr: SocketAddr) {
         Err(err) => return fail(socket, join.req, err).await,
     };
     let (tx, rx) = session_channel();
+    // The socket's reader queues its replies here; weakly, so the queue still ends
+    // when the media engine lets go of the session.
+    let queue = tx.downgrade();
     let joined = match &join.resume {
         Some(resume) => {
             let req = ResumeRequest {
@@ -147,7 +154,7 @@ async fn session(mut socket: WebSocket, state: super::State, addr: SocketAddr) {
         tokio::spawn(async move { super::rooms::agent_on_join(&state, &room).await });
     }
     tracing::debug!(%addr, ?id, "signalling session started");
-    let ended_by_server = relay(&mut socket, &state, id, &claims, rx).await;
+    let ended_by_server = relay(socket, &state, id, &claims, rx, queue).await;
     if !ended_by_server {
         state.media.signal_lost(id, conn).await;
     }
@@ -220,99 +227,139 @@ fn check_join(state: &super::State, join: &Join) -> Result<RoomClaims, ProtoErro
 }
 
 /// Relays until either side ends. True when the server ended the session.
+///
+/// The socket's two directions are two tasks. A room event then wakes only the writer:
+/// in a live room that is one wake per viewer per batch, and polling the socket for
+/// reading and the session's timers on each of them cost the server a tenth of its time
+/// at 10,000 viewers (bench/RESULTS.md).
 async fn relay(
-    socket: &mut WebSocket,
+    socket: WebSocket,
     state: &super::State,
     id: ParticipantId,
     claims: &RoomClaims,
-    mut rx: SessionReceiver,
+    rx: SessionReceiver,
+    queue: WeakSessionSender,
 ) -> bool {
+    let (sink, stream) = socket.split();
+    let mut writer = tokio::spawn(write(sink, rx));
+    let ended_by_server = tokio::select! {
+        written = &mut writer => written.unwrap_or(false),
+        ended = read(stream, state, id, claims, queue) => ended,
+    };
+    writer.abort();
+    ended_by_server
+}
+
+/// Writes what the session's queue holds, with keepalive pings, until the queue says
+/// close (true) or the socket fails (false).
+async fn write(mut sink: SplitSink<WebSocket, Message>, mut rx: SessionReceiver) -> bool {
     let mut ping = tokio::time::interval(PING_EVERY);
-    let ttl = Duration::from_secs(claims.exp.saturating_sub(claims.iat).max(60));
-    let mut refresh = tokio::time::interval((ttl / 2).min(Duration::from_secs(300)));
-    let mut last_heard = Instant::now();
-    let mut bucket = Bucket::new(MESSAGE_BURST, MESSAGES_PER_SECOND, Instant::now());
-    let mut refusals = 0;
     loop {
-        tokio::select! {
+        let msg = tokio::select! {
+            // The queue first: a wake for an event then polls nothing else.
+            biased;
             event = rx.recv() => match event {
-                Some(SessionEvent::Text(text)) => {
-                    if socket.send(Message::text(&*text)).await.is_err() {
-                        return false;
-                    }
-                }
-                Some(SessionEvent::Message(msg)) => {
-                    if !send(socket, &msg).await {
-                        return false;
-                    }
-                }
+                Some(SessionEvent::Text(text)) => Message::text(&*text),
+                Some(SessionEvent::Message(msg)) => Message::text(msg.to_json()),
                 Some(SessionEvent::Close) | None => {
-                    let _ = socket.send(Message::Close(Some(CloseFrame { code: 1000, reason: "session ended".into() }))).await;
+                    let close = CloseFrame { code: 1000, reason: "session ended".into() };
+                    let _ = sink.send(Message::Close(Some(close))).await;
                     return true;
                 }
             },
-            incoming = socket.recv() => {
-                last_heard = Instant::now();
-                let text = match incoming {
-                    Some(Ok(Message::Text(text))) => text,
-                    Some(Ok(Message::Binary(_))) => {
-                        let err = ProtoError::new(ErrorCode::MalformedMessage, "signalling messages are JSON text frames");
-                        if !send(socket, &ServerMessage::error(None, err)).await {
-                            return false;
-                        }
-                        continue;
-                    }
-                    Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return false,
-                    Some(Ok(_)) => continue,
-                };
-                if !bucket.try_take(Instant::now()) {
-                    refusals += 1;
-                    if refusals > MAX_REFUSALS {
-                        return false;
-                    }
-                    let err = ProtoError::new(ErrorCode::RateLimited, "too many messages; slow down");
-                    if !send(socket, &ServerMessage::error(req_of(&text), err)).await {
-                        return false;
-                    }
-                    continue;
-                }
-                match ClientMessage::parse(&text) {
-                    Ok(msg) if super::live::is_server_side(&msg) => {
-                        if let Some(reply) = super::live::handle(state, id, claims, msg).await {
-                            if !send(socket, &reply).await {
-                                return false;
-                            }
-                        }
-                    }
-                    Ok(msg) => {
-                        if state.media.message(id, msg).await.is_err() {
-                            return true;
-                        }
-                    }
-                    Err(err) => {
-                        if !send(socket, &ServerMessage::error(req_of(&text), err)).await {
-                            return false;
-                        }
-                    }
-                }
-            }
-            _ = ping.tick() => {
-                if last_heard.elapsed() > IDLE_LIMIT {
-                    return false;
-                }
-                if socket.send(Message::Ping(Vec::new().into())).await.is_err() {
-                    return false;
-                }
-            }
+            _ = ping.tick() => Message::Ping(Vec::new().into()),
+        };
+        if sink.send(msg).await.is_err() {
+            return false;
+        }
+    }
+}
+
+/// Queues a reply behind what the session already has to send. False when the queue
+/// is full (the client is not reading) or gone (the session ended).
+fn reply(queue: &WeakSessionSender, msg: ServerMessage) -> bool {
+    queue
+        .upgrade()
+        .is_some_and(|tx| tx.try_send(SessionEvent::Message(Box::new(msg))).is_ok())
+}
+
+/// Reads the client's messages until the socket ends or falls silent (false), or the
+/// media engine stops (true).
+async fn read(
+    mut stream: SplitStream<WebSocket>,
+    state: &super::State,
+    id: ParticipantId,
+    claims: &RoomClaims,
+    queue: WeakSessionSender,
+) -> bool {
+    let ttl = Duration::from_secs(claims.exp.saturating_sub(claims.iat).max(60));
+    let mut refresh = tokio::time::interval((ttl / 2).min(Duration::from_secs(300)));
+    // The writer's pings draw pongs, so a live client is never silent this long.
+    let idle = tokio::time::sleep(IDLE_LIMIT);
+    tokio::pin!(idle);
+    let mut bucket = Bucket::new(MESSAGE_BURST, MESSAGES_PER_SECOND, Instant::now());
+    let mut refusals = 0;
+    loop {
+        let incoming = tokio::select! {
+            incoming = stream.next() => incoming,
+            _ = &mut idle => return false,
             _ = refresh.tick() => {
                 let now = auth::unix_now();
                 let fresh = RoomClaims { iat: now, nbf: Some(now.saturating_sub(auth::LEEWAY_SECS)), exp: now + ttl.as_secs(), ..claims.clone() };
                 if let Some(secret) = state.keys.secret(&claims.iss) {
                     if let Ok(token) = auth::sign_claims(secret, &fresh) {
-                        if !send(socket, &ServerMessage::RefreshToken(RefreshToken { token })).await {
+                        if !reply(&queue, ServerMessage::RefreshToken(RefreshToken { token })) {
                             return false;
                         }
                     }
+                }
+                continue;
+            }
+        };
+        idle.as_mut()
+            .reset(tokio::time::Instant::now() + IDLE_LIMIT);
+        let text = match incoming {
+            Some(Ok(Message::Text(text))) => text,
+            Some(Ok(Message::Binary(_))) => {
+                let err = ProtoError::new(
+                    ErrorCode::MalformedMessage,
+                    "signalling messages are JSON text frames",
+                );
+                if !reply(&queue, ServerMessage::error(None, err)) {
+                    return false;
+                }
+                continue;
+            }
+            Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return false,
+            Some(Ok(_)) => continue,
+        };
+        if !bucket.try_take(Instant::now()) {
+            refusals += 1;
+            if refusals > MAX_REFUSALS {
+                return false;
+            }
+            let err = ProtoError::new(ErrorCode::RateLimited, "too many messages; slow down");
+            if !reply(&queue, ServerMessage::error(req_of(&text), err)) {
+                return false;
+            }
+            continue;
+        }
+        match ClientMessage::parse(&text) {
+            Ok(msg) if super::live::is_server_side(&msg) => {
+                if let Some(answer) = super::live::handle(state, id, claims, msg).await {
+                    if !reply(&queue, answer) {
+                        return false;
+                    }
+                }
+            }
+            Ok(msg) => {
+                if state.media.message(id, msg).await.is_err() {
+                    return true;
+                }
+            }
+            Err(err) => {
+                if !reply(&queue, ServerMessage::error(req_of(&text), err)) {
+                    return false;
                 }
             }
         }

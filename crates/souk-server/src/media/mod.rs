@@ -49,6 +49,7 @@ const SESSION_QUEUE: usize = 512;
 
 pub type SessionSender = mpsc::Sender<SessionEvent>;
 pub type SessionReceiver = mpsc::Receiver<SessionEvent>;
+pub type WeakSessionSender = mpsc::WeakSender<SessionEvent>;
 
 pub fn session_channel() -> (SessionSender, SessionReceiver) {
     mpsc::channel(SESSION_QUEUE)
