@@ -79,7 +79,8 @@ pub struct SfuConfig {
     pub resilience: bool,
     /// How each subscriber's downlink is estimated, to fit its videos into it.
     pub bandwidth: BandwidthEstimation,
-    /// Room events wait this long to go out together (one frame per viewer per window).
+    /// Room events wait at most this long to go out together (one frame per viewer per
+    /// window; the window's frames are spread over it, slice by slice).
     pub live_batch: Duration,
 }
 

@@ -18,6 +18,11 @@ const COMMENT_BURST: u32 = 3;
 /// Room-wide comments per second above which viewers' comments are shed; the host's,
 /// moderators' and every money and system event never are.
 pub const ROOM_COMMENTS_PER_SECOND: u32 = 100;
+/// A room's members are split into this many slices (by participant number), and each
+/// batch window sends to one slice after another rather than to everyone at once: the
+/// machine then writes a steady stream of frames, and the last viewer of a slice waits
+/// for a tenth of the room's frames to go before its own, not for all of them.
+pub const FANOUT_SLICES: usize = 10;
 
 pub(crate) struct LiveRoom {
     pub epoch: String,
@@ -42,8 +47,12 @@ pub(crate) struct LiveRoom {
     /// (second, comments accepted in it) for the room-wide shedding rule.
     room_second: (u64, u32),
     pub next_comment_id: u64,
-    /// Recorded, not yet sent: they go out together at the next flush.
-    pub unsent: Vec<RoomEvent>,
+    /// Recorded and not yet sent to every slice, oldest first.
+    unsent: VecDeque<RoomEvent>,
+    /// Per slice, the last event sent to it.
+    sent_through: [u64; FANOUT_SLICES],
+    /// The slice whose turn is next.
+    next_slice: usize,
 }
 
 /// Why a comment was not broadcast.
@@ -80,7 +89,9 @@ impl LiveRoom {
             last_comment_ms: HashMap::new(),
             room_second: (0, 0),
             next_comment_id: 1,
-            unsent: Vec::new(),
+            unsent: VecDeque::new(),
+            sent_through: [0; FANOUT_SLICES],
+            next_slice: 0,
         }
     }
 
@@ -97,8 +108,33 @@ impl LiveRoom {
             self.recent.pop_front();
         }
         self.recent.push_back(numbered.clone());
-        self.unsent.push(numbered.clone());
+        self.unsent.push_back(numbered.clone());
         numbered
+    }
+
+    /// Whether some slice has events still to receive.
+    pub fn has_unsent(&self) -> bool {
+        !self.unsent.is_empty()
+    }
+
+    /// The slice whose turn it is, and the events it has not had yet (none when it is
+    /// up to date). Events every slice has had are let go.
+    pub fn next_slice_events(&mut self) -> (usize, Vec<RoomEvent>) {
+        let slice = self.next_slice;
+        self.next_slice = (slice + 1) % FANOUT_SLICES;
+        let after = self.sent_through[slice];
+        let events: Vec<RoomEvent> = self
+            .unsent
+            .iter()
+            .filter(|e| e.seq > after)
+            .cloned()
+            .collect();
+        self.sent_through[slice] = self.next_seq - 1;
+        let everyone_has = self.sent_through.iter().copied().min().unwrap_or(0);
+        while self.unsent.front().is_some_and(|e| e.seq <= everyone_has) {
+            self.unsent.pop_front();
+        }
+        (slice, events)
     }
 
     pub fn joined(&mut self, identity: &str) {
@@ -242,6 +278,29 @@ mod tests {
             .reload,
             "from the future"
         );
+    }
+
+    #[test]
+    fn each_slice_gets_every_event_once_in_turn() {
+        let mut live = LiveRoom::new("E".into());
+        assert!(!live.has_unsent());
+        live.record(0, LiveEvent::Likes { added: 1, total: 1 });
+        let mut got = vec![Vec::new(); FANOUT_SLICES];
+        // Halfway round, a second event: the slices not yet served get both at once,
+        // the others get it on the next round.
+        for turn in 0..2 * FANOUT_SLICES {
+            if turn == FANOUT_SLICES / 2 {
+                live.record(1, LiveEvent::Likes { added: 1, total: 2 });
+            }
+            let (slice, events) = live.next_slice_events();
+            assert_eq!(slice, turn % FANOUT_SLICES);
+            got[slice].extend(events.iter().map(|e| e.seq));
+        }
+        for (slice, seqs) in got.iter().enumerate() {
+            assert_eq!(seqs, &[1, 2], "slice {slice}");
+        }
+        assert!(!live.has_unsent(), "what everyone has is let go");
+        assert_eq!(live.next_slice_events().1, Vec::new());
     }
 
     #[test]

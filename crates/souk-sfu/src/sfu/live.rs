@@ -1,7 +1,7 @@
 //! Live rooms: the stage (hands, seats, runtime publish rights), comments, likes,
 //! viewers, pinned products and moderation, all announced as numbered room events.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use souk_proto::error::{ErrorCode, ProtoError};
 use souk_proto::live::{Comment, LiveEvent, Moderation, PinnedProduct, MAX_COMMENT_CHARS};
@@ -10,7 +10,7 @@ use souk_proto::signal::{AgentEvent, ClientMessage, ParticipantRef, RoomEvents, 
 use souk_proto::token::Role;
 
 use super::{Output, Sfu};
-use crate::live::CommentVerdict;
+use crate::live::{CommentVerdict, FANOUT_SLICES};
 use crate::ParticipantId;
 
 /// Likes are announced in batches this often.
@@ -26,8 +26,8 @@ fn denied(what: &str) -> ProtoError {
 }
 
 impl Sfu {
-    /// Announces an event (a committed gift, a new sale...) to everyone in `room` at the
-    /// next flush, and keeps it for clients catching up.
+    /// Announces an event (a committed gift, a new sale...) to everyone in `room` within
+    /// one batch window, and keeps it for clients catching up.
     pub fn publish_event(&mut self, now: Instant, room: &str, event: LiveEvent) {
         let at = self.unix_ms(now);
         let Some(r) = self.rooms.get_mut(room) else {
@@ -35,21 +35,44 @@ impl Sfu {
         };
         r.live.record(at, event);
         if self.next_live_flush.is_none() {
-            self.next_live_flush = Some(now + self.config.live_batch);
+            self.next_live_flush = Some(now + self.slice_turn());
         }
     }
 
-    /// Sends each room's unsent events as one frame, serialised once for all viewers.
-    pub(super) fn flush_live(&mut self) {
+    /// How long each slice of a room's audience waits for its turn after the one before:
+    /// every slice's turn comes once per batch window.
+    fn slice_turn(&self) -> Duration {
+        self.config.live_batch / FANOUT_SLICES as u32
+    }
+
+    /// Sends the next slice of each room with unsent events what it has not had, as one
+    /// frame serialised once for the slice, and schedules the next slice's turn.
+    pub(super) fn flush_live(&mut self, now: Instant) {
+        // The next turn counts from this one's end: when the machine falls behind, rounds
+        // stretch and carry more events per frame, rather than adding frames.
         self.next_live_flush = None;
+        let mut unsent = false;
         for room in self.rooms.values_mut() {
-            if room.live.unsent.is_empty() {
+            if !room.live.has_unsent() {
                 continue;
             }
-            let events = std::mem::take(&mut room.live.unsent);
+            let (slice, events) = room.live.next_slice_events();
+            unsent |= room.live.has_unsent();
+            let members: Vec<ParticipantId> = room
+                .members
+                .iter()
+                .filter(|id| id.0 as usize % FANOUT_SLICES == slice)
+                .copied()
+                .collect();
+            if events.is_empty() || members.is_empty() {
+                continue;
+            }
             let text = ServerMessage::RoomEvents(RoomEvents { events }).to_json();
             self.outputs
-                .push_back(Output::Broadcast(room.members.clone(), text.into()));
+                .push_back(Output::Broadcast(members, text.into()));
+        }
+        if unsent {
+            self.next_live_flush = Some(now + self.slice_turn());
         }
     }
 

@@ -135,7 +135,7 @@ impl Sfu {
             self.tick(now);
         }
         if self.next_live_flush.is_some_and(|at| now >= at) {
-            self.flush_live();
+            self.flush_live(now);
         }
     }
 
