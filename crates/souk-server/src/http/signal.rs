@@ -229,9 +229,9 @@ fn check_join(state: &super::State, join: &Join) -> Result<RoomClaims, ProtoErro
 /// Relays until either side ends. True when the server ended the session.
 ///
 /// The socket's two directions are two tasks. A room event then wakes only the writer:
-/// in a live room that is one wake per viewer per batch, and polling the socket for
-/// reading and the session's timers on each of them cost the server a tenth of its time
-/// at 10,000 viewers (bench/RESULTS.md).
+/// in a live room that is one wake per viewer per batch, and each such wake of a single
+/// task also polled the socket for reading and the session's timers (bench/RESULTS.md,
+/// "Paced room fan-out").
 async fn relay(
     socket: WebSocket,
     state: &super::State,
