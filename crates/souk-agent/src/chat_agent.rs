@@ -30,7 +30,8 @@ use crate::language::Notice;
 use crate::llm::Llm;
 use crate::shop::Shop;
 use crate::text::{reply_language, Author, ChatLine, Policy, TextAgent};
-use crate::voice::telemetry::{CountsByCode, Histogram};
+use crate::voice::telemetry::CountsByCode;
+use souk_metrics::Histogram;
 
 /// Events read back to decide and to answer.
 const HISTORY: u32 = 100;

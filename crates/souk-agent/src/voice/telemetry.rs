@@ -6,6 +6,8 @@
 
 use std::collections::HashMap;
 
+use souk_metrics::Histogram;
+
 use serde::Serialize;
 use std::sync::atomic::AtomicU64;
 use std::sync::Mutex;
@@ -35,41 +37,6 @@ impl TurnTimes {
             since(self.tts_first_audio),
             since(self.first_audio_sent),
         ]
-    }
-}
-
-/// Cumulative buckets, Prometheus style.
-#[derive(Debug, Clone)]
-pub struct Histogram {
-    pub bounds: &'static [f64],
-    pub counts: Vec<u64>,
-    pub sum: f64,
-    pub count: u64,
-}
-
-impl Histogram {
-    pub fn new(bounds: &'static [f64]) -> Histogram {
-        Histogram {
-            bounds,
-            counts: vec![0; bounds.len()],
-            sum: 0.0,
-            count: 0,
-        }
-    }
-
-    pub fn observe(&mut self, value: f64) {
-        self.observe_many(value, 1);
-    }
-
-    /// Counts `value` `times` times: one delay shared by a batch of events.
-    pub fn observe_many(&mut self, value: f64, times: u64) {
-        for (bound, count) in self.bounds.iter().zip(&mut self.counts) {
-            if value <= *bound {
-                *count += times;
-            }
-        }
-        self.sum += value * times as f64;
-        self.count += times;
     }
 }
 

@@ -7,7 +7,7 @@ use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
 
-use souk_agent::voice::telemetry::Histogram;
+use souk_metrics::{write_histogram, Histogram};
 
 use super::ApiError;
 
@@ -63,7 +63,7 @@ pub async fn metrics(State(state): State<super::State>) -> Result<impl IntoRespo
         "Offline notifications waiting for delivery (a growing number means the push URL is failing).",
         outbox as usize,
     );
-    histogram(
+    write_histogram(
         &mut body,
         "souk_media_forward_delay_seconds",
         "Per datagram sent: from the kernel's receipt of the earliest datagram behind it to its send (for forwarded media, the delay this server adds).",
@@ -203,7 +203,7 @@ fn agent_metrics(
         );
     }
     let reply = chat.reply_seconds.lock().expect("stats lock").clone();
-    histogram(
+    write_histogram(
         body,
         "souk_agent_reply_seconds",
         "From the shopper's message to the AI assistant's answer.",
@@ -217,33 +217,12 @@ fn agent_metrics(
         .collect();
     let labelled: Vec<(&str, &Histogram)> =
         labelled.iter().map(|(l, h)| (l.as_str(), *h)).collect();
-    histogram(
+    write_histogram(
         body,
         "souk_agent_voice_stage_seconds",
         "From the end of the shopper's speech to each stage of the agent's answer.",
         &labelled,
     );
-}
-
-/// A histogram in the text format, one series per label set (`""` for none).
-fn histogram(body: &mut String, name: &str, help: &str, series: &[(&str, &Histogram)]) {
-    let _ = writeln!(body, "# HELP {name} {help}\n# TYPE {name} histogram");
-    for (labels, h) in series {
-        let sep = if labels.is_empty() { "" } else { "," };
-        let only = if labels.is_empty() {
-            String::new()
-        } else {
-            format!("{{{labels}}}")
-        };
-        for (bound, count) in h.bounds.iter().zip(&h.counts) {
-            let _ = writeln!(body, "{name}_bucket{{{labels}{sep}le=\"{bound}\"}} {count}");
-        }
-        let _ = writeln!(
-            body,
-            "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {}\n{name}_sum{only} {}\n{name}_count{only} {}",
-            h.count, h.sum, h.count
-        );
-    }
 }
 
 /// A per-path gauge's value.

@@ -13,8 +13,8 @@ use std::ops::Range;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::{mpsc, Arc, Mutex};
 
-use souk_agent::voice::telemetry::Histogram;
 use souk_client::synthetic::unix_micros;
+use souk_metrics::Histogram;
 use tracing::debug;
 
 /// Datagrams for the network, in the order the core produced them.

@@ -13,8 +13,8 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use souk_agent::voice::telemetry::Histogram;
 use souk_client::arrival;
+use souk_metrics::Histogram;
 use souk_proto::error::{ErrorCode, ProtoError};
 use souk_proto::rest::WebhookKind;
 use souk_proto::signal::{ClientMessage, ServerMessage};
