@@ -24,12 +24,13 @@ use souk_client::{
 };
 use souk_proto::model::TrackKind;
 
+use crate::bots::BotRuntime;
 use crate::forward_delay::ServerDelay;
 use crate::janus::Janus;
 use crate::proc_stat;
 use crate::server::{bot_ip, room_token, start_server, Server};
 
-#[derive(Parser)]
+#[derive(Parser, Clone)]
 pub struct Fanout {
     /// The souk binary to measure.
     #[arg(long, default_value = "target/release/souk")]
@@ -58,6 +59,10 @@ pub struct Fanout {
     /// The interface Janus gathers ICE candidates on (bench/netns.sh creates `sb0`).
     #[arg(long, default_value = "sb0")]
     janus_iface: String,
+    /// Threads the publisher and subscriber bots run on. The server shares the machine
+    /// with them; on a 2-core machine one thread keeps the bots to at most one core.
+    #[arg(long, default_value_t = 2)]
+    bot_threads: usize,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug, ValueEnum)]
@@ -166,8 +171,12 @@ const MAX_LOSS: f64 = 0.005;
 const MAX_P99_MS: f64 = 20.0;
 
 pub async fn run(args: Fanout) -> anyhow::Result<()> {
+    let bots = BotRuntime::new(args.bot_threads)?;
     for &sfu in &args.servers {
-        measure(sfu, &args).await?;
+        let args = args.clone();
+        bots.handle()
+            .spawn(async move { measure(sfu, &args).await })
+            .await??;
     }
     Ok(())
 }

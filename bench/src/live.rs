@@ -20,6 +20,7 @@ use clap::Parser;
 use futures_util::{SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite::Message;
 
+use crate::bots::BotRuntime;
 use crate::proc_stat;
 use crate::server::{bot_ip, room_token, start_server};
 use crate::stamped_viewer::StampedViewer;
@@ -97,24 +98,6 @@ fn stamps(frame: &str) -> impl Iterator<Item = u64> + '_ {
     })
 }
 
-/// The viewer bots' own runtime. It is dropped inside the bench's runtime, where a
-/// runtime may not block waiting for its tasks, so it is let go in the background.
-struct BotRuntime(Option<tokio::runtime::Runtime>);
-
-impl BotRuntime {
-    fn handle(&self) -> &tokio::runtime::Handle {
-        self.0.as_ref().expect("alive until dropped").handle()
-    }
-}
-
-impl Drop for BotRuntime {
-    fn drop(&mut self) {
-        if let Some(runtime) = self.0.take() {
-            runtime.shutdown_background();
-        }
-    }
-}
-
 pub async fn live_fanout(args: LiveFanout) -> anyhow::Result<()> {
     let server = start_server(&args.souk, &[])?;
     let pid = server.child.id();
@@ -161,13 +144,7 @@ pub async fn live_fanout(args: LiveFanout) -> anyhow::Result<()> {
 
     println!("| viewers | comments/s | shed | refused | deliveries/s | delivered in window | latency at socket p50 ms | latency at socket p99 ms | latency in bot p50 ms | latency in bot p99 ms | latency in bot max ms | server CPU (% of a core) | bots' CPU (% of a core) | server RSS MiB | server memory per viewer KiB |");
     println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
-    let bots = BotRuntime(Some(
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(args.bot_threads)
-            .thread_name("viewer-bots")
-            .enable_all()
-            .build()?,
-    ));
+    let bots = BotRuntime::new(args.bot_threads)?;
     let mut connected = 0usize;
     for &target in &args.viewers {
         // Join in parallel batches, spread over local addresses (the per-address limit).

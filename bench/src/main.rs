@@ -11,6 +11,7 @@
 //! - `live-fanout`: comments in one live room delivered to thousands of viewers.
 //! - `voice`: the AI agent's voice-to-voice delay and barge-in, at a shopper bot.
 
+mod bots;
 mod chat;
 mod fanout;
 mod forward_delay;
