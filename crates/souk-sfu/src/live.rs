@@ -18,11 +18,18 @@ const COMMENT_BURST: u32 = 3;
 /// Room-wide comments per second above which viewers' comments are shed; the host's,
 /// moderators' and every money and system event never are.
 pub const ROOM_COMMENTS_PER_SECOND: u32 = 100;
-/// A room's members are split into this many slices (by participant number), and each
-/// batch window sends to one slice after another rather than to everyone at once: the
-/// machine then writes a steady stream of frames, and the last viewer of a slice waits
-/// for a tenth of the room's frames to go before its own, not for all of them.
-pub const FANOUT_SLICES: usize = 10;
+/// A large room's members are split into slices (by participant number), and each batch
+/// window sends to one slice after another rather than to everyone at once: the machine
+/// then writes a steady stream of frames, and a viewer waits for its slice's frames to go
+/// before its own, not for the whole room's. Small rooms stay one slice: turns cost CPU
+/// (4 points of a core at 1,000 viewers, bench/RESULTS.md) and buy them nothing.
+const VIEWERS_PER_SLICE: usize = 1000;
+const MAX_SLICES: usize = 10;
+
+/// How many slices a room of `members` is sent to in turn.
+pub fn slices_for(members: usize) -> usize {
+    members.div_ceil(VIEWERS_PER_SLICE).clamp(1, MAX_SLICES)
+}
 
 pub(crate) struct LiveRoom {
     pub epoch: String,
@@ -49,10 +56,12 @@ pub(crate) struct LiveRoom {
     pub next_comment_id: u64,
     /// Recorded and not yet sent to every slice, oldest first.
     unsent: VecDeque<RoomEvent>,
-    /// Per slice, the last event sent to it.
-    sent_through: [u64; FANOUT_SLICES],
+    /// Per slice, the last event sent to it; as many as the room has slices.
+    sent_through: Vec<u64>,
     /// The slice whose turn is next.
     next_slice: usize,
+    /// When the next slice's turn is, while some slice has events to receive.
+    pub next_turn: Option<std::time::Instant>,
 }
 
 /// Why a comment was not broadcast.
@@ -90,8 +99,9 @@ impl LiveRoom {
             room_second: (0, 0),
             next_comment_id: 1,
             unsent: VecDeque::new(),
-            sent_through: [0; FANOUT_SLICES],
+            sent_through: vec![0],
             next_slice: 0,
+            next_turn: None,
         }
     }
 
@@ -117,11 +127,18 @@ impl LiveRoom {
         !self.unsent.is_empty()
     }
 
-    /// The slice whose turn it is, and the events it has not had yet (none when it is
-    /// up to date). Events every slice has had are let go.
-    pub fn next_slice_events(&mut self) -> (usize, Vec<RoomEvent>) {
+    /// The slice whose turn it is among `slices`, and the events it has not had yet (none
+    /// when it is up to date). Events every slice has had are let go. When the room's
+    /// slice count changes, every slice starts from the least any slice had: a viewer
+    /// may then see an event twice (clients skip a `seq` they have), but never misses one.
+    pub fn next_slice_events(&mut self, slices: usize) -> (usize, Vec<RoomEvent>) {
+        if slices != self.sent_through.len() {
+            let floor = self.sent_through.iter().copied().min().unwrap_or(0);
+            self.sent_through = vec![floor; slices.max(1)];
+            self.next_slice = 0;
+        }
         let slice = self.next_slice;
-        self.next_slice = (slice + 1) % FANOUT_SLICES;
+        self.next_slice = (slice + 1) % self.sent_through.len();
         let after = self.sent_through[slice];
         let events: Vec<RoomEvent> = self
             .unsent
@@ -281,26 +298,52 @@ mod tests {
     }
 
     #[test]
+    fn rooms_get_a_slice_per_thousand_viewers_up_to_ten() {
+        assert_eq!(slices_for(0), 1);
+        assert_eq!(slices_for(1000), 1);
+        assert_eq!(slices_for(1001), 2);
+        assert_eq!(slices_for(10_000), 10);
+        assert_eq!(slices_for(50_000), 10);
+    }
+
+    #[test]
     fn each_slice_gets_every_event_once_in_turn() {
+        const SLICES: usize = 4;
         let mut live = LiveRoom::new("E".into());
         assert!(!live.has_unsent());
         live.record(0, LiveEvent::Likes { added: 1, total: 1 });
-        let mut got = vec![Vec::new(); FANOUT_SLICES];
+        let mut got = vec![Vec::new(); SLICES];
         // Halfway round, a second event: the slices not yet served get both at once,
         // the others get it on the next round.
-        for turn in 0..2 * FANOUT_SLICES {
-            if turn == FANOUT_SLICES / 2 {
+        for turn in 0..2 * SLICES {
+            if turn == SLICES / 2 {
                 live.record(1, LiveEvent::Likes { added: 1, total: 2 });
             }
-            let (slice, events) = live.next_slice_events();
-            assert_eq!(slice, turn % FANOUT_SLICES);
+            let (slice, events) = live.next_slice_events(SLICES);
+            assert_eq!(slice, turn % SLICES);
             got[slice].extend(events.iter().map(|e| e.seq));
         }
         for (slice, seqs) in got.iter().enumerate() {
             assert_eq!(seqs, &[1, 2], "slice {slice}");
         }
         assert!(!live.has_unsent(), "what everyone has is let go");
-        assert_eq!(live.next_slice_events().1, Vec::new());
+        assert_eq!(live.next_slice_events(SLICES).1, Vec::new());
+    }
+
+    #[test]
+    fn a_new_slice_count_repeats_events_but_skips_none() {
+        let mut live = LiveRoom::new("E".into());
+        live.record(0, LiveEvent::Likes { added: 1, total: 1 });
+        // Slice 0 of two has event 1; slice 1 has nothing yet.
+        assert_eq!(live.next_slice_events(2).1.len(), 1);
+        live.record(1, LiveEvent::Likes { added: 1, total: 2 });
+        // Three slices now: every one of them starts from what slice 1 had (nothing).
+        for expected_slice in 0..3 {
+            let (slice, events) = live.next_slice_events(3);
+            assert_eq!(slice, expected_slice);
+            assert_eq!(events.iter().map(|e| e.seq).collect::<Vec<_>>(), [1, 2]);
+        }
+        assert!(!live.has_unsent());
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! Live rooms: the stage (hands, seats, runtime publish rights), comments, likes,
 //! viewers, pinned products and moderation, all announced as numbered room events.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use souk_proto::error::{ErrorCode, ProtoError};
 use souk_proto::live::{Comment, LiveEvent, Moderation, PinnedProduct, MAX_COMMENT_CHARS};
@@ -10,7 +10,7 @@ use souk_proto::signal::{AgentEvent, ClientMessage, ParticipantRef, RoomEvents, 
 use souk_proto::token::Role;
 
 use super::{Output, Sfu};
-use crate::live::{CommentVerdict, FANOUT_SLICES};
+use crate::live::{slices_for, CommentVerdict};
 use crate::ParticipantId;
 
 /// Likes are announced in batches this often.
@@ -30,38 +30,45 @@ impl Sfu {
     /// one batch window, and keeps it for clients catching up.
     pub fn publish_event(&mut self, now: Instant, room: &str, event: LiveEvent) {
         let at = self.unix_ms(now);
+        let turn = self.config.live_batch;
         let Some(r) = self.rooms.get_mut(room) else {
             return;
         };
         r.live.record(at, event);
-        if self.next_live_flush.is_none() {
-            self.next_live_flush = Some(now + self.slice_turn());
+        if r.live.next_turn.is_none() {
+            let due = now + turn / slices_for(r.members.len()) as u32;
+            r.live.next_turn = Some(due);
+            self.next_live_flush = Some(self.next_live_flush.map_or(due, |t| t.min(due)));
         }
     }
 
-    /// How long each slice of a room's audience waits for its turn after the one before:
-    /// every slice's turn comes once per batch window.
-    fn slice_turn(&self) -> Duration {
-        self.config.live_batch / FANOUT_SLICES as u32
-    }
-
-    /// Sends the next slice of each room with unsent events what it has not had, as one
-    /// frame serialised once for the slice, and schedules the next slice's turn.
+    /// For each room whose turn has come: sends its next slice what that slice has not
+    /// had, as one frame serialised once, and schedules the next slice's turn. A turn
+    /// counts from the end of the one before: when the machine falls behind, rounds
+    /// stretch and carry more events per frame, rather than adding frames.
     pub(super) fn flush_live(&mut self, now: Instant) {
-        // The next turn counts from this one's end: when the machine falls behind, rounds
-        // stretch and carry more events per frame, rather than adding frames.
-        self.next_live_flush = None;
-        let mut unsent = false;
+        let mut next: Option<Instant> = None;
         for room in self.rooms.values_mut() {
-            if !room.live.has_unsent() {
+            let Some(due) = room.live.next_turn else {
+                continue;
+            };
+            if due > now {
+                next = Some(next.map_or(due, |t| t.min(due)));
                 continue;
             }
-            let (slice, events) = room.live.next_slice_events();
-            unsent |= room.live.has_unsent();
+            let slices = slices_for(room.members.len());
+            let (slice, events) = room.live.next_slice_events(slices);
+            room.live.next_turn = room
+                .live
+                .has_unsent()
+                .then(|| now + self.config.live_batch / slices as u32);
+            if let Some(due) = room.live.next_turn {
+                next = Some(next.map_or(due, |t| t.min(due)));
+            }
             let members: Vec<ParticipantId> = room
                 .members
                 .iter()
-                .filter(|id| id.0 as usize % FANOUT_SLICES == slice)
+                .filter(|id| id.0 as usize % slices == slice)
                 .copied()
                 .collect();
             if events.is_empty() || members.is_empty() {
@@ -71,9 +78,7 @@ impl Sfu {
             self.outputs
                 .push_back(Output::Broadcast(members, text.into()));
         }
-        if unsent {
-            self.next_live_flush = Some(now + self.slice_turn());
-        }
+        self.next_live_flush = next;
     }
 
     /// The room a participant is in, for drivers that act on its behalf.
