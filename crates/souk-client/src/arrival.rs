@@ -140,8 +140,42 @@ unsafe fn recv_stamped(
 mod tests {
     use super::*;
 
+    /// The kernel turns receive stamping on for the whole machine when the first socket
+    /// asks, and does so a moment later (from a work queue): a TCP segment that arrives
+    /// before then carries no stamp (a datagram is stamped at the read instead). This
+    /// connection asks first and holds stamping on, once a segment sent over it arrives
+    /// stamped, for as long as the test keeps it.
+    async fn kernel_stamping_on() -> (TcpStream, TcpStream) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let reader = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (mut writer, _) = listener.accept().await.unwrap();
+        stamp_arrivals(&reader).unwrap();
+        let mut buf = [0u8; 64];
+        let stamped = async {
+            loop {
+                tokio::io::AsyncWriteExt::write_all(&mut writer, b"probe")
+                    .await
+                    .unwrap();
+                reader.readable().await.unwrap();
+                match read_stamped(&reader, &mut buf) {
+                    Ok((_, Some(_))) => return,
+                    Ok(_) => tokio::time::sleep(std::time::Duration::from_millis(5)).await,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(e) => panic!("{e}"),
+                }
+            }
+        };
+        tokio::time::timeout(std::time::Duration::from_secs(10), stamped)
+            .await
+            .expect("the kernel stamps segments within 10 s");
+        (reader, writer)
+    }
+
     #[tokio::test]
     async fn a_datagram_arrives_with_its_source_and_a_kernel_stamp() {
+        let _stamping = kernel_stamping_on().await;
         let receiver = UdpSocket::bind("127.0.0.1:0").await.unwrap();
         stamp_arrivals(&receiver).unwrap();
         let sender = UdpSocket::bind("127.0.0.1:0").await.unwrap();
@@ -174,6 +208,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_stream_read_carries_the_kernel_stamp_of_its_segment() {
+        let _stamping = kernel_stamping_on().await;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let reader = TcpStream::connect(listener.local_addr().unwrap())
             .await
