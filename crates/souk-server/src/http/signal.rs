@@ -39,6 +39,8 @@ const MAX_FRAME_BYTES: usize = 4 * MAX_SIGNAL_MESSAGE_BYTES;
 /// attempt, and a viewer's socket is polled for reading each time a room batch wakes
 /// it, so the size costs per delivery; larger frames (an SDP offer) take several reads.
 const READ_BUFFER_BYTES: usize = 1024;
+/// How long a session the server ended may take to write what was queued for it.
+const FLUSH_LIMIT: Duration = Duration::from_secs(2);
 /// Messages a client may send in a burst, and per second after it.
 pub(super) const MESSAGE_BURST: u32 = 50;
 pub(super) const MESSAGES_PER_SECOND: f64 = 20.0;
@@ -242,12 +244,19 @@ async fn relay(
 ) -> bool {
     let (sink, stream) = socket.split();
     let mut writer = tokio::spawn(write(sink, rx));
-    let ended_by_server = tokio::select! {
+    tokio::select! {
         written = &mut writer => written.unwrap_or(false),
-        ended = read(stream, state, id, claims, queue) => ended,
-    };
-    writer.abort();
-    ended_by_server
+        ended_by_server = read(stream, state, id, claims, queue) => {
+            if ended_by_server {
+                // The media engine is stopping. What it queued for this client (its
+                // leave notice, the close) is still written: the writer ends once the
+                // engine lets go of the queue.
+                let _ = tokio::time::timeout(FLUSH_LIMIT, &mut writer).await;
+            }
+            writer.abort();
+            ended_by_server
+        }
+    }
 }
 
 /// Writes what the session's queue holds, with keepalive pings, until the queue says
