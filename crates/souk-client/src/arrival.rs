@@ -140,18 +140,24 @@ unsafe fn recv_stamped(
 mod tests {
     use super::*;
 
+    /// A loopback connection whose reading end asks for the kernel's stamps.
+    async fn stamped_pair() -> (TcpStream, TcpStream) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let reader = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (writer, _) = listener.accept().await.unwrap();
+        stamp_arrivals(&reader).unwrap();
+        (reader, writer)
+    }
+
     /// The kernel turns receive stamping on for the whole machine when the first socket
     /// asks, and does so a moment later (from a work queue): a TCP segment that arrives
     /// before then carries no stamp (a datagram is stamped at the read instead). This
     /// connection asks first and holds stamping on, once a segment sent over it arrives
     /// stamped, for as long as the test keeps it.
     async fn kernel_stamping_on() -> (TcpStream, TcpStream) {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let reader = TcpStream::connect(listener.local_addr().unwrap())
-            .await
-            .unwrap();
-        let (mut writer, _) = listener.accept().await.unwrap();
-        stamp_arrivals(&reader).unwrap();
+        let (reader, mut writer) = stamped_pair().await;
         let mut buf = [0u8; 64];
         let stamped = async {
             loop {
@@ -209,12 +215,7 @@ mod tests {
     #[tokio::test]
     async fn a_stream_read_carries_the_kernel_stamp_of_its_segment() {
         let _stamping = kernel_stamping_on().await;
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let reader = TcpStream::connect(listener.local_addr().unwrap())
-            .await
-            .unwrap();
-        let (mut writer, _) = listener.accept().await.unwrap();
-        stamp_arrivals(&reader).unwrap();
+        let (reader, mut writer) = stamped_pair().await;
         let mut buf = [0u8; 64];
         let none = read_stamped(&reader, &mut buf).err().map(|e| e.kind());
         assert_eq!(none, Some(io::ErrorKind::WouldBlock));
