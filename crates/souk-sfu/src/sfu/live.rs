@@ -1,7 +1,7 @@
 //! Live rooms: the stage (hands, seats, runtime publish rights), comments, likes,
 //! viewers, pinned products and moderation, all announced as numbered room events.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use souk_proto::error::{ErrorCode, ProtoError};
 use souk_proto::live::{Comment, LiveEvent, Moderation, PinnedProduct, MAX_COMMENT_CHARS};
@@ -25,18 +25,24 @@ fn denied(what: &str) -> ProtoError {
     )
 }
 
+/// How long each of a room's `slices` waits after the one before: every slice's turn
+/// comes once per batch `window`.
+fn turn(window: Duration, slices: usize) -> Duration {
+    window / slices as u32
+}
+
 impl Sfu {
     /// Announces an event (a committed gift, a new sale...) to everyone in `room` within
     /// one batch window, and keeps it for clients catching up.
     pub fn publish_event(&mut self, now: Instant, room: &str, event: LiveEvent) {
         let at = self.unix_ms(now);
-        let turn = self.config.live_batch;
+        let window = self.config.live_batch;
         let Some(r) = self.rooms.get_mut(room) else {
             return;
         };
         r.live.record(at, event);
         if r.live.next_turn.is_none() {
-            let due = now + turn / slices_for(r.members.len()) as u32;
+            let due = now + turn(window, slices_for(r.members.len()));
             r.live.next_turn = Some(due);
             self.next_live_flush = Some(self.next_live_flush.map_or(due, |t| t.min(due)));
         }
@@ -47,24 +53,14 @@ impl Sfu {
     /// counts from the end of the one before: when the machine falls behind, rounds
     /// stretch and carry more events per frame, rather than adding frames.
     pub(super) fn flush_live(&mut self, now: Instant) {
-        let mut next: Option<Instant> = None;
+        let window = self.config.live_batch;
         for room in self.rooms.values_mut() {
-            let Some(due) = room.live.next_turn else {
-                continue;
-            };
-            if due > now {
-                next = Some(next.map_or(due, |t| t.min(due)));
+            if room.live.next_turn.is_none_or(|due| due > now) {
                 continue;
             }
             let slices = slices_for(room.members.len());
             let (slice, events) = room.live.next_slice_events(slices);
-            room.live.next_turn = room
-                .live
-                .has_unsent()
-                .then(|| now + self.config.live_batch / slices as u32);
-            if let Some(due) = room.live.next_turn {
-                next = Some(next.map_or(due, |t| t.min(due)));
-            }
+            room.live.next_turn = room.live.has_unsent().then(|| now + turn(window, slices));
             let members: Vec<ParticipantId> = room
                 .members
                 .iter()
@@ -78,7 +74,7 @@ impl Sfu {
             self.outputs
                 .push_back(Output::Broadcast(members, text.into()));
         }
-        self.next_live_flush = next;
+        self.next_live_flush = self.rooms.values().filter_map(|r| r.live.next_turn).min();
     }
 
     /// The room a participant is in, for drivers that act on its behalf.
