@@ -268,7 +268,7 @@ async fn write(mut sink: SplitSink<WebSocket, Message>, mut rx: SessionReceiver)
             // The queue first: a wake for an event then polls nothing else.
             biased;
             event = rx.recv() => match event {
-                Some(SessionEvent::Text(text)) => Message::text(&*text),
+                Some(SessionEvent::Text(text)) => Message::Text(text),
                 Some(SessionEvent::Message(msg)) => Message::text(msg.to_json()),
                 Some(SessionEvent::Close) | None => {
                     let close = CloseFrame { code: 1000, reason: "session ended".into() };

@@ -7,6 +7,7 @@
 //! messages through each session's own channel.
 
 mod egress;
+mod session_queue;
 mod tcp;
 
 use std::collections::HashMap;
@@ -34,8 +35,9 @@ pub enum SessionEvent {
     /// Boxed: each session's queue reserves room for 32 events at a time, and a
     /// `ServerMessage` inline is ~650 bytes (20 KiB per connected client).
     Message(Box<ServerMessage>),
-    /// A message already serialised, shared by many sockets (room events).
-    Text(std::sync::Arc<str>),
+    /// A message already serialised, shared by many sockets (room events): cloning it
+    /// shares the bytes, so a viewer's copy costs no allocation.
+    Text(axum::extract::ws::Utf8Bytes),
     /// The session is over; close the socket after flushing.
     Close,
 }
@@ -47,12 +49,10 @@ const RECEIVE_BURST: usize = 16;
 /// How many signalling messages may queue for one client before it counts as stuck.
 const SESSION_QUEUE: usize = 512;
 
-pub type SessionSender = mpsc::Sender<SessionEvent>;
-pub type SessionReceiver = mpsc::Receiver<SessionEvent>;
-pub type WeakSessionSender = mpsc::WeakSender<SessionEvent>;
+pub use session_queue::{SessionReceiver, SessionSender, WeakSessionSender};
 
 pub fn session_channel() -> (SessionSender, SessionReceiver) {
-    mpsc::channel(SESSION_QUEUE)
+    session_queue::channel(SESSION_QUEUE)
 }
 
 /// A unique number per signalling socket, so a stale socket closing after its session was
@@ -372,14 +372,14 @@ impl Driver {
                     if let Some((_, session)) = self.sessions.get(&id) {
                         if let Err(e) = session.try_send(SessionEvent::Message(msg)) {
                             match e {
-                                mpsc::error::TrySendError::Full(_) => {
+                                session_queue::SendError::Full => {
                                     warn!(
                                         ?id,
                                         "client is not reading its signalling; dropping the socket"
                                     )
                                 }
                                 // The socket closed and its task has not told us yet.
-                                mpsc::error::TrySendError::Closed(_) => {
+                                session_queue::SendError::Closed => {
                                     debug!(?id, "signalling socket already closed")
                                 }
                             }
@@ -391,6 +391,7 @@ impl Driver {
                     }
                 }
                 Output::Broadcast(ids, text) => {
+                    let text = axum::extract::ws::Utf8Bytes::from(&*text);
                     for id in ids {
                         let Some((_, session)) = self.sessions.get(&id) else {
                             continue;
