@@ -112,7 +112,9 @@ async fn relay(
                     Some(Ok(Message::Text(text))) => {
                         if bucket.try_take(Instant::now()) {
                             match ChatClientMessage::parse(&text) {
-                                Ok(msg) => handle(state, chat, caller, msg, &mut last_typing, &own).await,
+                                // Boxed: inline, the request's future would be part of
+                                // every chat socket's task for its whole life.
+                                Ok(msg) => Box::pin(handle(state, chat, caller, msg, &mut last_typing, &own)).await,
                                 Err(err) => Some(ChatServerMessage::error(req_of(&text), err)),
                             }
                         } else {
