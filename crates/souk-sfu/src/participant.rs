@@ -58,9 +58,7 @@ pub(crate) struct Participant {
 
     pub downtracks: Vec<Downtrack>,
     /// Our subscriber offer awaiting the client's answer.
-    pub pending_offer: Option<SdpPendingOffer>,
-    /// The last offer sent, re-sent on resume in case the client missed it.
-    pub last_offer: Option<SubscriberOffer>,
+    pub offer_out: Option<OfferOut>,
     /// Something changed while an offer was out; offer again after the answer.
     pub renegotiate: bool,
     pub ice_restart_requested: bool,
@@ -87,6 +85,14 @@ pub(crate) struct Participant {
     pub redundancy: Redundancy,
 
     pub level: LevelMeter,
+}
+
+/// A subscriber offer out with the client: str0m's side of it, and the message, which is
+/// sent again if the client resumes before answering. Dropped with the answer, so a
+/// subscriber does not keep its last offer's text for good.
+pub(crate) struct OfferOut {
+    pub pending: SdpPendingOffer,
+    pub sent: SubscriberOffer,
 }
 
 #[derive(Debug, Clone, Copy)]

@@ -99,8 +99,7 @@ impl Sfu {
             tracks: Vec::new(),
             ssrc_routes: Default::default(),
             downtracks: Vec::new(),
-            pending_offer: None,
-            last_offer: None,
+            offer_out: None,
             renegotiate: false,
             ice_restart_requested: false,
             accepts_red: false,
@@ -174,7 +173,7 @@ impl Sfu {
         }
         let p = self.participants.get_mut(&id).expect("found above");
         p.signal_lost_at = None;
-        let last_offer = p.last_offer.clone().filter(|_| p.pending_offer.is_some());
+        let last_offer = p.offer_out.as_ref().map(|out| out.sent.clone());
         let joined = self.joined_message(id, req.req, req.last_event.as_ref());
         self.signal(id, ServerMessage::Resumed(joined));
         if let Some(offer) = last_offer {

@@ -19,7 +19,7 @@ use crate::demux::PeerKey;
 use crate::dtx::request_dtx;
 use crate::keyframe::VideoCodec;
 use crate::layer::{choose_layer, Wanted};
-use crate::participant::{Downtrack, DowntrackState};
+use crate::participant::{Downtrack, DowntrackState, OfferOut};
 use crate::peer::{preferred_video_codec, Peer, Side};
 use crate::track::{PublishedTrack, TrackKey};
 use crate::ParticipantId;
@@ -403,7 +403,7 @@ impl Sfu {
         msg: SdpMessage,
     ) -> Result<(), ProtoError> {
         let p = self.participants.get_mut(&id).expect("checked by caller");
-        let Some(pending) = p.pending_offer.take() else {
+        let Some(OfferOut { pending, .. }) = p.offer_out.take() else {
             return Err(ProtoError::new(
                 ErrorCode::InvalidState,
                 "no subscriber offer is waiting for an answer",
@@ -507,7 +507,7 @@ impl Sfu {
         if !needs_change {
             return;
         }
-        if p.pending_offer.is_some() || p.signal_lost_at.is_some() {
+        if p.offer_out.is_some() || p.signal_lost_at.is_some() {
             p.renegotiate = true;
             return;
         }
@@ -552,12 +552,14 @@ impl Sfu {
         };
         peer.ufrag = peer.current_ufrag();
         let ufrag = peer.ufrag.clone();
-        p.pending_offer = Some(pending);
         let msg = SubscriberOffer {
             sdp: offer.to_sdp_string(),
             tracks: p.subscribed_tracks(),
         };
-        p.last_offer = Some(msg.clone());
+        p.offer_out = Some(OfferOut {
+            pending,
+            sent: msg.clone(),
+        });
         let key = PeerKey {
             participant: id,
             side: Side::Subscriber,
