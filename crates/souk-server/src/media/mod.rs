@@ -391,7 +391,7 @@ impl Driver {
                     }
                 }
                 Output::Broadcast(ids, text) => {
-                    let text = axum::extract::ws::Utf8Bytes::from(&*text);
+                    let text = axum::extract::ws::Utf8Bytes::from(text);
                     for id in ids {
                         let Some((_, session)) = self.sessions.get(&id) else {
                             continue;

@@ -71,8 +71,7 @@ impl Sfu {
                 continue;
             }
             let text = ServerMessage::RoomEvents(RoomEvents { events }).to_json();
-            self.outputs
-                .push_back(Output::Broadcast(members, text.into()));
+            self.outputs.push_back(Output::Broadcast(members, text));
         }
         self.next_live_flush = self.rooms.values().filter_map(|r| r.live.next_turn).min();
     }

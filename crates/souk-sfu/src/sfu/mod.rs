@@ -42,8 +42,9 @@ pub enum Output {
     /// every forwarded datagram passes through the output queue as an `Output`, and
     /// unboxed these made each one 656 bytes instead of about 100.
     Signal(ParticipantId, Box<ServerMessage>),
-    /// Deliver the same serialised message (room events) to many sockets.
-    Broadcast(Vec<ParticipantId>, std::sync::Arc<str>),
+    /// Deliver the same serialised message (room events) to many sockets. How the
+    /// sockets share it is the driver's business: it takes the text as it is.
+    Broadcast(Vec<ParticipantId>, String),
     /// Close a participant's signalling socket: the session is over.
     Disconnect(ParticipantId),
     /// Post a webhook.
