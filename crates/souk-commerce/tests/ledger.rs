@@ -40,7 +40,7 @@ async fn ledgers() -> Vec<(&'static str, Arc<Ledger>, Box<dyn std::any::Any>)> {
                 .await
                 .unwrap(),
         );
-        // Gifts on SQLite go through the group-commit writer, as in the server.
+        // Gifts and purchases on SQLite go through the group-commit writer, as in the server.
         ledger.start_group_commit();
         out.push((name, ledger, guard));
     }
