@@ -229,13 +229,20 @@ fn writer_gone() -> ProtoError {
     internal(StoreError::Sql(sqlx::Error::PoolClosed))
 }
 
-/// Hands a request to the group-commit writer and waits for its answer.
-async fn through_writer<T>(
+/// Hands a request to the group-commit writer as a `kind` of job and waits for its
+/// answer.
+async fn through_writer<J, T>(
     writer: &mpsc::Sender<Job>,
-    job: impl FnOnce(oneshot::Sender<Result<Applied<T>>>) -> Job,
+    job: J,
+    kind: fn(Queued<J, T>) -> Job,
 ) -> Result<Applied<T>> {
     let (reply, answer) = oneshot::channel();
-    writer.send(job(reply)).await.map_err(|_| writer_gone())?;
+    let queued = Queued {
+        job,
+        reply,
+        answer: None,
+    };
+    writer.send(kind(queued)).await.map_err(|_| writer_gone())?;
     answer.await.unwrap_or_else(|_| Err(writer_gone()))
 }
 
@@ -608,14 +615,7 @@ impl Ledger {
             now_ms,
         };
         if let Some(writer) = self.writer.get() {
-            return through_writer(writer, |reply| {
-                Job::Gift(Queued {
-                    job,
-                    reply,
-                    answer: None,
-                })
-            })
-            .await;
+            return through_writer(writer, job, Job::Gift).await;
         }
         let mut tx = self.db.begin().await.map_err(internal)?;
         let applied = self.gift_in(&mut tx, &job).await?;
@@ -1082,14 +1082,7 @@ impl Ledger {
             now_ms,
         };
         if let Some(writer) = self.writer.get() {
-            return through_writer(writer, |reply| {
-                Job::Purchase(Queued {
-                    job,
-                    reply,
-                    answer: None,
-                })
-            })
-            .await;
+            return through_writer(writer, job, Job::Purchase).await;
         }
         let mut tx = self.db.begin().await.map_err(internal)?;
         let applied = self.buy_in(&mut tx, &job).await?;
