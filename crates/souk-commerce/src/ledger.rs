@@ -312,6 +312,19 @@ impl Ledger {
             .map_err(|e| internal(StoreError::Sql(sqlx::Error::Decode(Box::new(e)))))
     }
 
+    /// Takes back a refused request's claim on its key; a stored answer stays.
+    async fn forget_claim(&self, tx: &mut Tx, actor: &str, key: &str) -> Result<()> {
+        sqlx::query(&self.db.sql(
+            "DELETE FROM commerce_requests WHERE actor = ? AND idem_key = ? AND response = ''",
+        ))
+        .bind(actor)
+        .bind(key)
+        .execute(&mut **tx)
+        .await
+        .map_err(internal)?;
+        Ok(())
+    }
+
     async fn finish_key<T: Serialize>(
         &self,
         tx: &mut Tx,
@@ -754,19 +767,6 @@ impl Ledger {
         if orders {
             self.wake_order_webhooks();
         }
-    }
-
-    /// Takes back a refused request's claim on its key; a stored answer stays.
-    async fn forget_claim(&self, tx: &mut Tx, actor: &str, key: &str) -> Result<()> {
-        sqlx::query(&self.db.sql(
-            "DELETE FROM commerce_requests WHERE actor = ? AND idem_key = ? AND response = ''",
-        ))
-        .bind(actor)
-        .bind(key)
-        .execute(&mut **tx)
-        .await
-        .map_err(internal)?;
-        Ok(())
     }
 
     async fn execute(&self, tx: &mut Tx, sql: &str) -> Result<()> {
