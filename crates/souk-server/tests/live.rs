@@ -1,6 +1,6 @@
 //! Live commerce against the real server: gifts over the room socket are committed, then
 //! announced; bad money requests get clear errors; and a server killed mid-storm keeps
-//! every acknowledged gift exactly once.
+//! every acknowledged gift and purchase exactly once.
 
 mod common;
 
@@ -37,6 +37,36 @@ fn gift(req: u32, key: &str, to: &str, gift_id: &str, count: i64) -> ClientMessa
         to: to.into(),
         count,
     })
+}
+
+fn buy(req: u32, key: &str, sale_id: &str, quantity: i64) -> ClientMessage {
+    ClientMessage::Buy(souk_proto::signal::Buy {
+        req: Some(req),
+        idempotency_key: key.into(),
+        sale_id: sale_id.into(),
+        quantity,
+    })
+}
+
+/// Opens a flash sale in the room `live`, started a second ago, for a minute.
+async fn open_sale(api: &Api, sale_id: &str, price_minor: i64, stock: i64, per_buyer_limit: i64) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let (status, body) = api
+        .call(
+            Method::POST,
+            "/rooms/live/sales",
+            Some(
+                json!({"sale_id": sale_id, "room": "", "product_id": "tote", "title": "Tote",
+                        "price_minor": price_minor, "currency": "USD", "stock": stock,
+                        "per_buyer_limit": per_buyer_limit,
+                        "starts_at_ms": now - 1000, "ends_at_ms": now + 60_000}),
+            ),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
 }
 
 async fn join(server: &TestServer, identity: &str, role: &str) -> Client {
@@ -142,14 +172,38 @@ async fn gifts_are_paid_then_announced_and_bad_requests_are_refused() {
     assert_eq!(audit["balanced"], true);
 }
 
+/// Price of one unit in the storm's flash sale.
+const STORM_PRICE: i64 = 300;
+
+/// A viewer's `k`th request of the storm: gifts and flash-sale purchases in turn.
+fn storm_request(req: u32, viewer: &str, k: u32) -> ClientMessage {
+    let key = format!("{viewer}-{k}");
+    if k % 2 == 1 {
+        gift(req, &key, "host", "rose", 1)
+    } else {
+        buy(req, &key, "storm", 1)
+    }
+}
+
+/// The money movement an answer acknowledges: a gift's transaction or an order.
+fn movement(answer: &serde_json::Value) -> String {
+    answer["txn_id"]
+        .as_str()
+        .or(answer["order_id"].as_str())
+        .expect("a transaction or an order")
+        .to_owned()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_gift_storm_survives_kill_9_exactly_once() {
+async fn a_money_storm_survives_kill_9_exactly_once() {
     let mut server = TestServer::start();
     let viewers = ["v0", "v1", "v2"];
-    set_up_money(&Api::new(&server), &viewers).await;
+    let api = Api::new(&server);
+    set_up_money(&api, &viewers).await;
+    open_sale(&api, "storm", STORM_PRICE, 1_000_000, 1_000_000).await;
     let _host = join(&server, "host", "host").await;
 
-    // Each viewer sends gifts one after another, recording what was acknowledged.
+    // Each viewer sends gifts and buys one after another, recording what was acknowledged.
     let (acked_tx, mut acked_rx) = tokio::sync::mpsc::unbounded_channel::<(String, u32, String)>();
     let mut storms = Vec::new();
     for v in viewers {
@@ -157,13 +211,9 @@ async fn a_gift_storm_survives_kill_9_exactly_once() {
         let acked_tx = acked_tx.clone();
         storms.push(tokio::spawn(async move {
             for k in 1u32.. {
-                match request(&client, gift(k, &format!("{v}-{k}"), "host", "rose", 1), k).await {
-                    Ok(sent) => {
-                        let _ = acked_tx.send((
-                            v.to_owned(),
-                            k,
-                            sent["txn_id"].as_str().unwrap().to_owned(),
-                        ));
+                match request(&client, storm_request(k, v, k), k).await {
+                    Ok(answer) => {
+                        let _ = acked_tx.send((v.to_owned(), k, movement(&answer)));
                     }
                     Err(_) => return k,
                 }
@@ -185,11 +235,10 @@ async fn a_gift_storm_survives_kill_9_exactly_once() {
         acked.push(more);
     }
 
-    // After the restart every viewer retries its whole sequence, including the gift
+    // After the restart every viewer retries its whole sequence, including the request
     // that was in flight when the server died.
     let api = Api::new(&server);
     let _host = join(&server, "host", "host").await;
-    let mut applied = 0;
     for (i, v) in viewers.iter().enumerate() {
         let client = join(&server, v, "audience").await;
         let last = first_unanswered[i];
@@ -198,35 +247,34 @@ async fn a_gift_storm_survives_kill_9_exactly_once() {
             // Retried as a client would: slowing down when the socket's rate limit says so.
             let sent = loop {
                 req += 1;
-                match request(
-                    &client,
-                    gift(req, &format!("{v}-{k}"), "host", "rose", 1),
-                    req,
-                )
-                .await
-                {
+                match request(&client, storm_request(req, v, k), req).await {
                     Err(code) if code == "rate_limited" => {
                         tokio::time::sleep(Duration::from_millis(100)).await
                     }
                     other => break other.unwrap_or_else(|e| panic!("retry of {v}-{k}: {e}")),
                 }
             };
-            applied += 1;
-            if let Some((_, _, txn)) = acked.iter().find(|(who, kk, _)| who == v && *kk == k) {
+            if let Some((_, _, acked)) = acked.iter().find(|(who, kk, _)| who == v && *kk == k) {
                 assert_eq!(
-                    sent["txn_id"].as_str(),
-                    Some(txn.as_str()),
-                    "{v}-{k}: an acknowledged gift keeps its transaction"
+                    &movement(&sent),
+                    acked,
+                    "{v}-{k}: an acknowledged request keeps its transaction or order"
                 );
             }
         }
     }
-    // Each key moved money once: the host holds exactly one rose per distinct key.
-    assert_eq!(balance(&api, "host").await, applied * 100);
+    // Each key moved money once: the host holds exactly one rose per gift key, and each
+    // viewer paid once for each of its gifts and units bought.
+    let gifts = |last: u32| i64::from(last.div_ceil(2));
+    let purchases = |last: u32| i64::from(last / 2);
+    let host_roses: i64 = first_unanswered.iter().map(|&last| gifts(last)).sum();
+    assert_eq!(balance(&api, "host").await, host_roses * 100);
     for (i, v) in viewers.iter().enumerate() {
+        let last = first_unanswered[i];
         assert_eq!(
             balance(&api, v).await,
-            1_000_000 - first_unanswered[i] as i64 * 100
+            1_000_000 - gifts(last) * 100 - purchases(last) * STORM_PRICE,
+            "{v}"
         );
     }
     let (_, audit) = api.call(Method::GET, "/ledger/audit", None).await;
@@ -241,34 +289,13 @@ async fn a_flash_sale_purchase_sends_a_signed_retried_order_webhook() {
     set_up_money(&api, &["buyer"]).await;
     let _host = join(&server, "host", "host").await;
     let buyer = join(&server, "buyer", "audience").await;
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64;
-    let (status, body) = api
-        .call(
-            Method::POST,
-            "/rooms/live/sales",
-            Some(
-                json!({"sale_id": "fs-1", "room": "", "product_id": "tote", "title": "Tote",
-                        "price_minor": 2500, "currency": "USD", "stock": 5, "per_buyer_limit": 2,
-                        "starts_at_ms": now - 1000, "ends_at_ms": now + 60_000}),
-            ),
-        )
-        .await;
-    assert_eq!(status, 200, "{body}");
-    let buy = |req: u32, key: &str, quantity: i64| {
-        ClientMessage::Buy(souk_proto::signal::Buy {
-            req: Some(req),
-            idempotency_key: key.into(),
-            sale_id: "fs-1".into(),
-            quantity,
-        })
-    };
-    let order = request(&buyer, buy(1, "b-1", 2), 1).await.expect("bought");
+    open_sale(&api, "fs-1", 2500, 5, 2).await;
+    let order = request(&buyer, buy(1, "b-1", "fs-1", 2), 1)
+        .await
+        .expect("bought");
     assert_eq!(order["amount_minor"], 5000);
     assert_eq!(
-        request(&buyer, buy(2, "b-2", 1), 2).await,
+        request(&buyer, buy(2, "b-2", "fs-1", 1), 2).await,
         Err("purchase_limit".into())
     );
 
