@@ -3,17 +3,14 @@
 // as the AI's; she asks for a person and the staff inbox shows the handoff and its
 // summary; staff answer and the assistant steps back. Without a model the shopper sees
 // why the assistant is unavailable.
-import { test, before, after } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import http from 'node:http';
-import { once } from 'node:events';
-import { mkdtempSync, writeFileSync, rmSync } from 'node:fs';
-import os from 'node:os';
-import path from 'node:path';
-import { startServer, launchBrowser, openPage } from './harness.mjs';
+import { startServer, openPage, sendChat, useModelLab } from './harness.mjs';
 
-/** @type {any} */
-const lab = {};
+// `--dev` serves the bundled demo shop; only the model is configured.
+const lab = useModelLab('souk-agent-e2e-', scriptedModel,
+  (port) => `[agent.llm]\nbase_url = "http://127.0.0.1:${port}/v1"\nmodel = "scripted"\n`);
 
 /**
  * An OpenAI-compatible model that streams: it searches the catalogue for a question, looks
@@ -51,30 +48,6 @@ function scriptedModel() {
   }).listen(0, '127.0.0.1');
 }
 
-before(async () => {
-  lab.model = scriptedModel();
-  await once(lab.model, 'listening');
-  lab.dir = mkdtempSync(path.join(os.tmpdir(), 'souk-agent-e2e-'));
-  const config = path.join(lab.dir, 'souk.toml');
-  // `--dev` serves the bundled demo shop; only the model is configured.
-  writeFileSync(config, `[agent.llm]\nbase_url = "http://127.0.0.1:${lab.model.address().port}/v1"\nmodel = "scripted"\n`);
-  lab.server = await startServer(['--config', config]);
-  lab.browser = await launchBrowser();
-});
-
-after(async () => {
-  await lab.browser?.close();
-  await lab.server?.stop();
-  lab.model?.close();
-  rmSync(lab.dir, { recursive: true, force: true });
-});
-
-/** @param {import('playwright-core').Page} page @param {string} text */
-async function ask(page, text) {
-  await page.fill('#compose input[name=text]', text);
-  await page.press('#compose input[name=text]', 'Enter');
-}
-
 /** Waits until the page shows `n` bubbles from the AI assistant and returns their text. */
 async function aiBubbles(page, n) {
   await page.waitForFunction((n) => document.querySelectorAll('#messages .msg.ai').length >= n, n, { timeout: 30_000 });
@@ -87,18 +60,18 @@ test('a shopper gets grounded answers from the AI assistant, asks for a person, 
   const layla = await openPage(lab.browser, `${lab.server.url}/demo/agent.html?identity=layla`);
   await layla.waitForFunction(() => document.querySelector('header .status')?.textContent === 'connected');
 
-  await ask(layla, 'هل عندكم حذاء من القماش؟');
+  await sendChat(layla, 'هل عندكم حذاء من القماش؟');
   let ai = await aiBubbles(layla, 2);
   assert.match(ai[0].label, /^AI assistant · ar$/);
   assert.match(ai[0].text, /ذكاء اصطناعي/, 'the first thing the shopper reads is that this is an AI');
   assert.equal(ai[1].text, '(Arabic) We have حذاء رياضي من القماش for 39.99 USD.');
 
-  await ask(layla, 'Where is my order A1001?');
+  await sendChat(layla, 'Where is my order A1001?');
   ai = await aiBubbles(layla, 3);
   assert.equal(ai[2].text, '(English) Order A1001 is shipped with Aramex.');
   assert.equal(ai[2].label, 'AI assistant · en');
 
-  await ask(layla, 'Can I talk to a person?');
+  await sendChat(layla, 'Can I talk to a person?');
   await layla.waitForSelector('#messages .notice-line[data-agent=handoff]', { timeout: 30_000 });
   assert.equal(await layla.textContent('#standing'), 'handed over to staff');
 
@@ -112,7 +85,7 @@ test('a shopper gets grounded answers from the AI assistant, asks for a person, 
   assert.match(summary, /get_order/);
 
   // Sam answers; Layla sees a member of staff, labelled as such.
-  await ask(sam, 'Hi Layla, Sam here. How can I help?');
+  await sendChat(sam, 'Hi Layla, Sam here. How can I help?');
   await layla.waitForFunction(() => document.querySelector('#messages .msg.staff .text')?.textContent === 'Hi Layla, Sam here. How can I help?', null, { timeout: 30_000 });
   assert.equal(await layla.textContent('#messages .msg.staff .label'), 'Staff');
   assert.equal(await layla.textContent('#standing'), 'staff answering');
@@ -123,7 +96,7 @@ test('without a model, the shopper sees that the assistant is unavailable', asyn
   try {
     const ana = await openPage(lab.browser, `${plain.url}/demo/agent.html?identity=ana`);
     await ana.waitForFunction(() => document.querySelector('header .status')?.textContent === 'connected');
-    await ask(ana, 'Do you ship to Riyadh?');
+    await sendChat(ana, 'Do you ship to Riyadh?');
     await ana.waitForSelector('#messages .notice-line.error', { timeout: 30_000 });
     assert.match(await ana.textContent('#messages .notice-line.error'), /no language model is configured/);
     assert.equal(await ana.textContent('#standing'), 'AI assistant unavailable');

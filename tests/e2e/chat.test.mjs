@@ -1,50 +1,28 @@
 // Two people chat in real browsers. One goes offline (its WebSocket is cut), misses
 // messages, comes back, and sees them in order with the right unread count; Arabic reads
 // right to left; a message is translated by the configured (scripted) model.
-import { test, before, after } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import http from 'node:http';
-import { once } from 'node:events';
-import { mkdtempSync, writeFileSync, rmSync } from 'node:fs';
-import os from 'node:os';
-import path from 'node:path';
-import { startServer, launchBrowser, openPage } from './harness.mjs';
+import { openPage, sendChat, useModelLab } from './harness.mjs';
 
 const ARABIC = 'مرحبا، هل المقاس 38 متوفر؟';
 const TRANSLATED = 'Hello, is size 38 available?';
 
-/** @type {any} */
-const lab = {};
-
-before(async () => {
-  // An OpenAI-compatible endpoint that answers every completion with TRANSLATED.
-  lab.model = http.createServer(async (req, res) => {
+/** An OpenAI-compatible endpoint that answers every completion with TRANSLATED. */
+function translator() {
+  return http.createServer(async (req, res) => {
     let body = '';
     for await (const chunk of req) body += chunk;
     const ok = req.url === '/v1/chat/completions' && JSON.parse(body).messages?.length === 2;
     res.writeHead(ok ? 200 : 400, { 'content-type': 'application/json' });
     res.end(JSON.stringify({ choices: [{ index: 0, message: { role: 'assistant', content: TRANSLATED } }] }));
   }).listen(0, '127.0.0.1');
-  await once(lab.model, 'listening');
-  lab.dir = mkdtempSync(path.join(os.tmpdir(), 'souk-chat-e2e-'));
-  const config = path.join(lab.dir, 'souk.toml');
-  writeFileSync(config, `[chat.translator]\nbase_url = "http://127.0.0.1:${lab.model.address().port}/v1"\nmodel = "scripted"\n`);
-  lab.server = await startServer(['--config', config]);
-  lab.browser = await launchBrowser();
-});
-
-after(async () => {
-  await lab.browser?.close();
-  await lab.server?.stop();
-  lab.model?.close();
-  rmSync(lab.dir, { recursive: true, force: true });
-});
-
-/** @param {import('playwright-core').Page} page @param {string} text */
-async function send(page, text) {
-  await page.fill('#compose input[name=text]', text);
-  await page.press('#compose input[name=text]', 'Enter');
 }
+
+const lab = useModelLab('souk-chat-e2e-', translator,
+  (port) => `[chat.translator]\nbase_url = "http://127.0.0.1:${port}/v1"\nmodel = "scripted"\n`);
+
 
 /** Texts of the message bubbles in the open conversation. */
 const bubbleTexts = () => [...document.querySelectorAll('#messages .msg:not(.pending) .text')].map((e) => e.textContent);
@@ -56,7 +34,7 @@ test('an offline reader catches up in order, with unread count, RTL and translat
   await ana.waitForSelector('#thread:not([hidden])');
   await bruno.waitForFunction(() => document.querySelector('header .status')?.textContent === 'connected');
 
-  await send(ana, 'hello');
+  await sendChat(ana, 'hello');
   await bruno.waitForFunction(() => document.querySelector('#conversations .badge')?.textContent === '1', null, { timeout: 30_000 });
 
   // Bruno opens the conversation; Ana starts typing and he sees it.
@@ -75,7 +53,7 @@ test('an offline reader catches up in order, with unread count, RTL and translat
   await bruno.evaluate(() => { window.soukChat.disconnect(); });
   await bruno.waitForFunction(() => document.querySelector('header .status')?.textContent === 'offline');
 
-  for (const text of ['one', 'two', ARABIC]) await send(ana, text);
+  for (const text of ['one', 'two', ARABIC]) await sendChat(ana, text);
   await ana.waitForFunction((n) => document.querySelectorAll('#messages .msg.mine:not(.pending)').length === n, 4, { timeout: 30_000 });
   assert.deepEqual(await bruno.evaluate(() => [window.soukChat.ws, document.querySelectorAll('#conversations .badge').length]),
     [null, 0], 'an offline page has no socket and nothing new');

@@ -2,7 +2,8 @@
 // Chromium driven by Playwright with fake camera and microphone.
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { existsSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { after, before } from 'node:test';
 import { chromium } from 'playwright-core';
@@ -154,6 +155,41 @@ export const inboundSummary = async () => {
     bytesReceived: s.bytesReceived ?? 0,
   }));
 };
+
+/**
+ * A server that talks to a scripted model, and a browser, for one test file.
+ * `makeModel()` returns an OpenAI-compatible endpoint (an `http.Server` starting to
+ * listen on a local port); `config(port)` is the server's TOML pointing at it. The lab
+ * has `model`, `server`, `browser` and `dir` once `before` has run.
+ * @param {string} prefix @param {() => import('node:http').Server} makeModel
+ * @param {(port: number) => string} config
+ */
+export function useModelLab(prefix, makeModel, config) {
+  /** @type {any} */
+  const lab = {};
+  before(async () => {
+    lab.model = makeModel();
+    await once(lab.model, 'listening');
+    lab.dir = mkdtempSync(path.join(os.tmpdir(), prefix));
+    const file = path.join(lab.dir, 'souk.toml');
+    writeFileSync(file, config(lab.model.address().port));
+    lab.server = await startServer(['--config', file]);
+    lab.browser = await launchBrowser();
+  });
+  after(async () => {
+    await lab.browser?.close();
+    await lab.server?.stop();
+    lab.model?.close();
+    rmSync(lab.dir, { recursive: true, force: true });
+  });
+  return lab;
+}
+
+/** Types `text` into a chat page's compose box and sends it. @param {import('playwright-core').Page} page @param {string} text */
+export async function sendChat(page, text) {
+  await page.fill('#compose input[name=text]', text);
+  await page.press('#compose input[name=text]', 'Enter');
+}
 
 /**
  * Registers hooks that start one server and the named browsers before a test file's tests
