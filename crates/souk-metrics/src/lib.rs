@@ -28,6 +28,16 @@ impl Histogram {
         self.observe_many(value, 1);
     }
 
+    /// Adds another histogram's observations (same bounds): one view of several.
+    pub fn merge(&mut self, other: &Histogram) {
+        debug_assert_eq!(self.bounds, other.bounds);
+        for (count, more) in self.counts.iter_mut().zip(&other.counts) {
+            *count += more;
+        }
+        self.sum += other.sum;
+        self.count += other.count;
+    }
+
     /// Counts `value` `times` times: one delay shared by a batch of events.
     pub fn observe_many(&mut self, value: f64, times: u64) {
         for (bound, count) in self.bounds.iter().zip(&mut self.counts) {
@@ -84,5 +94,15 @@ mod tests {
              d_seconds_sum{side=\"a\"} 4.05\n\
              d_seconds_count{side=\"a\"} 4\n"
         );
+    }
+
+    #[test]
+    fn a_merge_adds_counts_sums_and_buckets() {
+        let mut a = Histogram::new(&[0.1, 1.0]);
+        a.observe(0.05);
+        let mut b = Histogram::new(&[0.1, 1.0]);
+        b.observe_many(0.5, 2);
+        a.merge(&b);
+        assert_eq!((a.counts, a.count, a.sum), (vec![1, 3], 3, 1.05));
     }
 }

@@ -63,6 +63,10 @@ pub struct ServeArgs {
     /// Media port for UDP and ICE-TCP (0 picks a free one).
     #[arg(long)]
     pub media_port: Option<u16>,
+    /// Media engines, each on its own port from --media-port on, sharing the rooms
+    /// between them so that many rooms use every core (default 1).
+    #[arg(long)]
+    pub media_threads: Option<usize>,
     /// Address advertised in ICE candidates, for a server behind 1:1 NAT.
     #[arg(long)]
     pub public_ip: Option<IpAddr>,

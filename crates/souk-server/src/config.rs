@@ -23,6 +23,8 @@ pub const MIN_SECRET_LEN: usize = 32;
 
 pub const DEFAULT_BIND: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 7880);
 pub const DEFAULT_MEDIA_PORT: u16 = 7882;
+/// More media engines than this would only add threads that wait for a core.
+const MAX_MEDIA_THREADS: usize = 64;
 pub const DEFAULT_RESUME_WINDOW: Duration = Duration::from_secs(15);
 
 /// API keys and their secrets.
@@ -64,6 +66,8 @@ pub fn dev_keys() -> Keys {
 pub struct FileConfig {
     pub bind: Option<SocketAddr>,
     pub media_port: Option<u16>,
+    /// Media engines, on consecutive ports from `media_port`.
+    pub media_threads: Option<usize>,
     pub public_ip: Option<IpAddr>,
     /// Seconds a dropped participant stays resumable.
     pub resume_window_s: Option<u64>,
@@ -213,6 +217,8 @@ pub struct ServerConfig {
     pub dev: bool,
     pub bind: SocketAddr,
     pub media_port: u16,
+    /// Media engines sharing the rooms (each a core, a task, sockets on its own port).
+    pub media_threads: usize,
     pub public_ip: Option<IpAddr>,
     pub resume_window: Duration,
     pub resilience: bool,
@@ -437,6 +443,10 @@ impl ServerConfig {
             Some("full") => souk_store::SqliteSync::Full,
             Some(other) => bail!("store.sqlite_sync is 'normal' or 'full', not '{other}'"),
         };
+        let media_threads = args.media_threads.or(file.media_threads).unwrap_or(1);
+        if !(1..=MAX_MEDIA_THREADS).contains(&media_threads) {
+            bail!("media_threads must be 1 to {MAX_MEDIA_THREADS}; got {media_threads}");
+        }
         let tls = match (
             args.tls_cert.clone().or(file.tls_cert.clone()),
             args.tls_key.clone().or(file.tls_key.clone()),
@@ -452,6 +462,7 @@ impl ServerConfig {
                 .media_port
                 .or(file.media_port)
                 .unwrap_or(DEFAULT_MEDIA_PORT),
+            media_threads,
             public_ip: args.public_ip.or(file.public_ip),
             resume_window: args
                 .resume_window

@@ -28,7 +28,7 @@ use souk_store::Db;
 
 use crate::config::{ServerConfig, DEV_API_KEY, DEV_API_SECRET};
 use crate::http::{self, AppState};
-use crate::media::{self, MediaSockets};
+use crate::media::{self, MediaShards, MediaSockets};
 use crate::outbox_worker;
 use crate::ratelimit::KeyedLimiter;
 use crate::webhook;
@@ -104,22 +104,38 @@ async fn serve(config: ServerConfig) -> anyhow::Result<()> {
     let cancel = CancellationToken::new();
     let tracker = TaskTracker::new();
 
-    let sockets = MediaSockets::bind(config.bind.ip(), config.media_port).await?;
-    let media_port = sockets.local.port();
     let ips = advertised_ips(&config);
-    let seed = rand::random();
-    let mut sfu_config = SfuConfig::new(candidates(&ips, media_port)?, seed);
-    sfu_config.resume_window = config.resume_window;
-    sfu_config.resilience = config.resilience;
-    sfu_config.bandwidth = config.bandwidth;
-    let sfu = Sfu::new(sfu_config, Instant::now(), crate::auth::unix_now() * 1000);
-
     let webhooks = config
         .webhooks
         .clone()
         .map(|w| webhook::spawn(w, cancel.clone(), &tracker));
-    let media = media::spawn(sfu, sockets, webhooks, cancel.clone(), &tracker)
-        .context("starting the media sending thread")?;
+    let seed: u64 = rand::random();
+    let mut engines = Vec::with_capacity(config.media_threads);
+    let mut media_ports = Vec::with_capacity(config.media_threads);
+    for shard in 0..config.media_threads {
+        // Consecutive ports from the configured one; port 0 lets each pick its own.
+        let port = if config.media_port == 0 {
+            0
+        } else {
+            u16::try_from(usize::from(config.media_port) + shard)
+                .context("the media ports run past 65535; lower --media-port")?
+        };
+        let sockets = MediaSockets::bind(config.bind.ip(), port).await?;
+        let media_port = sockets.local.port();
+        let mut sfu_config = SfuConfig::new(
+            candidates(&ips, media_port)?,
+            seed.wrapping_add(shard as u64),
+        );
+        sfu_config.resume_window = config.resume_window;
+        sfu_config.resilience = config.resilience;
+        sfu_config.bandwidth = config.bandwidth;
+        let sfu = Sfu::new(sfu_config, Instant::now(), crate::auth::unix_now() * 1000);
+        let engine = media::spawn(sfu, sockets, webhooks.clone(), cancel.clone(), &tracker)
+            .context("starting the media sending thread")?;
+        engines.push(engine);
+        media_ports.push(media_port.to_string());
+    }
+    let media = MediaShards::new(engines);
     let db = open_db(&config).await?;
     let outbox_wake = Arc::new(tokio::sync::Notify::new());
     let chat = open_chat(&config, db.clone(), outbox_wake.clone()).await?;
@@ -190,7 +206,8 @@ async fn serve(config: ServerConfig) -> anyhow::Result<()> {
     room_agents.set_url(format!("{scheme}://{http_addr}"));
     // One stable line for people and for scripts that start the server on port 0.
     println!(
-        "souk listening http={scheme}://{http_addr} media={media_port} candidates={}",
+        "souk listening http={scheme}://{http_addr} media={} candidates={}",
+        media_ports.join(","),
         ips.iter()
             .map(|ip| ip.to_string())
             .collect::<Vec<_>>()

@@ -235,3 +235,59 @@ async fn a_packet_receiver_counts_loss_and_latency() {
     let p50 = stats.latency.quantile_ms(0.5).unwrap();
     assert!(p50 < 1000.0, "median trip {p50} ms on loopback");
 }
+
+/// The UDP port of the server's first host candidate in the subscriber offers `client`
+/// received: which media engine serves its room.
+fn media_port_of(client: &Client) -> Option<u16> {
+    client.stats().messages.iter().find_map(|m| match m {
+        ServerMessage::SubscriberOffer(offer) => offer.sdp.lines().find_map(|line| {
+            let fields: Vec<&str> = line.strip_prefix("a=candidate:")?.split(' ').collect();
+            (fields.get(2)?.eq_ignore_ascii_case("udp"))
+                .then(|| fields.get(5)?.parse().ok())
+                .flatten()
+        }),
+        _ => None,
+    })
+}
+
+#[tokio::test]
+async fn rooms_spread_over_media_engines_and_media_flows_in_each() {
+    let server = TestServer::start_with(&["--media-threads", "2"]);
+    let rooms = ["north", "south", "east", "west"];
+    let mut calls = Vec::new();
+    for room in rooms {
+        let host = server.bot(room, "host", "host").await;
+        host.publish(SyntheticMedia::default()).await.unwrap();
+        let viewer = server.bot(room, "viewer", "audience").await;
+        calls.push((room, host, viewer));
+    }
+    let mut ports = std::collections::BTreeSet::new();
+    for (room, _host, viewer) in &calls {
+        viewer
+            .wait_for(
+                &format!("the viewer in {room} to receive video"),
+                WAIT,
+                |s| s.frames_of(TrackKind::Video) >= 30,
+            )
+            .await
+            .unwrap();
+        ports.insert(media_port_of(viewer).expect("a candidate in the offer"));
+    }
+    assert_eq!(ports.len(), 2, "both engines serve rooms: {ports:?}");
+
+    // The room list and the metrics count every engine's rooms.
+    let (status, list) = common::Api::new(&server)
+        .call(reqwest::Method::GET, "/rooms", None)
+        .await;
+    assert_eq!(status, 200);
+    let mut listed: Vec<&str> = list["rooms"]
+        .as_array()
+        .expect("rooms")
+        .iter()
+        .filter_map(|r| r["name"].as_str())
+        .collect();
+    listed.sort_unstable();
+    assert_eq!(listed, ["east", "north", "south", "west"]);
+    assert_eq!(common::gauge(&server, "souk_rooms").await, 4);
+    assert_eq!(common::gauge(&server, "souk_participants").await, 8);
+}

@@ -70,7 +70,11 @@ async fn answer(
                 ));
             }
             // The media core applies the room's comment rules and answers.
-            state.media.message(id, ClientMessage::Comment(c)).await?;
+            state
+                .media
+                .room(room)
+                .message(id, ClientMessage::Comment(c))
+                .await?;
             Ok(Outcome::PassedOn)
         }
         ClientMessage::SendGift(g) => {
@@ -78,6 +82,7 @@ async fn answer(
             let (room_name, target) = (room.to_owned(), to.clone());
             let on_stage = state
                 .media
+                .room(room)
                 .call(move |sfu, _| sfu.on_stage(&room_name, &target))
                 .await?;
             if !on_stage {

@@ -12,9 +12,10 @@ use souk_metrics::{write_histogram, Histogram};
 use super::ApiError;
 
 pub async fn metrics(State(state): State<super::State>) -> Result<impl IntoResponse, ApiError> {
-    let (rooms, participants, paths, layers) = state
+    let (mut rooms, mut participants, mut paths, mut layers) = (0, 0, Vec::new(), Vec::new());
+    let engines = state
         .media
-        .call(|sfu, _| {
+        .call_all(|sfu, _| {
             (
                 sfu.room_count(),
                 sfu.participant_count(),
@@ -23,6 +24,12 @@ pub async fn metrics(State(state): State<super::State>) -> Result<impl IntoRespo
             )
         })
         .await?;
+    for (r, p, path, layer) in engines {
+        rooms += r;
+        participants += p;
+        paths.extend(path);
+        layers.extend(layer);
+    }
     let mut body = String::new();
     let mut gauge = |name: &str, help: &str, value: usize| {
         let _ = writeln!(

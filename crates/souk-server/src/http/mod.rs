@@ -26,12 +26,12 @@ use souk_proto::rest::ErrorBody;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use crate::config::Keys;
-use crate::media::MediaHandle;
+use crate::media::MediaShards;
 use crate::ratelimit::KeyedLimiter;
 
 /// What every handler can reach.
 pub struct AppState {
-    pub media: MediaHandle,
+    pub media: MediaShards,
     pub keys: Keys,
     pub dev: bool,
     /// Signalling connections per client address, to blunt join floods.
@@ -163,9 +163,9 @@ pub(super) fn bearer_token(headers: &axum::http::HeaderMap) -> Option<&str> {
 
 /// Announces a live-room event (after whatever it reports has been committed).
 pub(super) async fn announce(state: &State, room: &str, event: souk_proto::live::LiveEvent) {
+    let engine = state.media.room(room);
     let room = room.to_owned();
-    let _ = state
-        .media
+    let _ = engine
         .call(move |sfu, now| sfu.publish_event(now, &room, event))
         .await;
 }

@@ -49,7 +49,11 @@ pub async fn list(
     headers: HeaderMap,
 ) -> Result<Json<RoomList>, ApiError> {
     authorize(&state, &headers)?;
-    let rooms = state.media.call(|sfu, _| sfu.list_rooms()).await?;
+    let mut rooms: Vec<_> = (state.media.call_all(|sfu, _| sfu.list_rooms()).await?)
+        .into_iter()
+        .flatten()
+        .collect();
+    rooms.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(Json(RoomList { rooms }))
 }
 
@@ -74,6 +78,7 @@ pub async fn create(
     };
     let room = state
         .media
+        .room(&req.name)
         .call(move |sfu, now| sfu.create_room(now, req))
         .await??;
     if let Some(agent) = agent {
@@ -93,6 +98,7 @@ pub async fn delete(
     state.room_agents.forget(&room);
     state
         .media
+        .room(&room)
         .call(move |sfu, now| sfu.delete_room(now, &room))
         .await??;
     Ok(StatusCode::NO_CONTENT)
@@ -106,6 +112,7 @@ pub async fn participants(
     authorize(&state, &headers)?;
     let participants = state
         .media
+        .room(&room)
         .call(move |sfu, _| sfu.list_participants(&room))
         .await??;
     Ok(Json(ParticipantList { participants }))
@@ -119,6 +126,7 @@ pub async fn remove_participant(
     authorize(&state, &headers)?;
     state
         .media
+        .room(&room)
         .call(move |sfu, now| sfu.remove_participant_by_identity(now, &room, &identity))
         .await??;
     Ok(StatusCode::NO_CONTENT)
@@ -134,6 +142,7 @@ pub async fn mute_track(
     let Json(req) = body.map_err(|e| ProtoError::new(ErrorCode::InvalidRequest, e.body_text()))?;
     state
         .media
+        .room(&room)
         .call(move |sfu, now| sfu.mute_track(now, &room, &identity, &track_id, req.muted))
         .await??;
     Ok(StatusCode::NO_CONTENT)
@@ -171,9 +180,9 @@ pub(super) async fn start_agent(
             code: Some(e.code.as_str().to_owned()),
             message: Some(e.message.clone()),
         });
+        let engine = state.media.room(room);
         let room = room.to_owned();
-        state
-            .media
+        engine
             .call(move |sfu, now| sfu.publish_event(now, &room, event))
             .await?;
     }
@@ -211,6 +220,7 @@ pub(super) async fn agent_on_join(state: &super::State, room: &str) {
         let name = room.to_owned();
         let staff_in = state
             .media
+            .room(room)
             .call(move |sfu, _| sfu.list_participants(&name))
             .await
             .ok()

@@ -132,7 +132,11 @@ async fn session(mut socket: WebSocket, state: super::State, addr: SocketAddr) {
                 req: join.req,
                 last_event: join.last_event.clone(),
             };
-            state.media.enter(Entry::Resume(req), conn, tx).await
+            state
+                .media
+                .room(&claims.room)
+                .enter(Entry::Resume(req), conn, tx)
+                .await
         }
         None => {
             let req = JoinRequest {
@@ -146,7 +150,11 @@ async fn session(mut socket: WebSocket, state: super::State, addr: SocketAddr) {
                 req: join.req,
                 last_event: join.last_event.clone(),
             };
-            state.media.enter(Entry::Join(req), conn, tx).await
+            state
+                .media
+                .room(&claims.room)
+                .enter(Entry::Join(req), conn, tx)
+                .await
         }
     };
     let id = match joined {
@@ -160,7 +168,7 @@ async fn session(mut socket: WebSocket, state: super::State, addr: SocketAddr) {
     tracing::debug!(%addr, ?id, "signalling session started");
     let ended_by_server = relay(socket, &state, id, &claims, rx, queue).await;
     if !ended_by_server {
-        state.media.signal_lost(id, conn).await;
+        state.media.room(&claims.room).signal_lost(id, conn).await;
     }
 }
 
@@ -367,7 +375,10 @@ async fn read(
                 }
             }
             Ok(msg) => {
-                if Box::pin(state.media.message(id, msg)).await.is_err() {
+                if Box::pin(state.media.room(&claims.room).message(id, msg))
+                    .await
+                    .is_err()
+                {
                     return true;
                 }
             }

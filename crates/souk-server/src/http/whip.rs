@@ -111,9 +111,9 @@ async fn join_headless(
         req: None,
         last_event: None,
     };
-    let id = state.media.enter(Entry::Join(join), conn, tx).await?;
-    state
-        .media
+    let engine = state.media.room(room);
+    let id = engine.enter(Entry::Join(join), conn, tx).await?;
+    engine
         .call(move |sfu, now| sfu.mark_headless(now, id))
         .await?;
     Ok((id, rx, grants))
@@ -160,9 +160,10 @@ fn start_session(
         .into_response()
 }
 
-async fn leave(state: &super::State, id: souk_sfu::ParticipantId) {
+async fn leave(state: &super::State, room: &str, id: souk_sfu::ParticipantId) {
     let _ = state
         .media
+        .room(room)
         .message(id, ClientMessage::Leave(Req::default()))
         .await;
 }
@@ -176,7 +177,7 @@ pub async fn publish(
     let tracks = tracks_from_sdp(&offer)?;
     let (id, mut rx, grants) = join_headless(&state, &room, &headers, offer.len()).await?;
     if !grants.publish {
-        leave(&state, id).await;
+        leave(&state, &room, id).await;
         return Err(
             ProtoError::new(ErrorCode::PermissionDenied, "this token may not publish").into(),
         );
@@ -186,7 +187,7 @@ pub async fn publish(
         sdp: offer,
         tracks,
     });
-    state.media.message(id, msg).await?;
+    state.media.room(&room).message(id, msg).await?;
     let answer = tokio::time::timeout(ANSWER_TIMEOUT, async {
         while let Some(event) = rx.recv().await {
             match event {
@@ -216,7 +217,7 @@ pub async fn publish(
     match answer {
         Ok(sdp) => Ok(start_session(&state, "whip", &room, id, rx, sdp)),
         Err(e) => {
-            leave(&state, id).await;
+            leave(&state, &room, id).await;
             Err(e.into())
         }
     }
@@ -231,20 +232,21 @@ pub async fn play(
 ) -> Result<Response, ApiError> {
     let (id, rx, grants) = join_headless(&state, &room, &headers, offer.len()).await?;
     if !grants.subscribe {
-        leave(&state, id).await;
+        leave(&state, &room, id).await;
         return Err(
             ProtoError::new(ErrorCode::PermissionDenied, "this token may not watch").into(),
         );
     }
     let answer = state
         .media
+        .room(&room)
         .call(move |sfu, now| sfu.accept_viewer_offer(now, id, &offer))
         .await
         .and_then(|r| r);
     match answer {
         Ok(sdp) => Ok(start_session(&state, "whep", &room, id, rx, sdp)),
         Err(e) => {
-            leave(&state, id).await;
+            leave(&state, &room, id).await;
             Err(e.into())
         }
     }
@@ -262,10 +264,7 @@ pub async fn stop(
         .remove(&session);
     match found {
         Some((r, id)) if r == room => {
-            let _ = state
-                .media
-                .message(id, ClientMessage::Leave(Req::default()))
-                .await;
+            leave(&state, &room, id).await;
             Ok(StatusCode::OK)
         }
         _ => Err(ProtoError::new(

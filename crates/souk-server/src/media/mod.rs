@@ -1,13 +1,15 @@
 //! The media driver: one task that owns the [`Sfu`] and feeds it sockets, signalling and
-//! time.
+//! time. A server runs one or more of these engines, each owning whole rooms
+//! ([`MediaShards`]).
 //!
 //! Everything that touches the core goes through this task's command channel, so the
-//! core needs no locks: signalling sessions and REST handlers hold a [`MediaHandle`] and
-//! send commands; the task answers through oneshot channels and delivers signalling
-//! messages through each session's own channel.
+//! core needs no locks: signalling sessions and REST handlers hold their room's
+//! [`MediaHandle`] and send commands; the task answers through oneshot channels and
+//! delivers signalling messages through each session's own channel.
 
 mod egress;
 mod session_queue;
+mod shards;
 mod tcp;
 
 use std::collections::HashMap;
@@ -50,6 +52,7 @@ const RECEIVE_BURST: usize = 16;
 const SESSION_QUEUE: usize = 512;
 
 pub use session_queue::{SessionReceiver, SessionSender, WeakSessionSender};
+pub use shards::MediaShards;
 
 pub fn session_channel() -> (SessionSender, SessionReceiver) {
     session_queue::channel(SESSION_QUEUE)
