@@ -11,6 +11,10 @@
 //! the table also gives the delay the server itself reports adding ([`ServerDelay`]),
 //! which leaves out the publisher bot and the hops.
 //!
+//! `--rooms N` (Souk only) runs N such rooms at once, each with its own publisher, and
+//! shares the subscribers out between them: the load for a server with several media
+//! engines (`--serve-args "--media-threads 2"`), which owns whole rooms per engine.
+//!
 //! `--servers souk,janus` measures Janus's VideoRoom with the same bots, the same
 //! streams and the same steps, one server after the other in one run (run it through
 //! `bench/netns.sh`: see [`crate::janus`]).
@@ -47,6 +51,9 @@ pub struct Fanout {
     /// Length of each measuring window.
     #[arg(long, default_value_t = 10)]
     seconds: u64,
+    /// Rooms, each with its own publisher; subscriber i joins room i mod N (Souk only).
+    #[arg(long, default_value_t = 1)]
+    rooms: usize,
     /// Extra arguments for `souk serve`.
     #[arg(long, allow_hyphen_values = true, value_delimiter = ' ')]
     serve_args: Vec<String>,
@@ -74,11 +81,21 @@ enum Sfu {
 /// A bot's session, whichever signalling it joined with.
 type Bot = Box<dyn Deref<Target = SessionHandle> + Send + Sync>;
 
+/// The name of room `r` of `rooms` ("bench" when there is one, as before).
+fn room_name(r: usize, rooms: usize) -> String {
+    if rooms == 1 {
+        "bench".to_owned()
+    } else {
+        format!("bench-{r}")
+    }
+}
+
 /// The server under test and how bots join it.
 enum UnderTest {
     Souk {
         server: Server,
         http: reqwest::Client,
+        rooms: usize,
     },
     Janus {
         janus: Janus,
@@ -87,22 +104,38 @@ enum UnderTest {
 }
 
 impl UnderTest {
-    /// Starts `sfu` and publishes the workload's stream into it.
+    /// Starts `sfu` and publishes the workload's stream into each room.
     async fn start(
         sfu: Sfu,
         args: &Fanout,
         media: SyntheticMedia,
-    ) -> anyhow::Result<(UnderTest, Bot)> {
+    ) -> anyhow::Result<(UnderTest, Vec<Bot>)> {
         match sfu {
             Sfu::Souk => {
                 let extra: Vec<&str> = args.serve_args.iter().map(String::as_str).collect();
                 let server = start_server(&args.souk, &extra)?;
                 let http = reqwest::Client::new();
-                let token = room_token(&http, &server.url, "bench", "publisher", "host").await?;
-                let publisher =
-                    Client::connect(&server.url, &token, ClientOptions::default()).await?;
-                publisher.publish(media).await?;
-                Ok((UnderTest::Souk { server, http }, Box::new(publisher)))
+                let mut publishers: Vec<Bot> = Vec::new();
+                for r in 0..args.rooms {
+                    let room = room_name(r, args.rooms);
+                    let token = room_token(&http, &server.url, &room, "publisher", "host").await?;
+                    let publisher =
+                        Client::connect(&server.url, &token, ClientOptions::default()).await?;
+                    publisher.publish(media.clone()).await?;
+                    publishers.push(Box::new(publisher));
+                }
+                let rooms = args.rooms;
+                Ok((
+                    UnderTest::Souk {
+                        server,
+                        http,
+                        rooms,
+                    },
+                    publishers,
+                ))
+            }
+            Sfu::Janus if args.rooms != 1 => {
+                anyhow::bail!("--rooms is for Souk only; Janus is measured with one room")
             }
             Sfu::Janus => {
                 let janus = Janus::start(&args.janus, &args.janus_iface).await?;
@@ -119,7 +152,7 @@ impl UnderTest {
                         |s| s.publisher_connected,
                     )
                     .await?;
-                Ok((UnderTest::Janus { janus, feed }, Box::new(publisher)))
+                Ok((UnderTest::Janus { janus, feed }, vec![Box::new(publisher)]))
             }
         }
     }
@@ -127,7 +160,7 @@ impl UnderTest {
     /// The delay the server reports adding so far; Janus reports none.
     async fn forward_delay(&self) -> anyhow::Result<Option<ServerDelay>> {
         match self {
-            UnderTest::Souk { server, http } => {
+            UnderTest::Souk { server, http, .. } => {
                 Ok(Some(ServerDelay::scrape(http, &server.url).await?))
             }
             UnderTest::Janus { .. } => Ok(None),
@@ -149,9 +182,14 @@ impl UnderTest {
             ..Default::default()
         };
         Ok(match self {
-            UnderTest::Souk { server, http } => {
+            UnderTest::Souk {
+                server,
+                http,
+                rooms,
+            } => {
                 let identity = format!("viewer-{i}");
-                let token = room_token(http, &server.url, "bench", &identity, "audience").await?;
+                let room = room_name(i % rooms, *rooms);
+                let token = room_token(http, &server.url, &room, &identity, "audience").await?;
                 Box::new(Client::connect(&server.url, &token, options).await?)
             }
             UnderTest::Janus { janus, feed } => {
@@ -188,7 +226,7 @@ async fn measure(sfu: Sfu, args: &Fanout) -> anyhow::Result<()> {
         simulcast: !args.no_simulcast,
         ..Default::default()
     };
-    let (under_test, _publisher) = UnderTest::start(sfu, args, media).await?;
+    let (under_test, _publishers) = UnderTest::start(sfu, args, media).await?;
     let pid = under_test.pid();
     tokio::time::sleep(Duration::from_secs(2)).await;
     let baseline_rss = proc_stat::rss_kib(pid)?;
