@@ -6,13 +6,26 @@
 //! without bound.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
 use souk_proto::chat::PresenceStatus;
 use tokio::sync::mpsc;
 
-/// A message serialised once, shared by every socket it goes to.
-pub type Outbound = Arc<str>;
+/// A message serialised once, shared by every socket it goes to: JSON text whose bytes
+/// are reference-counted, so that a socket sends them without a copy of its own.
+#[derive(Debug, Clone)]
+pub struct Outbound(bytes::Bytes);
+
+impl Outbound {
+    pub fn new(json: String) -> Outbound {
+        Outbound(json.into())
+    }
+
+    /// The text's UTF-8 bytes, shared.
+    pub fn into_bytes(self) -> bytes::Bytes {
+        self.0
+    }
+}
 
 /// Messages a socket may have queued before it counts as too slow.
 pub const SOCKET_QUEUE: usize = 1024;
@@ -177,7 +190,7 @@ mod tests {
         let (fast_tx, mut fast_rx) = mpsc::channel(8);
         hub.connect(1, "slow", &["slow".to_owned()], slow_tx);
         hub.connect(2, "fast", &["fast".to_owned()], fast_tx);
-        let msg: Outbound = Arc::from("x");
+        let msg = Outbound::new("x".to_owned());
         hub.deliver(["slow", "fast"], &msg, None);
         hub.deliver(["slow", "fast"], &msg, None);
         assert!(!hub.is_online("slow"));

@@ -107,7 +107,7 @@ fn invalid(why: impl Into<String>) -> ProtoError {
 }
 
 fn serialise(msg: &ChatServerMessage) -> Outbound {
-    Arc::from(msg.to_json())
+    Outbound::new(msg.to_json())
 }
 
 fn check_principal(what: &str, name: &str) -> Result<(), ProtoError> {

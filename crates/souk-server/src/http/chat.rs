@@ -9,7 +9,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::extract::ws::{CloseFrame, Message, WebSocket};
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use souk_chat::hub::{ConnId, Outbound, SOCKET_QUEUE};
 use souk_chat::{Caller, Chat};
 use souk_proto::chat::{
@@ -92,8 +92,13 @@ async fn relay(
     loop {
         let reply = tokio::select! {
             queued = rx.recv() => match queued {
-                Some(text) => {
-                    if socket.send(Message::text(&*text)).await.is_err() {
+                Some(queued) => {
+                    // Serialised from a `String`, so always UTF-8; the check is a scan,
+                    // not a copy.
+                    let Ok(text) = Utf8Bytes::try_from(queued.into_bytes()) else {
+                        continue;
+                    };
+                    if socket.send(Message::Text(text)).await.is_err() {
                         return;
                     }
                     continue;
@@ -244,7 +249,7 @@ async fn handle(
                     Err(e) => S::error(req, e),
                 };
                 if let Some(tx) = own.upgrade() {
-                    let _ = tx.send(Arc::from(reply.to_json())).await;
+                    let _ = tx.send(Outbound::new(reply.to_json())).await;
                 }
             });
             return None;
