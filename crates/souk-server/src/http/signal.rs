@@ -122,6 +122,7 @@ async fn session(mut socket: WebSocket, state: super::State, addr: SocketAddr) {
     // The socket's reader queues its replies here; weakly, so the queue still ends
     // when the media engine lets go of the session.
     let queue = tx.downgrade();
+    let engine = state.media.room(&claims.room);
     let joined = match &join.resume {
         Some(resume) => {
             let req = ResumeRequest {
@@ -132,11 +133,7 @@ async fn session(mut socket: WebSocket, state: super::State, addr: SocketAddr) {
                 req: join.req,
                 last_event: join.last_event.clone(),
             };
-            state
-                .media
-                .room(&claims.room)
-                .enter(Entry::Resume(req), conn, tx)
-                .await
+            engine.enter(Entry::Resume(req), conn, tx).await
         }
         None => {
             let req = JoinRequest {
@@ -150,11 +147,7 @@ async fn session(mut socket: WebSocket, state: super::State, addr: SocketAddr) {
                 req: join.req,
                 last_event: join.last_event.clone(),
             };
-            state
-                .media
-                .room(&claims.room)
-                .enter(Entry::Join(req), conn, tx)
-                .await
+            engine.enter(Entry::Join(req), conn, tx).await
         }
     };
     let id = match joined {
@@ -168,7 +161,7 @@ async fn session(mut socket: WebSocket, state: super::State, addr: SocketAddr) {
     tracing::debug!(%addr, ?id, "signalling session started");
     let ended_by_server = relay(socket, &state, id, &claims, rx, queue).await;
     if !ended_by_server {
-        state.media.room(&claims.room).signal_lost(id, conn).await;
+        engine.signal_lost(id, conn).await;
     }
 }
 
