@@ -29,6 +29,14 @@ const LAYERS: [(&str, u16, u16); 3] = [("q", 320, 180), ("h", 640, 360), ("f", 1
 pub struct Rng(u64);
 
 impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed | 1)
+    }
+
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next_f64() * n as f64) as usize
+    }
+
     pub fn next_f64(&mut self) -> f64 {
         self.0 ^= self.0 << 13;
         self.0 ^= self.0 >> 7;
@@ -90,8 +98,8 @@ pub struct Client {
     pub identity: String,
     pub publisher: Option<Peer>,
     pub subscriber: Option<Peer>,
-    pub_addr: SocketAddr,
-    sub_addr: SocketAddr,
+    pub pub_addr: SocketAddr,
+    pub sub_addr: SocketAddr,
     pending_publish: Option<SdpPendingOffer>,
     publishing: Option<(Mid, bool)>,
     frame: u64,
@@ -137,7 +145,7 @@ impl Room {
             net: Vec::new(),
             link: Link::default(),
             frame_bytes: 1200,
-            rng: Rng(seed | 1),
+            rng: Rng::new(seed),
             next_port: 10_000,
         }
     }
@@ -319,6 +327,15 @@ impl Room {
         }
         self.net
             .push((self.now + self.link.delay, proto, from, to, data));
+    }
+
+    /// Copies of what is on the wire to the server now, with where each came from.
+    pub fn in_flight_to_server(&self) -> Vec<(SocketAddr, Vec<u8>)> {
+        self.net
+            .iter()
+            .filter(|p| p.3.to_string() == SERVER)
+            .map(|p| (p.2, p.4.clone()))
+            .collect()
     }
 
     /// The datagrams of one video frame from client `i`'s publisher (with any RTCP or

@@ -1,0 +1,160 @@
+//! Hostile datagrams at the media port. Anyone can send UDP to it, and a sender can
+//! forge the source address of a connected peer. Whatever arrives, the core must not
+//! panic, and a call in progress must go on as if nothing came.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use common::{Rng, Room, SERVER};
+use souk_proto::token::Role;
+use str0m::net::Protocol;
+
+/// Hostile datagrams sent per 10 ms step: 200 a second, against ~60 real ones.
+const PER_STEP: usize = 2;
+const STEPS: usize = 500;
+/// Frames the viewer must get in the 5 s of attack: the publisher sends 30 a second,
+/// so this allows a third of a second of stall at most.
+const FRAMES_WHILE_ATTACKED: u64 = 140;
+
+#[test]
+fn hostile_datagrams_neither_panic_nor_break_a_call() {
+    for seed in 1..=4 {
+        let mut room = Room::new(seed);
+        let host = room.join("r", "host", Role::Staff);
+        let viewer = room.join("r", "viewer", Role::Shopper);
+        room.publish_video(host, false);
+        room.run_for(Duration::from_secs(3));
+        let track = room.published_tracks(host)[0].clone();
+        let frames = |room: &Room| {
+            room.clients[viewer]
+                .received
+                .get(&track)
+                .map_or(0, |r| r.frames)
+        };
+        let before = frames(&room);
+        assert!(before > 0, "seed {seed}: the call is up before the attack");
+
+        let server: SocketAddr = SERVER.parse().unwrap();
+        let forged = [room.clients[host].pub_addr, room.clients[viewer].sub_addr];
+        let mut rng = Rng::new(seed.wrapping_mul(0x9e37_79b9));
+        for _ in 0..STEPS {
+            let real = room.in_flight_to_server();
+            for _ in 0..PER_STEP {
+                let (from, data) = hostile(&mut rng, &forged, &real);
+                room.enqueue(Protocol::Udp, from, server, data);
+            }
+            room.run_for(Duration::from_millis(10));
+        }
+
+        let during = frames(&room) - before;
+        assert!(
+            during >= FRAMES_WHILE_ATTACKED,
+            "seed {seed}: the viewer got {during} frames in 5 s of hostile traffic"
+        );
+        assert_eq!(
+            room.sfu.participant_count(),
+            2,
+            "seed {seed}: nobody was dropped"
+        );
+    }
+}
+
+/// One hostile datagram and the address it claims to come from: a stranger's, or a
+/// connected peer's (forged).
+fn hostile(
+    rng: &mut Rng,
+    forged: &[SocketAddr],
+    real: &[(SocketAddr, Vec<u8>)],
+) -> (SocketAddr, Vec<u8>) {
+    let stranger = SocketAddr::new(
+        [10, 9, rng.below(256) as u8, rng.below(256) as u8].into(),
+        1024 + rng.below(60_000) as u16,
+    );
+    let from = match rng.below(3) {
+        0 => stranger,
+        n => forged[n - 1],
+    };
+    let kind = rng.below(7);
+    let data = match kind {
+        0 => bytes(rng, 0, 1500),
+        1 => stun_like(rng),
+        2 => dtls_like(rng),
+        3 => {
+            let payload_type = 96 + rng.below(16) as u8;
+            rtp_like(rng, payload_type)
+        }
+        4 => {
+            let payload_type = 200 + rng.below(7) as u8;
+            rtp_like(rng, payload_type)
+        }
+        5 => bytes(rng, 1500, 64_000),
+        _ => match real.get(rng.below(real.len())) {
+            // A real datagram from a peer, replayed as it is, cut short or bit-flipped,
+            // from the address it came from.
+            Some((source, data)) => return (*source, mangled(rng, data)),
+            None => Vec::new(),
+        },
+    };
+    (from, data)
+}
+
+/// `min` random bytes and up to `spread` more.
+fn bytes(rng: &mut Rng, min: usize, spread: usize) -> Vec<u8> {
+    let len = min + rng.below(spread);
+    (0..len).map(|_| rng.below(256) as u8).collect()
+}
+
+/// A STUN header (binding request or response, the magic cookie), a length that may
+/// lie, and random attributes.
+fn stun_like(rng: &mut Rng) -> Vec<u8> {
+    let body = bytes(rng, 0, 200);
+    let claimed = if rng.below(2) == 0 {
+        body.len()
+    } else {
+        rng.below(65_536)
+    };
+    let kind: [u8; 2] = [[0x00, 0x01], [0x01, 0x01], [0x01, 0x11]][rng.below(3)];
+    let mut d = vec![kind[0], kind[1], (claimed >> 8) as u8, claimed as u8];
+    d.extend([0x21, 0x12, 0xa4, 0x42]);
+    d.extend(bytes(rng, 12, 1));
+    d.extend(body);
+    d
+}
+
+/// A DTLS 1.2 record header (handshake, alert, application data...) with a random body.
+fn dtls_like(rng: &mut Rng) -> Vec<u8> {
+    let body = bytes(rng, 0, 300);
+    let content_type = 20 + rng.below(5) as u8;
+    let mut d = vec![content_type, 0xfe, 0xfd];
+    d.extend(bytes(rng, 8, 1)); // epoch and sequence number
+    d.extend([(body.len() >> 8) as u8, body.len() as u8]);
+    d.extend(body);
+    d
+}
+
+/// An RTP (payload type below 128) or RTCP (200-206) header with a random rest.
+fn rtp_like(rng: &mut Rng, payload_type: u8) -> Vec<u8> {
+    let first = 0x80 | rng.below(64) as u8;
+    let mut d = vec![first, payload_type];
+    d.extend(bytes(rng, 10, 1200));
+    d
+}
+
+fn mangled(rng: &mut Rng, real: &[u8]) -> Vec<u8> {
+    let mut d = real.to_vec();
+    match rng.below(3) {
+        0 => {}
+        1 => d.truncate(rng.below(d.len())),
+        _ => {
+            for _ in 0..1 + rng.below(4) {
+                if !d.is_empty() {
+                    let i = rng.below(d.len());
+                    d[i] ^= 1 << rng.below(8);
+                }
+            }
+        }
+    }
+    d
+}
