@@ -195,13 +195,14 @@ export async function sendChat(page, text) {
  * Registers hooks that start one server and the named browsers before a test file's tests
  * and stop them after. Returns an object filled in by the time tests run.
  * @param {Record<string, { args?: string[], autoplay?: boolean }>} [browsers]
+ * @param {string[]} [serverArgs] extra `souk serve` arguments
  * @returns {{ server: any } & Record<string, any>}
  */
-export function useLab(browsers = { browser: {} }) {
+export function useLab(browsers = { browser: {} }, serverArgs = []) {
   /** @type {any} */
   const lab = {};
   before(async () => {
-    lab.server = await startServer();
+    lab.server = await startServer(serverArgs);
     for (const [name, opts] of Object.entries(browsers)) lab[name] = await launchBrowser(opts.args ?? [], opts);
   });
   after(async () => {

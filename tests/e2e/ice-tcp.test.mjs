@@ -7,7 +7,11 @@ const lab = useLab({
   udpBrowser: {},
   // As on a network that blocks UDP: Chromium gathers no UDP candidates at all.
   tcpBrowser: { args: ['--webrtc-ip-handling-policy=disable_non_proxied_udp', '--force-webrtc-ip-handling-policy'] },
-});
+}, [
+  // The server closes ICE-TCP connections that pass no ICE check within this; the
+  // browser's connections pass theirs, so video must go on past it.
+  '--ice-tcp-check-within', '1s',
+]);
 
 /** In-page: transport protocols of the selected candidate pairs of both connections. */
 const selectedProtocols = async () => {
@@ -38,5 +42,12 @@ test('a participant without UDP exchanges media over ICE-TCP', async () => {
     }, { arg: `(${inboundSummary})`, what: `${name} to decode video` });
   }
   assert.deepEqual(await onTcp.evaluate(selectedProtocols), ['tcp', 'tcp'], 'both connections of the TCP-only page run over TCP');
+  // Two more seconds of video at 30 frames a second: past the server's check limit.
+  const decodedVideo = async (summary) => ((await eval(summary)()) ?? []).find((x) => x.kind === 'video')?.framesDecoded ?? 0;
+  const decodedSoFar = await onTcp.evaluate(decodedVideo, `(${inboundSummary})`);
+  await waitInPage(onTcp, async ([summary, floor]) => {
+    const s = await eval(summary)();
+    return (s ?? []).some((x) => x.kind === 'video' && x.framesDecoded > floor);
+  }, { arg: [`(${inboundSummary})`, decodedSoFar + 60], what: 'the TCP-only page to go on decoding video' });
   assert.deepEqual(await onUdp.evaluate(selectedProtocols), ['udp', 'udp']);
 });

@@ -70,6 +70,10 @@ pub struct ServeArgs {
     /// Address advertised in ICE candidates, for a server behind 1:1 NAT.
     #[arg(long)]
     pub public_ip: Option<IpAddr>,
+    /// How long an ICE-TCP connection to the media port may stay open without passing
+    /// an ICE check of a session (e.g. 10s).
+    #[arg(long, value_parser = parse_duration)]
+    pub ice_tcp_check_within: Option<Duration>,
     /// How long a participant whose connection dropped can resume (e.g. 15s).
     #[arg(long, value_parser = parse_duration)]
     pub resume_window: Option<Duration>,

@@ -26,6 +26,9 @@ pub const DEFAULT_MEDIA_PORT: u16 = 7882;
 /// More media engines than this would only add threads that wait for a core.
 const MAX_MEDIA_THREADS: usize = 64;
 pub const DEFAULT_RESUME_WINDOW: Duration = Duration::from_secs(15);
+/// A browser sends its first ICE check as soon as the connection is up, and retries for
+/// seconds on a lossy path; ten seconds is ample for it and short for a squatter.
+pub const DEFAULT_ICE_TCP_CHECK_WITHIN: Duration = Duration::from_secs(10);
 
 /// API keys and their secrets.
 #[derive(Debug, Clone)]
@@ -71,6 +74,8 @@ pub struct FileConfig {
     pub public_ip: Option<IpAddr>,
     /// Seconds a dropped participant stays resumable.
     pub resume_window_s: Option<u64>,
+    /// Seconds an ICE-TCP connection may stay open without passing an ICE check.
+    pub ice_tcp_check_within_s: Option<u64>,
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
     /// API key -> secret.
@@ -221,6 +226,8 @@ pub struct ServerConfig {
     pub media_threads: usize,
     pub public_ip: Option<IpAddr>,
     pub resume_window: Duration,
+    /// How long an ICE-TCP connection may stay open without passing an ICE check.
+    pub ice_tcp_check_within: Duration,
     pub resilience: bool,
     pub bandwidth: BandwidthEstimation,
     pub tls: Option<(PathBuf, PathBuf)>,
@@ -468,6 +475,10 @@ impl ServerConfig {
                 .resume_window
                 .or(file.resume_window_s.map(Duration::from_secs))
                 .unwrap_or(DEFAULT_RESUME_WINDOW),
+            ice_tcp_check_within: args
+                .ice_tcp_check_within
+                .or(file.ice_tcp_check_within_s.map(Duration::from_secs))
+                .unwrap_or(DEFAULT_ICE_TCP_CHECK_WITHIN),
             resilience: args.resilience == "on",
             bandwidth: match args.bwe.as_str() {
                 "twcc" => BandwidthEstimation::Twcc,

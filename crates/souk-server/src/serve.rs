@@ -130,8 +130,15 @@ async fn serve(config: ServerConfig) -> anyhow::Result<()> {
         sfu_config.resilience = config.resilience;
         sfu_config.bandwidth = config.bandwidth;
         let sfu = Sfu::new(sfu_config, Instant::now(), crate::auth::unix_now() * 1000);
-        let engine = media::spawn(sfu, sockets, webhooks.clone(), cancel.clone(), &tracker)
-            .context("starting the media sending thread")?;
+        let engine = media::spawn(
+            sfu,
+            sockets,
+            config.ice_tcp_check_within,
+            webhooks.clone(),
+            cancel.clone(),
+            &tracker,
+        )
+        .context("starting the media sending thread")?;
         engines.push(engine);
         media_ports.push(media_port.to_string());
     }

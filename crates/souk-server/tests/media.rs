@@ -291,3 +291,59 @@ async fn rooms_spread_over_media_engines_and_media_flows_in_each() {
     assert_eq!(common::gauge(&server, "souk_rooms").await, 4);
     assert_eq!(common::gauge(&server, "souk_participants").await, 8);
 }
+
+/// Anyone can open connections to the media port, and there are only so many places.
+/// A connection that passes no session's ICE check (idle, or sending STUN for a ufrag no
+/// session has) is closed once the allowed time is up. (A browser's connection, which
+/// passes its check, stays: the ICE-TCP browser test runs with the same short limit.)
+#[tokio::test]
+async fn ice_tcp_connections_that_pass_no_ice_check_are_closed() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let server = TestServer::start_with(&["--ice-tcp-check-within", "1s"]);
+    let media = format!("127.0.0.1:{}", server.media_port);
+    let idle = tokio::net::TcpStream::connect(&media).await.unwrap();
+    let talker = tokio::net::TcpStream::connect(&media).await.unwrap();
+    let (mut talker_reads, mut talker_writes) = talker.into_split();
+    let frame = framed_stun_binding_request("nosuchufrag:someone");
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_millis(200));
+        loop {
+            tick.tick().await;
+            if talker_writes.write_all(&frame).await.is_err() {
+                return;
+            }
+        }
+    });
+    let (mut idle_reads, _idle_writes) = idle.into_split();
+    for (name, reads) in [("idle", &mut idle_reads), ("talking", &mut talker_reads)] {
+        let closed = tokio::time::timeout(WAIT, async {
+            let mut buf = [0u8; 256];
+            while let Ok(n) = reads.read(&mut buf).await {
+                if n == 0 {
+                    return;
+                }
+            }
+        })
+        .await;
+        assert!(
+            closed.is_ok(),
+            "the {name} connection is closed by the server"
+        );
+    }
+}
+
+/// A STUN binding request carrying only a USERNAME, with the RFC 4571 length in front.
+fn framed_stun_binding_request(username: &str) -> Vec<u8> {
+    let padded = username.len().div_ceil(4) * 4;
+    let mut stun = vec![0x00, 0x01];
+    stun.extend(((4 + padded) as u16).to_be_bytes());
+    stun.extend([0x21, 0x12, 0xa4, 0x42]);
+    stun.extend([7u8; 12]); // transaction id
+    stun.extend([0x00, 0x06]);
+    stun.extend((username.len() as u16).to_be_bytes());
+    stun.extend(username.as_bytes());
+    stun.resize(20 + 4 + padded, 0);
+    let mut framed = (stun.len() as u16).to_be_bytes().to_vec();
+    framed.extend(stun);
+    framed
+}

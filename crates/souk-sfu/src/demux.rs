@@ -50,6 +50,10 @@ impl Demux {
         })
     }
 
+    pub fn knows(&self, proto: Protocol, source: SocketAddr) -> bool {
+        self.by_addr.contains_key(&(proto, source))
+    }
+
     pub fn learn_address(&mut self, proto: Protocol, source: SocketAddr, key: PeerKey) {
         self.by_addr.insert((proto, source), key);
     }

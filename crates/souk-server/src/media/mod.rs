@@ -205,10 +205,12 @@ fn enlarge_buffers(udp: &UdpSocket) {
 }
 
 /// Starts the media task and its sending thread. The task runs until `cancel` fires,
-/// then ends every session.
+/// then ends every session. An ICE-TCP connection that passes no ICE check within
+/// `tcp_check_within` of opening is closed.
 pub fn spawn(
     sfu: Sfu,
     sockets: MediaSockets,
+    tcp_check_within: std::time::Duration,
     webhooks: Option<mpsc::Sender<WebhookKind>>,
     cancel: CancellationToken,
     tracker: &TaskTracker,
@@ -230,7 +232,7 @@ pub fn spawn(
         egress,
         local: sockets.local,
         sessions: HashMap::new(),
-        tcp_writers: HashMap::new(),
+        tcp: tcp::TcpConnections::new(tcp_check_within),
         webhooks,
         arrived: None,
     };
@@ -248,7 +250,7 @@ struct Driver {
     egress: Egress,
     local: SocketAddr,
     sessions: HashMap<ParticipantId, (ConnId, SessionSender)>,
-    tcp_writers: HashMap<SocketAddr, mpsc::Sender<Vec<u8>>>,
+    tcp: tcp::TcpConnections,
     webhooks: Option<mpsc::Sender<WebhookKind>>,
     /// The kernel's stamp of the earliest UDP datagram handed to the core since the last
     /// flush: what the flushed datagrams' delay is measured from.
@@ -277,11 +279,9 @@ impl Driver {
                     Err(e) => debug!("UDP receive error: {e}"),
                 },
                 Some(event) = tcp_rx.recv() => match event {
-                    tcp::TcpEvent::Opened { remote, writer } => { self.tcp_writers.insert(remote, writer); }
-                    tcp::TcpEvent::Frame { remote, data } => {
-                        self.sfu.handle_datagram(Instant::now(), Protocol::Tcp, remote, self.local, &data);
-                    }
-                    tcp::TcpEvent::Closed { remote } => { self.tcp_writers.remove(&remote); }
+                    tcp::TcpEvent::Opened { remote, writer } => self.tcp.opened(Instant::now(), remote, writer),
+                    tcp::TcpEvent::Frame { remote, data } => self.handle_tcp(remote, &data),
+                    tcp::TcpEvent::Closed { remote } => self.tcp.closed(remote),
                 },
                 _ = tokio::time::sleep_until(deadline) => {}
             }
@@ -289,6 +289,7 @@ impl Driver {
             if now >= self.sfu.poll_timeout() {
                 self.sfu.handle_timeout(now);
             }
+            self.tcp.close_unchecked(now);
             self.flush();
         }
         info!("media engine stopping: ending every session");
@@ -316,6 +317,14 @@ impl Driver {
         let now = Instant::now();
         self.sfu
             .handle_datagram(now, Protocol::Udp, arrival.source, self.local, data);
+    }
+
+    fn handle_tcp(&mut self, remote: SocketAddr, frame: &[u8]) {
+        self.sfu
+            .handle_datagram(Instant::now(), Protocol::Tcp, remote, self.local, frame);
+        if self.tcp.is_unchecked(remote) && self.sfu.knows_address(Protocol::Tcp, remote) {
+            self.tcp.checked(remote);
+        }
     }
 
     fn handle_command(&mut self, cmd: Command) {
@@ -366,7 +375,7 @@ impl Driver {
                         }
                     }
                     _ => {
-                        if let Some(writer) = self.tcp_writers.get(&t.destination) {
+                        if let Some(writer) = self.tcp.writer(t.destination) {
                             let _ = writer.try_send(t.contents);
                         }
                     }

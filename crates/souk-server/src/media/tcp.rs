@@ -2,8 +2,15 @@
 //!
 //! Each packet on the stream is framed with a two-byte length (RFC 4571). Readers hand
 //! frames to the media task; a writer per connection frames what the core sends back.
+//!
+//! Anyone can open connections to the media port, and there is room for only so many.
+//! So a connection that has not passed an ICE check of some session soon after opening
+//! is closed ([`TcpConnections::close_unchecked`]): idle or garbage-sending connections
+//! cannot hold the places of browsers that need them.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -30,6 +37,89 @@ pub enum TcpEvent {
 const MAX_FRAME: usize = 1600;
 /// Most ICE-TCP connections at once; each is a browser that could not use UDP.
 const MAX_CONNECTIONS: usize = 1024;
+
+/// The media task's view of the open ICE-TCP connections.
+pub struct TcpConnections {
+    open: HashMap<SocketAddr, Connection>,
+    check_within: Duration,
+    next_sweep: Option<Instant>,
+}
+
+struct Connection {
+    /// Dropping it closes the connection.
+    writer: mpsc::Sender<Vec<u8>>,
+    /// When it opened, until a session's ICE check passes on it.
+    unchecked_since: Option<Instant>,
+}
+
+impl TcpConnections {
+    /// `check_within`: how long a connection may stay open without passing an ICE check.
+    pub fn new(check_within: Duration) -> TcpConnections {
+        TcpConnections {
+            open: HashMap::new(),
+            check_within,
+            next_sweep: None,
+        }
+    }
+
+    pub fn opened(&mut self, now: Instant, remote: SocketAddr, writer: mpsc::Sender<Vec<u8>>) {
+        let unchecked_since = Some(now);
+        self.open.insert(
+            remote,
+            Connection {
+                writer,
+                unchecked_since,
+            },
+        );
+        self.next_sweep.get_or_insert(now + self.check_within);
+    }
+
+    pub fn closed(&mut self, remote: SocketAddr) {
+        self.open.remove(&remote);
+    }
+
+    pub fn writer(&self, remote: SocketAddr) -> Option<&mpsc::Sender<Vec<u8>>> {
+        self.open.get(&remote).map(|c| &c.writer)
+    }
+
+    /// Whether `remote` still has to pass its first ICE check.
+    pub fn is_unchecked(&self, remote: SocketAddr) -> bool {
+        self.open
+            .get(&remote)
+            .is_some_and(|c| c.unchecked_since.is_some())
+    }
+
+    /// A session's ICE check passed on the connection from `remote`: it may stay.
+    pub fn checked(&mut self, remote: SocketAddr) {
+        if let Some(c) = self.open.get_mut(&remote) {
+            c.unchecked_since = None;
+        }
+    }
+
+    /// Closes the connections that passed no ICE check within the allowed time. Cheap
+    /// to call on every turn of the media task: it looks only when one may be due.
+    pub fn close_unchecked(&mut self, now: Instant) {
+        if self.next_sweep.is_none_or(|at| now < at) {
+            return;
+        }
+        let within = self.check_within;
+        self.open.retain(|remote, c| {
+            let expired = c
+                .unchecked_since
+                .is_some_and(|since| now.saturating_duration_since(since) >= within);
+            if expired {
+                debug!(%remote, "ICE-TCP connection passed no ICE check in {within:?}; closing");
+            }
+            !expired
+        });
+        self.next_sweep = self
+            .open
+            .values()
+            .filter_map(|c| c.unchecked_since)
+            .min()
+            .map(|since| since + within);
+    }
+}
 
 pub async fn accept_loop(
     listener: TcpListener,
@@ -113,5 +203,65 @@ async fn serve(
         _ = cancel.cancelled() => {}
         _ = read => {}
         _ = write => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn connection() -> (mpsc::Sender<Vec<u8>>, mpsc::Receiver<Vec<u8>>) {
+        mpsc::channel(1)
+    }
+
+    #[test]
+    fn a_connection_without_an_ice_check_is_closed_after_the_allowed_time() {
+        let t0 = Instant::now();
+        let within = Duration::from_secs(10);
+        let mut conns = TcpConnections::new(within);
+        let (idle, mut idle_rx) = connection();
+        let (checked, mut checked_rx) = connection();
+        let (idle_addr, checked_addr) =
+            ("10.0.0.1:1".parse().unwrap(), "10.0.0.2:2".parse().unwrap());
+        conns.opened(t0, idle_addr, idle);
+        conns.opened(t0, checked_addr, checked);
+        conns.checked(checked_addr);
+        assert!(conns.is_unchecked(idle_addr) && !conns.is_unchecked(checked_addr));
+
+        conns.close_unchecked(t0 + within - Duration::from_millis(1));
+        assert!(conns.writer(idle_addr).is_some(), "still within its time");
+
+        conns.close_unchecked(t0 + within);
+        assert!(conns.writer(idle_addr).is_none());
+        assert!(
+            idle_rx.try_recv() == Err(mpsc::error::TryRecvError::Disconnected),
+            "its writer is dropped, which ends the connection's task"
+        );
+        assert!(
+            conns.writer(checked_addr).is_some(),
+            "a checked connection stays"
+        );
+        assert_eq!(checked_rx.try_recv(), Err(mpsc::error::TryRecvError::Empty));
+    }
+
+    #[test]
+    fn each_connection_gets_its_own_time() {
+        let t0 = Instant::now();
+        let within = Duration::from_secs(10);
+        let mut conns = TcpConnections::new(within);
+        let (first, _first_rx) = connection();
+        let (later, _later_rx) = connection();
+        let (a, b) = ("10.0.0.1:1".parse().unwrap(), "10.0.0.2:2".parse().unwrap());
+        conns.opened(t0, a, first);
+        conns.opened(t0 + Duration::from_secs(6), b, later);
+
+        conns.close_unchecked(t0 + within);
+        assert!(conns.writer(a).is_none());
+        assert!(
+            conns.writer(b).is_some(),
+            "opened 6 s later, it has 6 s more"
+        );
+        conns.close_unchecked(t0 + Duration::from_secs(16));
+        assert!(conns.writer(b).is_none());
     }
 }

@@ -10,6 +10,8 @@ pub const WAIT: Duration = Duration::from_secs(20);
 pub struct TestServer {
     pub url: String,
     pub http: String,
+    /// The first media engine's port (UDP and ICE-TCP).
+    pub media_port: u16,
     child: Child,
     args: Vec<String>,
     data_dir: std::path::PathBuf,
@@ -60,11 +62,12 @@ impl TestServer {
         .map(|s| s.to_string())
         .collect();
         args.extend(extra.iter().map(|s| s.to_string()));
-        let (child, url) = spawn(&args);
+        let (child, url, media_port) = spawn(&args);
         let http = host_of(&url);
         TestServer {
             url,
             http,
+            media_port,
             child,
             args,
             data_dir,
@@ -77,8 +80,9 @@ impl TestServer {
         self.child.kill().expect("SIGKILL delivered");
         let _ = self.child.wait();
         // A config file given at start is gone by now; restarts keep to flag-only servers.
-        let (child, url) = spawn(&self.args);
+        let (child, url, media_port) = spawn(&self.args);
         self.child = child;
+        self.media_port = media_port;
         self.http = host_of(&url);
         self.url = url;
     }
@@ -126,8 +130,8 @@ fn host_of(url: &str) -> String {
         .to_owned()
 }
 
-/// Starts `souk ARGS` and reads the address it printed.
-fn spawn(args: &[String]) -> (Child, String) {
+/// Starts `souk ARGS` and reads the address and first media port it printed.
+fn spawn(args: &[String]) -> (Child, String, u16) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_souk"))
         .args(args)
         .env(
@@ -140,22 +144,24 @@ fn spawn(args: &[String]) -> (Child, String) {
         .expect("souk starts");
     let stdout = child.stdout.take().expect("piped stdout");
     let mut lines = BufReader::new(stdout).lines();
-    let url = loop {
+    let (url, media_port) = loop {
         let line = lines
             .next()
             .expect("souk printed its address")
             .expect("readable stdout");
         if let Some(rest) = line.strip_prefix("souk listening http=") {
-            break rest
-                .split_whitespace()
-                .next()
-                .expect("an address")
-                .to_owned();
+            let mut fields = rest.split_whitespace();
+            let url = fields.next().expect("an address").to_owned();
+            let media_port = fields
+                .find_map(|f| f.strip_prefix("media="))
+                .and_then(|ports| ports.split(',').next()?.parse().ok())
+                .expect("a media port");
+            break (url, media_port);
         }
     };
     // Keep draining stdout so the server never blocks on a full pipe.
     std::thread::spawn(move || for _ in lines {});
-    (child, url)
+    (child, url, media_port)
 }
 
 /// A raw WebSocket upgrade of `/rtc`, for tests that count refusals without a session.

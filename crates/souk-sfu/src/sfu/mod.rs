@@ -163,6 +163,12 @@ impl Sfu {
             .map_or(next, |t| t.min(next))
     }
 
+    /// Whether a connection's ICE check passed from `source`, so datagrams from it reach
+    /// that connection.
+    pub fn knows_address(&self, proto: Protocol, source: SocketAddr) -> bool {
+        self.demux.knows(proto, source)
+    }
+
     /// Number of participants across all rooms (for metrics and leak checks).
     pub fn participant_count(&self) -> usize {
         self.participants.len()
