@@ -7,8 +7,7 @@ use souk_proto::commerce::Sale;
 use souk_proto::error::{ErrorCode, ProtoError};
 use souk_proto::live::{LiveEvent, OrderPlaced};
 use souk_proto::signal::{Ack, ClientMessage, ServerMessage};
-use souk_proto::token::{Role, RoomClaims};
-use souk_sfu::ParticipantId;
+use souk_proto::token::Role;
 
 /// Messages handled here rather than by the media core.
 pub(super) fn is_server_side(msg: &ClientMessage) -> bool {
@@ -33,12 +32,11 @@ enum Outcome {
 /// Handles a message; `None` when the media core will answer it.
 pub(super) async fn handle(
     state: &super::State,
-    id: ParticipantId,
-    claims: &RoomClaims,
+    member: super::Member<'_>,
     msg: ClientMessage,
 ) -> Option<ServerMessage> {
     let req = msg.req();
-    match answer(state, id, claims, msg).await {
+    match answer(state, member, msg).await {
         Ok(Outcome::Done(result)) => Some(ServerMessage::Ack(Ack {
             req,
             result: Some(result),
@@ -54,10 +52,10 @@ fn json<T: serde::Serialize>(value: &T) -> serde_json::Value {
 
 async fn answer(
     state: &super::State,
-    id: ParticipantId,
-    claims: &RoomClaims,
+    member: super::Member<'_>,
     msg: ClientMessage,
 ) -> Result<Outcome, ProtoError> {
+    let super::Member { id, claims, engine } = member;
     let room = claims.room.as_str();
     let me = claims.sub.as_str();
     let now = crate::auth::unix_now_ms();
@@ -70,19 +68,13 @@ async fn answer(
                 ));
             }
             // The media core applies the room's comment rules and answers.
-            state
-                .media
-                .room(room)
-                .message(id, ClientMessage::Comment(c))
-                .await?;
+            engine.message(id, ClientMessage::Comment(c)).await?;
             Ok(Outcome::PassedOn)
         }
         ClientMessage::SendGift(g) => {
             let to = g.to.clone();
             let (room_name, target) = (room.to_owned(), to.clone());
-            let on_stage = state
-                .media
-                .room(room)
+            let on_stage = engine
                 .call(move |sfu, _| sfu.on_stage(&room_name, &target))
                 .await?;
             if !on_stage {

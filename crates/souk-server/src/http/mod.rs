@@ -58,6 +58,15 @@ pub struct AppState {
 
 pub type State = Arc<AppState>;
 
+/// Who a signalling session is, and the media engine that runs its room (looked up once,
+/// at the join).
+#[derive(Clone, Copy)]
+struct Member<'a> {
+    id: souk_sfu::ParticipantId,
+    claims: &'a souk_proto::token::RoomClaims,
+    engine: &'a crate::media::MediaHandle,
+}
+
 pub fn router(state: State, cors_origins: Option<&[String]>) -> Router {
     let cors = CorsLayer::new()
         .allow_methods([

@@ -18,9 +18,9 @@ use souk_proto::error::{ErrorCode, ProtoError};
 use souk_proto::signal::{req_of, ClientMessage, Join, RefreshToken, ServerMessage};
 use souk_proto::token::RoomClaims;
 use souk_proto::{MAX_SIGNAL_MESSAGE_BYTES, PROTOCOL_VERSION};
-use souk_sfu::{JoinRequest, ParticipantId, ResumeRequest};
+use souk_sfu::{JoinRequest, ResumeRequest};
 
-use super::{ApiError, ClientAddr};
+use super::{ApiError, ClientAddr, Member};
 use crate::auth;
 use crate::media::{
     session_channel, ConnId, Entry, SessionEvent, SessionReceiver, WeakSessionSender,
@@ -159,7 +159,12 @@ async fn session(mut socket: WebSocket, state: super::State, addr: SocketAddr) {
         tokio::spawn(async move { super::rooms::agent_on_join(&state, &room).await });
     }
     tracing::debug!(%addr, ?id, "signalling session started");
-    let ended_by_server = relay(socket, &state, id, &claims, rx, queue).await;
+    let member = Member {
+        id,
+        claims: &claims,
+        engine,
+    };
+    let ended_by_server = relay(socket, &state, member, rx, queue).await;
     if !ended_by_server {
         engine.signal_lost(id, conn).await;
     }
@@ -240,8 +245,7 @@ fn check_join(state: &super::State, join: &Join) -> Result<RoomClaims, ProtoErro
 async fn relay(
     socket: WebSocket,
     state: &super::State,
-    id: ParticipantId,
-    claims: &RoomClaims,
+    member: Member<'_>,
     rx: SessionReceiver,
     queue: WeakSessionSender,
 ) -> bool {
@@ -249,7 +253,7 @@ async fn relay(
     let mut writer = tokio::spawn(write(sink, rx));
     tokio::select! {
         written = &mut writer => written.unwrap_or(false),
-        ended_by_server = read(stream, state, id, claims, queue) => {
+        ended_by_server = read(stream, state, member, queue) => {
             if ended_by_server {
                 // The media engine is stopping. What it queued for this client (its
                 // leave notice, the close) is still written: the writer ends once the
@@ -300,10 +304,10 @@ fn reply(queue: &WeakSessionSender, msg: ServerMessage) -> bool {
 async fn read(
     mut stream: SplitStream<WebSocket>,
     state: &super::State,
-    id: ParticipantId,
-    claims: &RoomClaims,
+    member: Member<'_>,
     queue: WeakSessionSender,
 ) -> bool {
+    let Member { id, claims, engine } = member;
     let ttl = Duration::from_secs(claims.exp.saturating_sub(claims.iat).max(60));
     let mut refresh = tokio::time::interval((ttl / 2).min(Duration::from_secs(300)));
     // The writer's pings draw pongs, so a live client is never silent this long.
@@ -361,17 +365,14 @@ async fn read(
                 // Boxed, as is the message below: a future awaited inline is part of
                 // this task for its whole life. A viewer's session task was 10 KiB with
                 // these inline and is 3 KiB without, for an allocation per message.
-                if let Some(answer) = Box::pin(super::live::handle(state, id, claims, msg)).await {
+                if let Some(answer) = Box::pin(super::live::handle(state, member, msg)).await {
                     if !reply(&queue, answer) {
                         return false;
                     }
                 }
             }
             Ok(msg) => {
-                if Box::pin(state.media.room(&claims.room).message(id, msg))
-                    .await
-                    .is_err()
-                {
+                if Box::pin(engine.message(id, msg)).await.is_err() {
                     return true;
                 }
             }
