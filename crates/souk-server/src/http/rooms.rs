@@ -180,11 +180,7 @@ pub(super) async fn start_agent(
             code: Some(e.code.as_str().to_owned()),
             message: Some(e.message.clone()),
         });
-        let engine = state.media.room(room);
-        let room = room.to_owned();
-        engine
-            .call(move |sfu, now| sfu.publish_event(now, &room, event))
-            .await?;
+        super::announce(state, room, event).await;
     }
     result
 }
