@@ -37,6 +37,7 @@ mod red;
 mod redundancy;
 mod rewrite;
 mod room;
+mod sdp_parse;
 pub mod sfu;
 mod speaker;
 mod stun;

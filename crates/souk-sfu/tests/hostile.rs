@@ -1,15 +1,21 @@
-//! Hostile datagrams at the media port. Anyone can send UDP to it, and a sender can
-//! forge the source address of a connected peer. Whatever arrives, the core must not
-//! panic, and a call in progress must go on as if nothing came.
+//! Hostile input to the media core. Anyone can send UDP to the media port, a sender can
+//! forge the source address of a connected peer, and any participant can send whatever
+//! SDP it likes. Whatever arrives, the core must not panic, and a call in progress must
+//! go on as if nothing came.
 
 mod common;
 
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::{Rng, Room, SERVER};
+use souk_proto::model::{LayerInfo, TrackKind, TrackSource};
+use souk_proto::signal::{ClientMessage, PublishOffer, PublishTrack, Req, ServerMessage};
 use souk_proto::token::Role;
+use souk_sfu::JoinRequest;
+use str0m::media::{Direction, MediaKind, Simulcast, SimulcastLayer};
 use str0m::net::Protocol;
+use str0m::Rtc;
 
 /// Hostile datagrams sent per 10 ms step: 200 a second, against ~60 real ones.
 const PER_STEP: usize = 2;
@@ -59,6 +65,184 @@ fn hostile_datagrams_neither_panic_nor_break_a_call() {
             "seed {seed}: nobody was dropped"
         );
     }
+}
+
+/// Mangled offers, each from a participant of its own.
+const OFFERS: usize = 120;
+
+#[test]
+fn mangled_offers_get_an_answer_or_an_error_and_the_room_goes_on() {
+    let mut room = Room::new(5);
+    let host = room.join("r", "host", Role::Staff);
+    let viewer = room.join("r", "viewer", Role::Shopper);
+    room.publish_video(host, false);
+    room.run_for(Duration::from_secs(3));
+    let track = room.published_tracks(host)[0].clone();
+    let frames = |room: &Room| {
+        room.clients[viewer]
+            .received
+            .get(&track)
+            .map_or(0, |r| r.frames)
+    };
+
+    // Each offer comes from a new participant, the first offer of its connection, who
+    // joins the core directly (what it is told lands in `room.others`) and then leaves.
+    let (offer, mids) = real_offer(room.now);
+    let mut rng = Rng::new(17);
+    let before = frames(&room);
+    let mut answered = 0;
+    for n in 0..OFFERS {
+        let mallory = room
+            .sfu
+            .join(room.now, joining(&format!("mallory-{n}")))
+            .expect("join accepted");
+        let req = n as u32 + 1;
+        let sdp = mangled_sdp(&mut rng, &offer);
+        room.send_from(mallory, publish_offer(req, sdp, &mids));
+        let reply = room.others.iter().find_map(|(id, msg)| match msg {
+            ServerMessage::PublishAnswer(a) if *id == mallory && a.req == Some(req) => Some(None),
+            ServerMessage::Error(e) if *id == mallory && e.req == Some(req) => Some(Some(e)),
+            _ => None,
+        });
+        match reply {
+            None => panic!("offer {n} got neither an answer nor an error"),
+            Some(Some(error)) => assert!(
+                !error.message.contains("0x") && !error.message.contains("Pointer"),
+                "offer {n}: an error a person can act on, without server memory addresses: {}",
+                error.message
+            ),
+            Some(None) => answered += 1,
+        }
+        room.run_for(Duration::from_millis(25));
+        room.send_from(mallory, ClientMessage::Leave(Req { req: None }));
+    }
+    let during = frames(&room) - before;
+    // 3 s of the room's time at 30 frames a second; a third of a second of stall at most.
+    assert!(
+        during >= 80,
+        "the viewer got {during} frames while the offers came"
+    );
+    assert_eq!(room.sfu.participant_count(), 2, "each sender left");
+    // Some mangling leaves an offer str0m takes: those get answers and connections.
+    assert!(
+        (1..OFFERS).contains(&answered),
+        "{answered} of {OFFERS} answered"
+    );
+}
+
+fn joining(identity: &str) -> JoinRequest {
+    JoinRequest {
+        room: "r".into(),
+        identity: identity.into(),
+        name: identity.into(),
+        role: Role::Staff,
+        grants: Role::Staff.default_grants(),
+        metadata: None,
+        auto_subscribe: true,
+        req: None,
+        last_event: None,
+    }
+}
+
+/// A real offer, as a browser's SDK would send it: audio and three-layer video.
+fn real_offer(now: Instant) -> (String, Vec<String>) {
+    let mut rtc = Rtc::builder()
+        .enable_opus(true, false)
+        .enable_vp8(true)
+        .enable_h264(true)
+        .build(now);
+    let mut api = rtc.sdp_api();
+    let audio = api.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None);
+    let mut simulcast = Simulcast::new();
+    for rid in ["q", "h", "f"] {
+        simulcast.add_send_layer(SimulcastLayer::new(rid));
+    }
+    let video = api.add_media(
+        MediaKind::Video,
+        Direction::SendOnly,
+        None,
+        None,
+        Some(simulcast),
+    );
+    let (offer, _) = api.apply().expect("an offer");
+    (
+        offer.to_sdp_string(),
+        vec![audio.to_string(), video.to_string()],
+    )
+}
+
+fn publish_offer(req: u32, sdp: String, mids: &[String]) -> ClientMessage {
+    let track = |mid: &String, kind| PublishTrack {
+        mid: mid.clone(),
+        kind,
+        source: TrackSource::Camera,
+        name: String::new(),
+        muted: false,
+        width: 1280,
+        height: 720,
+        layers: ["q", "h", "f"]
+            .iter()
+            .map(|rid| LayerInfo {
+                rid: (*rid).into(),
+                width: 320,
+                height: 180,
+            })
+            .collect(),
+    };
+    ClientMessage::PublishOffer(PublishOffer {
+        req: Some(req),
+        sdp,
+        tracks: vec![
+            track(&mids[0], TrackKind::Audio),
+            track(&mids[1], TrackKind::Video),
+        ],
+    })
+}
+
+/// An offer with one to three of: a line dropped, doubled or swapped with another, a
+/// number made absurd, the text cut short, or stray characters put in.
+fn mangled_sdp(rng: &mut Rng, offer: &str) -> String {
+    let mut lines: Vec<String> = offer.lines().map(str::to_owned).collect();
+    for _ in 0..1 + rng.below(3) {
+        if lines.is_empty() {
+            break;
+        }
+        let i = rng.below(lines.len());
+        match rng.below(6) {
+            0 => {
+                lines.remove(i);
+            }
+            1 => lines.insert(i, lines[i].clone()),
+            2 => {
+                let j = rng.below(lines.len());
+                lines.swap(i, j);
+            }
+            3 => {
+                const ABSURD: [&str; 5] =
+                    ["0", "-1", "65536", "4294967296", "99999999999999999999"];
+                let absurd = ABSURD[rng.below(ABSURD.len())];
+                let line = &lines[i];
+                if let Some(start) = line.find(|c: char| c.is_ascii_digit()) {
+                    let end = line[start..]
+                        .find(|c: char| !c.is_ascii_digit())
+                        .map_or(line.len(), |e| start + e);
+                    lines[i] = format!("{}{absurd}{}", &line[..start], &line[end..]);
+                }
+            }
+            4 => {
+                let line = &mut lines[i];
+                let cut = rng.below(line.len() + 1);
+                line.truncate(line.floor_char_boundary(cut));
+            }
+            _ => {
+                const STRAY: [&str; 6] = [":", " ", "=", "\0", "é", "\u{202e}"];
+                let line = &mut lines[i];
+                let at = line.floor_char_boundary(rng.below(line.len() + 1));
+                line.insert_str(at, STRAY[rng.below(STRAY.len())]);
+            }
+        }
+    }
+    lines.join("\r\n") + "\r\n"
 }
 
 /// One hostile datagram and the address it claims to come from: a stranger's, or a

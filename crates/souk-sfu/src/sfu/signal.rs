@@ -21,6 +21,7 @@ use crate::keyframe::VideoCodec;
 use crate::layer::{choose_layer, Wanted};
 use crate::participant::{Downtrack, DowntrackState, OfferOut};
 use crate::peer::{preferred_video_codec, Peer, Side};
+use crate::sdp_parse;
 use crate::track::{PublishedTrack, TrackKey};
 use crate::ParticipantId;
 
@@ -125,7 +126,10 @@ impl Sfu {
         let offer = SdpOffer::from_sdp_string(&msg.sdp).map_err(|e| {
             ProtoError::new(
                 ErrorCode::InvalidSdp,
-                format!("publish offer does not parse: {e}"),
+                format!(
+                    "publish offer does not parse: {}",
+                    sdp_parse::explain(&msg.sdp, e)
+                ),
             )
         })?;
 
@@ -414,7 +418,7 @@ impl Sfu {
             .as_mut()
             .expect("an offer implies a subscriber peer");
         let result = SdpAnswer::from_sdp_string(&msg.sdp)
-            .map_err(|e| format!("answer does not parse: {e}"))
+            .map_err(|e| format!("answer does not parse: {}", sdp_parse::explain(&msg.sdp, e)))
             .and_then(|answer| {
                 peer.rtc
                     .sdp_api()

@@ -14,6 +14,7 @@ use crate::demux::PeerKey;
 use crate::keyframe::VideoCodec;
 use crate::participant::DowntrackState;
 use crate::peer::{Peer, Side};
+use crate::sdp_parse;
 use crate::ParticipantId;
 
 /// The `(kind, mid)` of each receiving audio or video section of an offer, in order.
@@ -61,8 +62,12 @@ impl Sfu {
                 "this viewer already has a connection",
             ));
         }
-        let offer = SdpOffer::from_sdp_string(offer_sdp)
-            .map_err(|e| invalid(format!("offer does not parse: {e}")))?;
+        let offer = SdpOffer::from_sdp_string(offer_sdp).map_err(|e| {
+            invalid(format!(
+                "offer does not parse: {}",
+                sdp_parse::explain(offer_sdp, e)
+            ))
+        })?;
         let mut available = self.tracks_in_room(&room, Some(id));
         let video_first = available
             .iter()

@@ -123,6 +123,8 @@ pub struct Room {
     pub now: Instant,
     pub sfu: Sfu,
     pub clients: Vec<Client>,
+    /// Signalling for participants that are not among `clients`.
+    pub others: Vec<(ParticipantId, ServerMessage)>,
     net: Vec<(Instant, Protocol, SocketAddr, SocketAddr, Vec<u8>)>,
     pub link: Link,
     /// Size of each synthetic video frame (a benchmark picks one that fits a packet).
@@ -142,6 +144,7 @@ impl Room {
             now,
             sfu: Sfu::new(config, now, 1_700_000_000_000),
             clients: Vec::new(),
+            others: Vec::new(),
             net: Vec::new(),
             link: Link::default(),
             frame_bytes: 1200,
@@ -239,7 +242,12 @@ impl Room {
     }
 
     pub fn send(&mut self, i: usize, msg: ClientMessage) {
-        let id = self.clients[i].id;
+        self.send_from(self.clients[i].id, msg);
+    }
+
+    /// Sends as any participant, also one that joined the core directly rather than as
+    /// one of `clients` (its replies land in `others`).
+    pub fn send_from(&mut self, id: ParticipantId, msg: ClientMessage) {
         self.sfu.handle_message(self.now, id, msg);
         self.pump_outputs();
     }
@@ -262,12 +270,10 @@ impl Room {
         while let Some(out) = self.sfu.poll_output() {
             match out {
                 Output::Transmit(t) => self.enqueue(t.proto, t.source, t.destination, t.contents),
-                Output::Signal(id, msg) => {
-                    let Some(i) = self.clients.iter().position(|c| c.id == id) else {
-                        continue;
-                    };
-                    self.on_signal(i, *msg);
-                }
+                Output::Signal(id, msg) => match self.clients.iter().position(|c| c.id == id) {
+                    Some(i) => self.on_signal(i, *msg),
+                    None => self.others.push((id, *msg)),
+                },
                 Output::Broadcast(ids, text) => {
                     let msg: ServerMessage =
                         serde_json::from_str(&text).expect("broadcasts are server messages");
