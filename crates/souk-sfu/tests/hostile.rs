@@ -27,43 +27,68 @@ const FRAMES_WHILE_ATTACKED: u64 = 140;
 #[test]
 fn hostile_datagrams_neither_panic_nor_break_a_call() {
     for seed in 1..=4 {
+        let mut call = Call::start(seed);
+        let before = call.frames();
+        assert!(before > 0, "seed {seed}: the call is up before the attack");
+
+        let server: SocketAddr = SERVER.parse().unwrap();
+        let forged = [
+            call.room.clients[call.host].pub_addr,
+            call.room.clients[call.viewer].sub_addr,
+        ];
+        let mut rng = Rng::new(seed.wrapping_mul(0x9e37_79b9));
+        for _ in 0..STEPS {
+            let real = call.room.in_flight_to_server();
+            for _ in 0..PER_STEP {
+                let (from, data) = hostile(&mut rng, &forged, &real);
+                call.room.enqueue(Protocol::Udp, from, server, data);
+            }
+            call.room.run_for(Duration::from_millis(10));
+        }
+
+        let during = call.frames() - before;
+        assert!(
+            during >= FRAMES_WHILE_ATTACKED,
+            "seed {seed}: the viewer got {during} frames in 5 s of hostile traffic"
+        );
+        assert_eq!(
+            call.room.sfu.participant_count(),
+            2,
+            "seed {seed}: nobody was dropped"
+        );
+    }
+}
+
+/// A host's video reaching a viewer, three seconds into the call.
+struct Call {
+    room: Room,
+    host: usize,
+    viewer: usize,
+    track: String,
+}
+
+impl Call {
+    fn start(seed: u64) -> Call {
         let mut room = Room::new(seed);
         let host = room.join("r", "host", Role::Staff);
         let viewer = room.join("r", "viewer", Role::Shopper);
         room.publish_video(host, false);
         room.run_for(Duration::from_secs(3));
         let track = room.published_tracks(host)[0].clone();
-        let frames = |room: &Room| {
-            room.clients[viewer]
-                .received
-                .get(&track)
-                .map_or(0, |r| r.frames)
-        };
-        let before = frames(&room);
-        assert!(before > 0, "seed {seed}: the call is up before the attack");
-
-        let server: SocketAddr = SERVER.parse().unwrap();
-        let forged = [room.clients[host].pub_addr, room.clients[viewer].sub_addr];
-        let mut rng = Rng::new(seed.wrapping_mul(0x9e37_79b9));
-        for _ in 0..STEPS {
-            let real = room.in_flight_to_server();
-            for _ in 0..PER_STEP {
-                let (from, data) = hostile(&mut rng, &forged, &real);
-                room.enqueue(Protocol::Udp, from, server, data);
-            }
-            room.run_for(Duration::from_millis(10));
+        Call {
+            room,
+            host,
+            viewer,
+            track,
         }
+    }
 
-        let during = frames(&room) - before;
-        assert!(
-            during >= FRAMES_WHILE_ATTACKED,
-            "seed {seed}: the viewer got {during} frames in 5 s of hostile traffic"
-        );
-        assert_eq!(
-            room.sfu.participant_count(),
-            2,
-            "seed {seed}: nobody was dropped"
-        );
+    /// Video frames the viewer has received so far.
+    fn frames(&self) -> u64 {
+        self.room.clients[self.viewer]
+            .received
+            .get(&self.track)
+            .map_or(0, |r| r.frames)
     }
 }
 
@@ -72,34 +97,24 @@ const OFFERS: usize = 120;
 
 #[test]
 fn mangled_offers_get_an_answer_or_an_error_and_the_room_goes_on() {
-    let mut room = Room::new(5);
-    let host = room.join("r", "host", Role::Staff);
-    let viewer = room.join("r", "viewer", Role::Shopper);
-    room.publish_video(host, false);
-    room.run_for(Duration::from_secs(3));
-    let track = room.published_tracks(host)[0].clone();
-    let frames = |room: &Room| {
-        room.clients[viewer]
-            .received
-            .get(&track)
-            .map_or(0, |r| r.frames)
-    };
+    let mut call = Call::start(5);
 
     // Each offer comes from a new participant, the first offer of its connection, who
     // joins the core directly (what it is told lands in `room.others`) and then leaves.
-    let (offer, mids) = real_offer(room.now);
+    let (offer, mids) = real_offer(call.room.now);
     let mut rng = Rng::new(17);
-    let before = frames(&room);
+    let before = call.frames();
     let mut answered = 0;
     for n in 0..OFFERS {
-        let mallory = room
+        let mallory = call
+            .room
             .sfu
-            .join(room.now, joining(&format!("mallory-{n}")))
+            .join(call.room.now, joining(&format!("mallory-{n}")))
             .expect("join accepted");
         let req = n as u32 + 1;
         let sdp = mangled_sdp(&mut rng, &offer);
-        room.send_from(mallory, publish_offer(req, sdp, &mids));
-        let reply = room.others.iter().find_map(|(id, msg)| match msg {
+        call.room.send_from(mallory, publish_offer(req, sdp, &mids));
+        let reply = call.room.others.iter().find_map(|(id, msg)| match msg {
             ServerMessage::PublishAnswer(a) if *id == mallory && a.req == Some(req) => Some(None),
             ServerMessage::Error(e) if *id == mallory && e.req == Some(req) => Some(Some(e)),
             _ => None,
@@ -113,16 +128,17 @@ fn mangled_offers_get_an_answer_or_an_error_and_the_room_goes_on() {
             ),
             Some(None) => answered += 1,
         }
-        room.run_for(Duration::from_millis(25));
-        room.send_from(mallory, ClientMessage::Leave(Req { req: None }));
+        call.room.run_for(Duration::from_millis(25));
+        call.room
+            .send_from(mallory, ClientMessage::Leave(Req { req: None }));
     }
-    let during = frames(&room) - before;
+    let during = call.frames() - before;
     // 3 s of the room's time at 30 frames a second; a third of a second of stall at most.
     assert!(
         during >= 80,
         "the viewer got {during} frames while the offers came"
     );
-    assert_eq!(room.sfu.participant_count(), 2, "each sender left");
+    assert_eq!(call.room.sfu.participant_count(), 2, "each sender left");
     // Some mangling leaves an offer str0m takes: those get answers and connections.
     assert!(
         (1..OFFERS).contains(&answered),
