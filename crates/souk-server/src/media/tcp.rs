@@ -63,14 +63,11 @@ impl TcpConnections {
     }
 
     pub fn opened(&mut self, now: Instant, remote: SocketAddr, writer: mpsc::Sender<Vec<u8>>) {
-        let unchecked_since = Some(now);
-        self.open.insert(
-            remote,
-            Connection {
-                writer,
-                unchecked_since,
-            },
-        );
+        let connection = Connection {
+            writer,
+            unchecked_since: Some(now),
+        };
+        self.open.insert(remote, connection);
         self.next_sweep.get_or_insert(now + self.check_within);
     }
 
