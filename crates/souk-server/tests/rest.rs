@@ -326,3 +326,32 @@ async fn cors_allows_only_the_configured_origins() {
     let other = preflight("https://evil.example").await.unwrap();
     assert!(other.headers().get("access-control-allow-origin").is_none());
 }
+
+/// WHIP and WHEP offers that are not SDP get `400 invalid_sdp`, with the line that is
+/// wrong and nothing of the server's memory.
+#[tokio::test]
+async fn whip_and_whep_offers_that_do_not_parse_name_the_line() {
+    let server = TestServer::start();
+    let http = reqwest::Client::new();
+    // The WHIP handler's own scan finds an audio section with a mid; the SDP parser then
+    // stops at the `t=` line, which must come after `s=`.
+    let offer = "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\nt=0 0\r\ns=-\r\n\
+                 m=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:0\r\na=sendonly\r\n";
+    for (path, role) in [("whip", "host"), ("whep", "audience")] {
+        let token = server.token("sdp-check", &format!("{path}-sender"), role);
+        let resp = http
+            .post(format!("{}/{path}/sdp-check", server.url))
+            .bearer_auth(token)
+            .header("content-type", "application/sdp")
+            .body(offer)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), 400, "{path}");
+        let body: serde_json::Value = resp.json().await.unwrap();
+        assert_eq!(body["code"], "invalid_sdp", "{path}: {body}");
+        let message = body["message"].as_str().unwrap_or_default();
+        assert!(message.contains("line 3 (`t=0 0`)"), "{path}: {message}");
+        assert!(!message.contains("0x"), "{path}: {message}");
+    }
+}
