@@ -347,3 +347,29 @@ fn framed_stun_binding_request(username: &str) -> Vec<u8> {
     framed.extend(stun);
     framed
 }
+
+/// One address may hold only its share of the ICE-TCP places: past 64 connections, the
+/// next is closed at once, and the 64 stay open.
+#[tokio::test]
+async fn one_address_cannot_take_every_ice_tcp_place() {
+    use tokio::io::AsyncReadExt;
+    let server = TestServer::start_with(&["--ice-tcp-check-within", "1h"]);
+    let media = format!("127.0.0.1:{}", server.media_port);
+    let mut held = Vec::new();
+    for _ in 0..64 {
+        held.push(tokio::net::TcpStream::connect(&media).await.unwrap());
+    }
+    let mut one_more = tokio::net::TcpStream::connect(&media).await.unwrap();
+    let closed = tokio::time::timeout(WAIT, async {
+        let mut buf = [0u8; 16];
+        matches!(one_more.read(&mut buf).await, Ok(0) | Err(_))
+    })
+    .await;
+    assert_eq!(closed, Ok(true), "the 65th connection is closed");
+    // The server accepts in order, so it had taken the 64 before refusing the 65th.
+    for (i, stream) in held.iter().enumerate() {
+        let mut buf = [0u8; 16];
+        let still_open = matches!(stream.try_read(&mut buf), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock);
+        assert!(still_open, "connection {i} is still open");
+    }
+}

@@ -5,11 +5,13 @@
 //!
 //! Anyone can open connections to the media port, and there is room for only so many.
 //! So a connection that has not passed an ICE check of some session soon after opening
-//! is closed ([`TcpConnections::close_unchecked`]): idle or garbage-sending connections
-//! cannot hold the places of browsers that need them.
+//! is closed ([`TcpConnections::close_unchecked`]), and one address may hold only a
+//! share of the places ([`Places`]): idle or garbage-sending connections cannot hold
+//! the places of browsers that need them.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -37,6 +39,58 @@ pub enum TcpEvent {
 const MAX_FRAME: usize = 1600;
 /// Most ICE-TCP connections at once; each is a browser that could not use UDP.
 const MAX_CONNECTIONS: usize = 1024;
+/// Most at once from one IP address: room for an office behind one NAT, not for one
+/// host to take every place by opening connections faster than the check closes them.
+const MAX_CONNECTIONS_PER_ADDRESS: usize = 64;
+
+/// The connection places in use, in all and per address.
+struct Places {
+    total: usize,
+    by_address: HashMap<IpAddr, usize>,
+}
+
+/// A connection's place, given back when it is dropped.
+struct Place {
+    places: Arc<Mutex<Places>>,
+    address: IpAddr,
+}
+
+impl Places {
+    fn shared() -> Arc<Mutex<Places>> {
+        Arc::new(Mutex::new(Places {
+            total: 0,
+            by_address: HashMap::new(),
+        }))
+    }
+
+    /// A place for a connection from `address`, if there is one.
+    fn take(places: &Arc<Mutex<Places>>, address: IpAddr) -> Option<Place> {
+        let mut guard = places.lock().unwrap_or_else(|e| e.into_inner());
+        let held = guard.by_address.get(&address).copied().unwrap_or(0);
+        if guard.total >= MAX_CONNECTIONS || held >= MAX_CONNECTIONS_PER_ADDRESS {
+            return None;
+        }
+        guard.total += 1;
+        guard.by_address.insert(address, held + 1);
+        Some(Place {
+            places: places.clone(),
+            address,
+        })
+    }
+}
+
+impl Drop for Place {
+    fn drop(&mut self) {
+        let mut guard = self.places.lock().unwrap_or_else(|e| e.into_inner());
+        guard.total -= 1;
+        if let Some(held) = guard.by_address.get_mut(&self.address) {
+            *held -= 1;
+            if *held == 0 {
+                guard.by_address.remove(&self.address);
+            }
+        }
+    }
+}
 
 /// The media task's view of the open ICE-TCP connections.
 pub struct TcpConnections {
@@ -124,7 +178,7 @@ pub async fn accept_loop(
     cancel: CancellationToken,
     tracker: TaskTracker,
 ) {
-    let open = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let places = Places::shared();
     loop {
         let (stream, remote) = tokio::select! {
             _ = cancel.cancelled() => return,
@@ -136,17 +190,16 @@ pub async fn accept_loop(
                 }
             },
         };
-        if open.load(std::sync::atomic::Ordering::Relaxed) >= MAX_CONNECTIONS {
-            debug!(%remote, "too many ICE-TCP connections; refusing");
+        let Some(place) = Places::take(&places, remote.ip()) else {
+            debug!(%remote, "no ICE-TCP place left for this address or at all; refusing");
             continue;
-        }
+        };
         let _ = stream.set_nodelay(true);
-        open.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let (events, cancel, open) = (events.clone(), cancel.clone(), open.clone());
+        let (events, cancel) = (events.clone(), cancel.clone());
         tracker.spawn(async move {
             serve(stream, remote, events.clone(), cancel).await;
             let _ = events.send(TcpEvent::Closed { remote }).await;
-            open.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+            drop(place);
         });
     }
 }
@@ -239,6 +292,27 @@ mod tests {
             "a checked connection stays"
         );
         assert_eq!(checked_rx.try_recv(), Err(mpsc::error::TryRecvError::Empty));
+    }
+
+    #[test]
+    fn one_address_holds_only_its_share_of_the_places() {
+        let places = Places::shared();
+        let (one, other): (IpAddr, IpAddr) =
+            ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
+        let held: Vec<Place> = (0..MAX_CONNECTIONS_PER_ADDRESS)
+            .map(|_| Places::take(&places, one).expect("a place"))
+            .collect();
+        assert!(Places::take(&places, one).is_none(), "its share is used up");
+        let elsewhere = Places::take(&places, other);
+        assert!(elsewhere.is_some(), "another address still gets one");
+        drop(held);
+        assert!(
+            Places::take(&places, one).is_some(),
+            "dropped places come back"
+        );
+        drop(elsewhere);
+        let guard = places.lock().unwrap();
+        assert_eq!((guard.total, guard.by_address.len()), (0, 0));
     }
 
     #[test]
