@@ -8,11 +8,10 @@ mod common;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use common::{Rng, Room, SERVER};
+use common::{join_request, Rng, Room, SERVER};
 use souk_proto::model::{LayerInfo, TrackKind, TrackSource};
 use souk_proto::signal::{ClientMessage, PublishOffer, PublishTrack, Req, ServerMessage};
 use souk_proto::token::Role;
-use souk_sfu::JoinRequest;
 use str0m::media::{Direction, MediaKind, Simulcast, SimulcastLayer};
 use str0m::net::Protocol;
 use str0m::Rtc;
@@ -109,7 +108,10 @@ fn mangled_offers_get_an_answer_or_an_error_and_the_room_goes_on() {
         let mallory = call
             .room
             .sfu
-            .join(call.room.now, joining(&format!("mallory-{n}")))
+            .join(
+                call.room.now,
+                join_request("r", &format!("mallory-{n}"), Role::Staff),
+            )
             .expect("join accepted");
         let req = n as u32 + 1;
         let sdp = mangled_sdp(&mut rng, &offer);
@@ -144,20 +146,6 @@ fn mangled_offers_get_an_answer_or_an_error_and_the_room_goes_on() {
         (1..OFFERS).contains(&answered),
         "{answered} of {OFFERS} answered"
     );
-}
-
-fn joining(identity: &str) -> JoinRequest {
-    JoinRequest {
-        room: "r".into(),
-        identity: identity.into(),
-        name: identity.into(),
-        role: Role::Staff,
-        grants: Role::Staff.default_grants(),
-        metadata: None,
-        auto_subscribe: true,
-        req: None,
-        last_event: None,
-    }
 }
 
 /// A real offer, as a browser's SDK would send it: audio and three-layer video.

@@ -155,18 +155,10 @@ impl Room {
 
     /// Joins `identity` and returns its index in `clients`.
     pub fn join(&mut self, room: &str, identity: &str, role: Role) -> usize {
-        let req = JoinRequest {
-            room: room.into(),
-            identity: identity.into(),
-            name: identity.into(),
-            role,
-            grants: role.default_grants(),
-            metadata: None,
-            auto_subscribe: true,
-            req: None,
-            last_event: None,
-        };
-        let id = self.sfu.join(self.now, req).expect("join accepted");
+        let id = self
+            .sfu
+            .join(self.now, join_request(room, identity, role))
+            .expect("join accepted");
         let n = self.clients.len() as u8 + 2;
         let pub_addr = SocketAddr::new([10, 0, 1, n].into(), self.next_port);
         let sub_addr = SocketAddr::new([10, 0, 2, n].into(), self.next_port + 1);
@@ -557,6 +549,21 @@ impl Room {
             })
             .next_back()
             .unwrap_or_default()
+    }
+}
+
+/// What a client subscribing to everything in `room` joins with.
+pub fn join_request(room: &str, identity: &str, role: Role) -> JoinRequest {
+    JoinRequest {
+        room: room.into(),
+        identity: identity.into(),
+        name: identity.into(),
+        role,
+        grants: role.default_grants(),
+        metadata: None,
+        auto_subscribe: true,
+        req: None,
+        last_event: None,
     }
 }
 
